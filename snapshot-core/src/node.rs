@@ -1,0 +1,225 @@
+//! A driver that joins a [`Process`], its [`SnapshotEngine`] and a [`Transport`].
+
+use crate::{
+    Action, Endpoint, EngineError, Envelope, Frame, LocalSnapshot, NodeId, Outbox, Process,
+    SnapshotEngine, SnapshotId, Transport, TransportError,
+};
+use std::collections::{BTreeMap, VecDeque};
+use thiserror::Error;
+
+/// Why a [`Node`] could not carry out a step.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The protocol engine refused the input.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The transport failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}
+
+/// What one step of a [`Node`] did to snapshots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome<S, R> {
+    /// The snapshot this node recorded its state for in this step (markers went out
+    /// on every outgoing channel).
+    pub started: Option<SnapshotId>,
+    /// This node's part of a snapshot, if this step completed it.
+    pub completed: Option<LocalSnapshot<S, R>>,
+}
+
+impl<S, R> Default for Outcome<S, R> {
+    fn default() -> Self {
+        Outcome {
+            started: None,
+            completed: None,
+        }
+    }
+}
+
+/// The frames a node's transport carries, for a process `P` and control traffic `C`.
+pub type NodeFrame<P, C> = Frame<<P as Process>::Message, C>;
+
+/// The local snapshots a node's process produces.
+pub type NodeSnapshot<P> = LocalSnapshot<<P as Process>::State, <P as Process>::Record>;
+
+/// One node: the application process, its snapshot engine, and the node-to-node
+/// messages that have arrived but are not handled yet.
+///
+/// The node does the bookkeeping that is easy to get wrong by hand: every application
+/// message it sends is counted by the engine before it leaves, every message it handles
+/// is recorded by the engine, and markers go out exactly when the engine says.
+///
+/// Two ways of delivering node-to-node traffic are supported:
+///
+/// - as it arrives: pass each [`Envelope`] to [`deliver`](Self::deliver);
+/// - on command (to simulate delay and reordering, as a test harness or the bank
+///   does): [`hold`](Self::hold) it, and later [`take_held`](Self::take_held) and
+///   [`deliver`](Self::deliver) the head of a chosen channel.
+pub struct Node<P: Process> {
+    process: P,
+    engine: SnapshotEngine<P>,
+    held: BTreeMap<NodeId, VecDeque<Envelope<P::Message>>>,
+    outbox: Outbox<P::Message>,
+}
+
+impl<P: Process> std::fmt::Debug for Node<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let held: BTreeMap<_, _> = self.held.iter().map(|(from, q)| (from, q.len())).collect();
+        f.debug_struct("Node")
+            .field("engine", &self.engine)
+            .field("held", &held)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: Process> Node<P> {
+    /// Node `id` running `process`, with no channels yet.
+    pub fn new(id: NodeId, process: P) -> Self {
+        Node {
+            process,
+            engine: SnapshotEngine::new(id),
+            held: BTreeMap::new(),
+            outbox: Outbox::default(),
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.engine.node()
+    }
+
+    /// The application process.
+    pub fn process(&self) -> &P {
+        &self.process
+    }
+
+    /// The application process, for changes that are local events (such as a
+    /// withdrawal commanded from outside). Messages must be sent with
+    /// [`send`](Self::send), never around the node.
+    pub fn process_mut(&mut self) -> &mut P {
+        &mut self.process
+    }
+
+    /// The snapshot engine, to inspect its channels and snapshots in flight.
+    pub fn engine(&self) -> &SnapshotEngine<P> {
+        &self.engine
+    }
+
+    /// Adds the channels `self -> peer` and `peer -> self`.
+    pub fn add_peer(&mut self, peer: NodeId) -> Result<(), EngineError> {
+        self.engine.add_incoming(peer)?;
+        self.engine.add_outgoing(peer)
+    }
+
+    /// Adds the incoming channel `from -> self`.
+    pub fn add_incoming(&mut self, from: NodeId) -> Result<(), EngineError> {
+        self.engine.add_incoming(from)
+    }
+
+    /// Adds the outgoing channel `self -> to`.
+    pub fn add_outgoing(&mut self, to: NodeId) -> Result<(), EngineError> {
+        self.engine.add_outgoing(to)
+    }
+
+    /// Sends the application message `message` on the channel `self -> to`.
+    pub fn send<C, T>(
+        &mut self,
+        transport: &mut T,
+        to: NodeId,
+        message: P::Message,
+    ) -> Result<(), NodeError>
+    where
+        T: Transport<NodeFrame<P, C>> + ?Sized,
+    {
+        self.engine.on_send(to)?;
+        transport.send(Endpoint::Node(to), Frame::Peer(Envelope::App(message)))?;
+        Ok(())
+    }
+
+    /// Starts a new snapshot at this node. Returns its id, and this node's part of it
+    /// if that is already complete (a node with no incoming channel).
+    pub fn initiate<C, T>(
+        &mut self,
+        transport: &mut T,
+    ) -> Result<(SnapshotId, Option<NodeSnapshot<P>>), NodeError>
+    where
+        T: Transport<NodeFrame<P, C>> + ?Sized,
+    {
+        let (id, actions) = self.engine.initiate(&self.process);
+        let outcome = Self::carry_out(transport, actions)?;
+        Ok((id, outcome.completed))
+    }
+
+    /// Keeps `envelope`, arrived on the channel `from -> self`, until it is taken with
+    /// [`take_held`](Self::take_held).
+    pub fn hold(&mut self, from: NodeId, envelope: Envelope<P::Message>) {
+        self.held.entry(from).or_default().push_back(envelope);
+    }
+
+    /// Takes the oldest held envelope of the channel `from -> self`.
+    pub fn take_held(&mut self, from: NodeId) -> Option<Envelope<P::Message>> {
+        let queue = self.held.get_mut(&from)?;
+        let envelope = queue.pop_front();
+        if queue.is_empty() {
+            self.held.remove(&from);
+        }
+        envelope
+    }
+
+    /// How many envelopes are held for the channel `from -> self`.
+    pub fn held(&self, from: NodeId) -> usize {
+        self.held.get(&from).map_or(0, VecDeque::len)
+    }
+
+    /// Handles `envelope`, taken from the channel `from -> self`: an application
+    /// message goes through the engine (counted, recorded) to the process, whose
+    /// replies are sent; a marker goes to the engine, whose markers are sent.
+    pub fn deliver<C, T>(
+        &mut self,
+        transport: &mut T,
+        from: NodeId,
+        envelope: Envelope<P::Message>,
+    ) -> Result<Outcome<P::State, P::Record>, NodeError>
+    where
+        T: Transport<NodeFrame<P, C>> + ?Sized,
+    {
+        match envelope {
+            Envelope::App(message) => {
+                self.engine.on_message(from, &message, &self.process)?;
+                self.process.handle(from, message, &mut self.outbox);
+                let mut outbox = std::mem::take(&mut self.outbox);
+                let sent = outbox
+                    .drain()
+                    .try_for_each(|(to, reply)| self.send(transport, to, reply));
+                self.outbox = outbox;
+                sent.map(|()| Outcome::default())
+            }
+            Envelope::Marker(id) => {
+                let actions = self.engine.on_marker(from, id, &self.process)?;
+                Self::carry_out(transport, actions)
+            }
+        }
+    }
+
+    fn carry_out<C, T>(
+        transport: &mut T,
+        actions: Vec<Action<P::State, P::Record>>,
+    ) -> Result<Outcome<P::State, P::Record>, NodeError>
+    where
+        T: Transport<NodeFrame<P, C>> + ?Sized,
+    {
+        let mut outcome = Outcome::default();
+        for action in actions {
+            match action {
+                Action::Recorded { id } => outcome.started = Some(id),
+                Action::SendMarker { to, id } => {
+                    transport.send(Endpoint::Node(to), Frame::Peer(Envelope::Marker(id)))?;
+                }
+                Action::Complete(local) => outcome.completed = Some(local),
+            }
+        }
+        Ok(outcome)
+    }
+}
