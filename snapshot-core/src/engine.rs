@@ -63,6 +63,9 @@ pub enum EngineError {
     SelfChannel(NodeId),
 }
 
+/// The actions an input to the engine of process `P` asks for.
+type Actions<P> = Vec<Action<<P as Process>::State, <P as Process>::Record>>;
+
 /// The snapshots of one initiator that this node has finished, kept compactly: all
 /// sequence numbers below `below`, and those in `above`.
 #[derive(Debug, Default, Clone)]
@@ -155,6 +158,12 @@ impl<P: Process> SnapshotEngine<P> {
     }
 
     /// Adds the incoming channel `from -> self`. Adding a channel twice is harmless.
+    ///
+    /// Channels may change only while no snapshot is in flight anywhere in the system,
+    /// not just at this node: a snapshot that has already passed the other end of a
+    /// new channel would wait forever for that channel's marker. This node can only
+    /// check its own side ([`EngineError::SnapshotInFlight`]); the application
+    /// ensures the rest (the bank refuses `CreateNode` while a snapshot is open).
     pub fn add_incoming(&mut self, from: NodeId) -> Result<(), EngineError> {
         self.check_topology_change(from)?;
         self.received.entry(from).or_insert(0);
@@ -181,6 +190,11 @@ impl<P: Process> SnapshotEngine<P> {
         Ok(())
     }
 
+    /// Whether the outgoing channel `self -> to` exists.
+    pub fn has_outgoing(&self, to: NodeId) -> bool {
+        self.sent.contains_key(&to)
+    }
+
     /// The incoming channels, by sender.
     pub fn incoming(&self) -> impl Iterator<Item = NodeId> + '_ {
         self.received.keys().copied()
@@ -199,7 +213,7 @@ impl<P: Process> SnapshotEngine<P> {
 
     /// Starts a new snapshot at this node: records the process's state now, starts
     /// recording every incoming channel, and asks for a marker on every outgoing one.
-    pub fn initiate(&mut self, process: &P) -> (SnapshotId, Vec<Action<P::State, P::Record>>) {
+    pub fn initiate(&mut self, process: &P) -> (SnapshotId, Actions<P>) {
         let id = SnapshotId {
             initiator: self.me,
             seq: self.next_seq,
@@ -220,7 +234,7 @@ impl<P: Process> SnapshotEngine<P> {
         from: NodeId,
         id: SnapshotId,
         process: &P,
-    ) -> Result<Vec<Action<P::State, P::Record>>, EngineError> {
+    ) -> Result<Actions<P>, EngineError> {
         self.check_incoming(from)?;
         let duplicate = EngineError::DuplicateMarker {
             id,
@@ -298,12 +312,7 @@ impl<P: Process> SnapshotEngine<P> {
 
     /// Records this node's part of snapshot `id`; `closed` is the channel whose marker
     /// started it, recorded as empty.
-    fn record(
-        &mut self,
-        id: SnapshotId,
-        closed: Option<NodeId>,
-        process: &P,
-    ) -> Vec<Action<P::State, P::Record>> {
+    fn record(&mut self, id: SnapshotId, closed: Option<NodeId>, process: &P) -> Actions<P> {
         let local = LocalSnapshot {
             id,
             node: self.me,

@@ -133,8 +133,19 @@ impl<P: Process> Node<P> {
     where
         T: Transport<NodeFrame<P, C>> + ?Sized,
     {
-        self.engine.on_send(to)?;
+        // Checked first and counted last, so that a message the transport refuses is
+        // not counted as sent.
+        if !self.engine.has_outgoing(to) {
+            let me = self.id();
+            return Err(EngineError::UnknownChannel {
+                node: me,
+                from: me,
+                to,
+            }
+            .into());
+        }
         transport.send(Endpoint::Node(to), Frame::Peer(Envelope::App(message)))?;
+        self.engine.on_send(to)?;
         Ok(())
     }
 
