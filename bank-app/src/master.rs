@@ -1,0 +1,532 @@
+//! The master: runs a script's commands, one at a time, against the roles of a
+//! [`System`], and prints what the bank specification says.
+//!
+//! The master keeps no balances and computes no snapshot. It knows which nodes exist,
+//! the money created, and how many messages sit in each channel (it learns of every
+//! enqueue from an acknowledgement), which is all it needs to check a command before
+//! sending it and to make the random choices.
+
+use crate::choice::Chooser;
+use crate::protocol::{BankSnapshot, Control, Peer, Taken, Wire};
+use crate::role::Role;
+use crate::script::Command;
+use crate::system::System;
+use snapshot_core::{Endpoint, Frame, NodeId, Transport};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::io::Write;
+use std::time::Duration;
+
+/// Why a command did not complete.
+#[derive(Debug)]
+pub enum Refusal {
+    /// The command is not valid now: it had no effect and the run goes on.
+    Rejected(String),
+    /// The system failed: a role died, stopped answering, or broke the protocol.
+    Failed {
+        /// Who failed.
+        who: Endpoint,
+        /// Why.
+        cause: String,
+    },
+    /// Standard output is closed: the run ends quietly.
+    OutputClosed,
+}
+
+/// What to do after a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Read the next command.
+    Continue,
+    /// `KillAll`: stop reading.
+    Stop,
+}
+
+fn rejected<T>(reason: impl Into<String>) -> Result<T, Refusal> {
+    Err(Refusal::Rejected(reason.into()))
+}
+
+/// The master of one run.
+pub struct Master<W: Write> {
+    system: Box<dyn System>,
+    transport: Option<Box<dyn Transport<Wire>>>,
+    out: W,
+    chooser: Chooser,
+    ack_timeout: Duration,
+    /// Every role started, in order, whether or not it finished joining.
+    launched: Vec<Endpoint>,
+    /// Every node, with its transport address.
+    nodes: BTreeMap<NodeId, Option<String>>,
+    /// All the money created.
+    total: u64,
+    /// The number of messages in each non-empty channel `(from, to)`.
+    queued: BTreeMap<(NodeId, NodeId), u64>,
+    markers_in_transit: u64,
+    snapshot_open: bool,
+    collected: bool,
+}
+
+impl<W: Write> Master<W> {
+    /// A master that will run roles on `system`, print to `out`, and draw its choices
+    /// from `seed`.
+    pub fn new(system: Box<dyn System>, out: W, seed: u64, ack_timeout: Duration) -> Self {
+        Master {
+            system,
+            transport: None,
+            launched: Vec::new(),
+            out,
+            chooser: Chooser::new(seed),
+            ack_timeout,
+            nodes: BTreeMap::new(),
+            total: 0,
+            queued: BTreeMap::new(),
+            markers_in_transit: 0,
+            snapshot_open: false,
+            collected: false,
+        }
+    }
+
+    /// Runs one command to completion.
+    pub fn execute(&mut self, command: Command) -> Result<Flow, Refusal> {
+        if self.transport.is_none() {
+            return match command {
+                Command::StartMaster => self.start().map(|()| Flow::Continue),
+                _ => rejected("the master is not started (StartMaster comes first)"),
+            };
+        }
+        match command {
+            Command::StartMaster => rejected("the master is already started"),
+            Command::CreateNode { node, amount } => self.create_node(node, amount),
+            Command::Send { from, to, amount } => self.send(from, to, amount),
+            Command::Receive { to, from } => self.receive(to, from),
+            Command::ReceiveAll => self.receive_all(),
+            Command::BeginSnapshot(node) => self.begin_snapshot(node),
+            Command::CollectState => self.collect_state(),
+            Command::PrintSnapshot => self.print_snapshot(),
+            Command::KillAll => return Ok(Flow::Stop),
+        }
+        .map(|()| Flow::Continue)
+    }
+
+    /// Tells every role to stop, waits for them, and removes what the run created.
+    pub fn shutdown(&mut self) {
+        if let Some(transport) = self.transport.as_mut() {
+            for &endpoint in &self.launched {
+                // A role that is already gone needs no telling.
+                let _ = transport.send(endpoint, Frame::Control(Control::Stop));
+            }
+            let _ = transport.flush();
+        }
+        self.system.shutdown();
+    }
+
+    fn start(&mut self) -> Result<(), Refusal> {
+        let transport = self.system.master().map_err(|error| Refusal::Failed {
+            who: Endpoint::Master,
+            cause: format!("{error:#}"),
+        })?;
+        self.transport = Some(transport);
+        self.launch(Role::Observer)?;
+        Ok(())
+    }
+
+    /// Starts `role` and waits for its hello; returns its address.
+    fn launch(&mut self, role: Role) -> Result<Option<String>, Refusal> {
+        let who = role.endpoint();
+        self.system.start(role).map_err(|error| Refusal::Failed {
+            who,
+            cause: format!("cannot start: {error:#}"),
+        })?;
+        self.launched.push(who);
+        match self.expect(who, |c| matches!(c, Control::Hello { .. }))? {
+            Control::Hello { address } => Ok(address),
+            other => Err(protocol_error(who, &other)),
+        }
+    }
+
+    fn create_node(&mut self, node: NodeId, amount: u64) -> Result<(), Refusal> {
+        if self.nodes.contains_key(&node) {
+            return rejected(format!("node {node} already exists"));
+        }
+        if self.snapshot_open {
+            return rejected("cannot create a node while a snapshot is open");
+        }
+        let Some(total) = self.total.checked_add(amount) else {
+            return rejected(format!(
+                "the bank's total money would pass {} (it holds {})",
+                u64::MAX,
+                self.total
+            ));
+        };
+        if self.nodes.len() >= self.system.max_nodes() {
+            return rejected(format!(
+                "this transport runs at most {} nodes",
+                self.system.max_nodes()
+            ));
+        }
+        let address = self.launch(Role::Node(node))?;
+        if let Some(address) = &address {
+            self.transport()?
+                .connect(Endpoint::Node(node), address)
+                .map_err(|error| failed(Endpoint::Node(node), error))?;
+        }
+        let peers: Vec<Peer> = self
+            .nodes
+            .iter()
+            .map(|(&node, address)| Peer {
+                node,
+                address: address.clone(),
+            })
+            .collect();
+        let newcomer = Peer { node, address };
+        self.request(
+            Endpoint::Node(node),
+            Control::Join {
+                balance: amount,
+                peers: peers.clone(),
+            },
+            |c| matches!(c, Control::Joined),
+        )?;
+        for peer in &peers {
+            self.post(
+                Endpoint::Node(peer.node),
+                Control::Connect(newcomer.clone()),
+            )?;
+        }
+        let mut waiting: BTreeSet<Endpoint> =
+            peers.iter().map(|p| Endpoint::Node(p.node)).collect();
+        while !waiting.is_empty() {
+            let (who, answer) = self.await_any(&waiting)?;
+            if !matches!(answer, Control::Joined) {
+                return Err(protocol_error(who, &answer));
+            }
+            waiting.remove(&who);
+        }
+        self.request(
+            Endpoint::Observer,
+            Control::AddNode {
+                peer: newcomer.clone(),
+                balance: amount,
+            },
+            |c| matches!(c, Control::Added),
+        )?;
+        self.nodes.insert(node, newcomer.address);
+        self.total = total;
+        Ok(())
+    }
+
+    fn check_node(&self, node: NodeId) -> Result<(), Refusal> {
+        if self.nodes.contains_key(&node) {
+            Ok(())
+        } else {
+            rejected(format!("unknown node {node}"))
+        }
+    }
+
+    fn check_channel(&self, from: NodeId, to: NodeId) -> Result<(), Refusal> {
+        self.check_node(from)?;
+        self.check_node(to)?;
+        if from == to {
+            return rejected(format!("there is no channel ({from} -> {to})"));
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, from: NodeId, to: NodeId, amount: u64) -> Result<(), Refusal> {
+        self.check_channel(from, to)?;
+        match self.request(Endpoint::Node(from), Control::Pay { to, amount }, |c| {
+            matches!(c, Control::Paid | Control::Insufficient)
+        })? {
+            Control::Paid => {
+                *self.queued.entry((from, to)).or_insert(0) += 1;
+                Ok(())
+            }
+            _ => self.print("ERR_SEND\n"),
+        }
+    }
+
+    fn receive(&mut self, to: NodeId, from: Option<NodeId>) -> Result<(), Refusal> {
+        let from = match from {
+            Some(from) => {
+                self.check_channel(from, to)?;
+                if !self.queued.contains_key(&(from, to)) {
+                    return rejected(format!("channel ({from} -> {to}) is empty"));
+                }
+                from
+            }
+            None => {
+                self.check_node(to)?;
+                let candidates: Vec<NodeId> = self
+                    .queued
+                    .keys()
+                    .filter(|&&(_, dest)| dest == to)
+                    .map(|&(source, _)| source)
+                    .collect();
+                if candidates.is_empty() {
+                    return rejected(format!("every channel into node {to} is empty"));
+                }
+                candidates[self.chooser.pick(candidates.len())]
+            }
+        };
+        let line = match self.take(from, to)? {
+            Taken::Transfer(amount) => format!("{from} Transfer {amount}\n"),
+            Taken::Marker => format!("{from} SnapshotToken -1\n"),
+        };
+        self.print(&line)
+    }
+
+    fn receive_all(&mut self) -> Result<(), Refusal> {
+        while !self.queued.is_empty() {
+            let pick = self.chooser.pick(self.queued.len());
+            let Some(&(from, to)) = self.queued.keys().nth(pick) else {
+                break;
+            };
+            self.take(from, to)?;
+        }
+        Ok(())
+    }
+
+    /// Has `to` handle the head message of the channel `from -> to`, which the master
+    /// knows is not empty, and accounts for what that did to the channels.
+    fn take(&mut self, from: NodeId, to: NodeId) -> Result<Taken, Refusal> {
+        let (what, recorded) =
+            match self.request(Endpoint::Node(to), Control::Take { from }, |c| {
+                matches!(c, Control::Took { .. })
+            })? {
+                Control::Took { what, recorded } => (what, recorded),
+                other => return Err(protocol_error(Endpoint::Node(to), &other)),
+            };
+        if let Some(count) = self.queued.get_mut(&(from, to)) {
+            *count -= 1;
+            if *count == 0 {
+                self.queued.remove(&(from, to));
+            }
+        }
+        if what == Taken::Marker {
+            self.markers_in_transit = self.markers_in_transit.saturating_sub(1);
+        }
+        if recorded {
+            self.markers_sent_by(to);
+        }
+        Ok(what)
+    }
+
+    /// `node` has recorded its state and put a marker on every outgoing channel.
+    fn markers_sent_by(&mut self, node: NodeId) {
+        let others: Vec<NodeId> = self.nodes.keys().copied().filter(|&k| k != node).collect();
+        for to in others {
+            *self.queued.entry((node, to)).or_insert(0) += 1;
+            self.markers_in_transit += 1;
+        }
+    }
+
+    fn begin_snapshot(&mut self, node: NodeId) -> Result<(), Refusal> {
+        self.check_node(node)?;
+        if self.snapshot_open {
+            return rejected("a snapshot is already open (CollectState closes it)");
+        }
+        self.request(Endpoint::Observer, Control::Begin(node), |c| {
+            matches!(c, Control::Begun)
+        })?;
+        self.snapshot_open = true;
+        self.markers_sent_by(node);
+        self.print(&format!("Started by Node {node}\n"))
+    }
+
+    fn collect_state(&mut self) -> Result<(), Refusal> {
+        if !self.snapshot_open {
+            return rejected("no snapshot is open (BeginSnapshot opens one)");
+        }
+        if self.markers_in_transit > 0 {
+            return rejected(format!(
+                "{} marker(s) of the snapshot have not been received yet",
+                self.markers_in_transit
+            ));
+        }
+        match self.request(Endpoint::Observer, Control::Collect, |c| {
+            matches!(c, Control::Collected | Control::Invalid(_))
+        })? {
+            Control::Invalid(reason) => Err(Refusal::Failed {
+                who: Endpoint::Observer,
+                cause: format!("the collected snapshot is not valid: {reason}"),
+            }),
+            _ => {
+                self.snapshot_open = false;
+                self.collected = true;
+                Ok(())
+            }
+        }
+    }
+
+    fn print_snapshot(&mut self) -> Result<(), Refusal> {
+        if !self.collected {
+            return rejected("no snapshot has been collected yet");
+        }
+        let snapshot = match self.request(Endpoint::Observer, Control::Print, |c| {
+            matches!(c, Control::Snapshot(Some(_)))
+        })? {
+            Control::Snapshot(Some(snapshot)) => snapshot,
+            other => return Err(protocol_error(Endpoint::Observer, &other)),
+        };
+        let block = format_snapshot(&snapshot);
+        self.print(&block)
+    }
+
+    fn print(&mut self, text: &str) -> Result<(), Refusal> {
+        self.out
+            .write_all(text.as_bytes())
+            .and_then(|()| self.out.flush())
+            .map_err(|_| Refusal::OutputClosed)
+    }
+
+    fn transport(&mut self) -> Result<&mut Box<dyn Transport<Wire>>, Refusal> {
+        self.transport.as_mut().ok_or(Refusal::Failed {
+            who: Endpoint::Master,
+            cause: "the master has no transport".to_string(),
+        })
+    }
+
+    /// Sends `control` to `to` without waiting.
+    fn post(&mut self, to: Endpoint, control: Control) -> Result<(), Refusal> {
+        self.transport()?
+            .send(to, Frame::Control(control))
+            .map_err(|error| failed(to, error))
+    }
+
+    /// Sends `control` to `to` and waits for an answer that `fits`.
+    fn request(
+        &mut self,
+        to: Endpoint,
+        control: Control,
+        fits: impl Fn(&Control) -> bool,
+    ) -> Result<Control, Refusal> {
+        self.post(to, control)?;
+        self.expect(to, fits)
+    }
+
+    fn expect(
+        &mut self,
+        from: Endpoint,
+        fits: impl Fn(&Control) -> bool,
+    ) -> Result<Control, Refusal> {
+        let (_, answer) = self.await_any(&BTreeSet::from([from]))?;
+        if fits(&answer) {
+            Ok(answer)
+        } else {
+            Err(protocol_error(from, &answer))
+        }
+    }
+
+    /// Waits for the next control message from one of `from`. Anything else is a
+    /// failure of the system: one command is in flight at a time, so nobody else may
+    /// speak.
+    fn await_any(&mut self, from: &BTreeSet<Endpoint>) -> Result<(Endpoint, Control), Refusal> {
+        let timeout = self.ack_timeout;
+        let first = from.first().copied().unwrap_or(Endpoint::Master);
+        let received = self
+            .transport()?
+            .recv_timeout(timeout)
+            .map_err(|error| failed(first, error))?;
+        match received {
+            None => Err(Refusal::Failed {
+                who: first,
+                cause: format!("no answer within {} s", timeout.as_secs_f64()),
+            }),
+            Some((who, Frame::Control(Control::Failure(cause)))) => {
+                Err(Refusal::Failed { who, cause })
+            }
+            Some((who, Frame::Control(control))) if from.contains(&who) => Ok((who, control)),
+            Some((who, frame)) => Err(Refusal::Failed {
+                who,
+                cause: format!("protocol error: unexpected {frame:?}"),
+            }),
+        }
+    }
+}
+
+fn failed(who: Endpoint, error: impl std::fmt::Display) -> Refusal {
+    Refusal::Failed {
+        who,
+        cause: error.to_string(),
+    }
+}
+
+fn protocol_error(who: Endpoint, control: &Control) -> Refusal {
+    Refusal::Failed {
+        who,
+        cause: format!("protocol error: unexpected {control:?}"),
+    }
+}
+
+/// The `PrintSnapshot` block: nodes by id, then channels by source and destination.
+pub fn format_snapshot(snapshot: &BankSnapshot) -> String {
+    let mut block = String::from("---Node states\n");
+    for local in snapshot.nodes() {
+        let _ = writeln!(block, "node {} = {}", local.node, local.state);
+    }
+    block.push_str("---Channel states\n");
+    for (from, to, channel) in snapshot.channels() {
+        let _ = writeln!(block, "channel ({from} -> {to}) = {}", channel.record);
+    }
+    block
+}
+
+/// How a run ended, as its exit status (BANK.md, "Errors").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Every line was accepted.
+    Accepted = 0,
+    /// Some line was rejected.
+    Rejected = 1,
+    /// A usage error, or a script that cannot be read.
+    Usage = 2,
+    /// The system failed.
+    Failed = 3,
+}
+
+/// Runs the script on `input` line by line, reporting rejected lines on stderr, and
+/// shuts the system down at `KillAll`, at the end of input, or on a failure.
+pub fn run_script<W: Write>(master: &mut Master<W>, input: &mut dyn std::io::BufRead) -> Status {
+    let mut status = Status::Accepted;
+    let mut line = Vec::new();
+    let mut number = 0u64;
+    loop {
+        line.clear();
+        match input.read_until(b'\n', &mut line) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(error) => {
+                eprintln!("master: cannot read the script after line {number}: {error}");
+                master.shutdown();
+                return Status::Usage;
+            }
+        }
+        number += 1;
+        let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        let command = match crate::script::parse_line(text) {
+            Ok(Some(command)) => command,
+            Ok(None) => continue,
+            Err(error) => {
+                eprintln!("line {number}: {error}");
+                status = Status::Rejected;
+                continue;
+            }
+        };
+        match master.execute(command) {
+            Ok(Flow::Continue) => {}
+            Ok(Flow::Stop) => break,
+            Err(Refusal::Rejected(reason)) => {
+                eprintln!("line {number}: {reason}");
+                status = Status::Rejected;
+            }
+            Err(Refusal::OutputClosed) => break,
+            Err(Refusal::Failed { who, cause }) => {
+                eprintln!("{who}: {cause}");
+                master.shutdown();
+                return Status::Failed;
+            }
+        }
+    }
+    master.shutdown();
+    status
+}

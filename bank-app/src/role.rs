@@ -1,0 +1,295 @@
+//! The roles of the bank around the master: the nodes (branches) and the observer.
+//! Each runs over any [`Transport`], in a thread or in a process of its own.
+
+use crate::account::{Account, Transfer};
+use crate::protocol::{BankLocal, BankSnapshot, Control, Peer, Taken, Wire};
+use serde::{Deserialize, Serialize};
+use snapshot_core::{
+    Endpoint, Envelope, Frame, GlobalSnapshot, Node, NodeError, NodeId, Transport, TransportError,
+};
+use std::collections::BTreeSet;
+use thiserror::Error;
+
+/// Which role a process or thread plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// The observer, which starts and collects snapshots.
+    Observer,
+    /// A bank branch.
+    Node(NodeId),
+}
+
+impl Role {
+    /// The role's endpoint on the transport.
+    pub fn endpoint(self) -> Endpoint {
+        match self {
+            Role::Observer => Endpoint::Observer,
+            Role::Node(id) => Endpoint::Node(id),
+        }
+    }
+}
+
+/// Why a role stopped before it was told to.
+#[derive(Debug, Error)]
+pub enum RoleError {
+    /// The transport failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The snapshot protocol refused an input.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// A peer sent something this role does not expect.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+/// Runs `role` on `transport` until the master says stop.
+pub fn run(role: Role, transport: &mut dyn Transport<Wire>) -> Result<(), RoleError> {
+    let address = transport.address();
+    transport.send(Endpoint::Master, Frame::Control(Control::Hello { address }))?;
+    match role {
+        Role::Node(id) => Branch::new(id).run(transport),
+        Role::Observer => Observer::default().run(transport),
+    }
+}
+
+fn unexpected(from: Endpoint, frame: &Wire) -> RoleError {
+    RoleError::Protocol(format!("unexpected {frame:?} from {from}"))
+}
+
+fn reply(
+    transport: &mut dyn Transport<Wire>,
+    to: Endpoint,
+    control: Control,
+) -> Result<(), RoleError> {
+    transport.send(to, Frame::Control(control))?;
+    Ok(())
+}
+
+/// A bank branch: an [`Account`] driven by snapshot-core's [`Node`].
+///
+/// Node-to-node traffic is held as it arrives, and handled only when the master says
+/// `Take`: that is how the bank simulates delay and reordering.
+struct Branch {
+    node: Node<Account>,
+    /// The local part of the open snapshot, once complete, until the observer collects
+    /// it.
+    completed: Option<BankLocal>,
+}
+
+impl Branch {
+    fn new(id: NodeId) -> Self {
+        Branch {
+            node: Node::new(id, Account::default()),
+            completed: None,
+        }
+    }
+
+    fn run(mut self, t: &mut dyn Transport<Wire>) -> Result<(), RoleError> {
+        loop {
+            let (from, frame) = t.recv()?;
+            match (from, frame) {
+                (Endpoint::Node(peer), Frame::Peer(envelope)) => self.node.hold(peer, envelope),
+                (Endpoint::Master, Frame::Control(Control::Stop)) => return Ok(()),
+                (Endpoint::Master, Frame::Control(control)) => self.on_master(t, control)?,
+                (Endpoint::Observer, Frame::Control(control)) => self.on_observer(t, control)?,
+                (from, frame) => return Err(unexpected(from, &frame)),
+            }
+        }
+    }
+
+    fn on_master(
+        &mut self,
+        t: &mut dyn Transport<Wire>,
+        control: Control,
+    ) -> Result<(), RoleError> {
+        let answer = match control {
+            Control::Join { balance, peers } => {
+                self.node.process_mut().balance = balance;
+                for peer in peers {
+                    self.connect(t, peer)?;
+                }
+                Control::Joined
+            }
+            Control::Connect(peer) => {
+                self.connect(t, peer)?;
+                Control::Joined
+            }
+            Control::Pay { to, amount } => {
+                if self.node.process_mut().withdraw(amount) {
+                    self.node.send(t, to, Transfer(amount))?;
+                    Control::Paid
+                } else {
+                    Control::Insufficient
+                }
+            }
+            Control::Take { from } => self.take(t, from)?,
+            other => return Err(unexpected(Endpoint::Master, &Frame::Control(other))),
+        };
+        reply(t, Endpoint::Master, answer)
+    }
+
+    fn on_observer(
+        &mut self,
+        t: &mut dyn Transport<Wire>,
+        control: Control,
+    ) -> Result<(), RoleError> {
+        let answer = match control {
+            Control::TakeSnapshot => {
+                let (_, completed) = self.node.initiate(t)?;
+                self.keep(completed);
+                Control::Started
+            }
+            Control::Report => Control::Local(self.completed.take().map(Box::new)),
+            other => return Err(unexpected(Endpoint::Observer, &Frame::Control(other))),
+        };
+        reply(t, Endpoint::Observer, answer)
+    }
+
+    fn connect(&mut self, t: &mut dyn Transport<Wire>, peer: Peer) -> Result<(), RoleError> {
+        if let Some(address) = &peer.address {
+            t.connect(Endpoint::Node(peer.node), address)?;
+        }
+        self.node.add_peer(peer.node).map_err(NodeError::from)?;
+        Ok(())
+    }
+
+    /// Handles the head message of the channel `from -> self`, waiting for it if it is
+    /// still on its way: the master only asks for messages it knows were sent.
+    fn take(&mut self, t: &mut dyn Transport<Wire>, from: NodeId) -> Result<Control, RoleError> {
+        let envelope = loop {
+            if let Some(envelope) = self.node.take_held(from) {
+                break envelope;
+            }
+            match t.recv()? {
+                (Endpoint::Node(peer), Frame::Peer(envelope)) => self.node.hold(peer, envelope),
+                (from, frame) => return Err(unexpected(from, &frame)),
+            }
+        };
+        let what = match &envelope {
+            Envelope::App(Transfer(amount)) => Taken::Transfer(*amount),
+            Envelope::Marker(_) => Taken::Marker,
+        };
+        let outcome = self.node.deliver(t, from, envelope)?;
+        self.keep(outcome.completed);
+        Ok(Control::Took {
+            what,
+            recorded: outcome.started.is_some(),
+        })
+    }
+
+    fn keep(&mut self, completed: Option<BankLocal>) {
+        if completed.is_some() {
+            self.completed = completed;
+        }
+    }
+}
+
+/// The observer: starts snapshots at the master's request, collects the nodes' local
+/// snapshots into a global one, and checks it before keeping it.
+#[derive(Default)]
+struct Observer {
+    nodes: BTreeSet<NodeId>,
+    /// All the money in the bank: every snapshot must account for exactly this much.
+    total: u64,
+    last: Option<BankSnapshot>,
+}
+
+impl Observer {
+    fn run(mut self, t: &mut dyn Transport<Wire>) -> Result<(), RoleError> {
+        loop {
+            let (from, frame) = t.recv()?;
+            let control = match (from, frame) {
+                (Endpoint::Master, Frame::Control(Control::Stop)) => return Ok(()),
+                (Endpoint::Master, Frame::Control(control)) => control,
+                (from, frame) => return Err(unexpected(from, &frame)),
+            };
+            let answer = match control {
+                Control::AddNode { peer, balance } => {
+                    if let Some(address) = &peer.address {
+                        t.connect(Endpoint::Node(peer.node), address)?;
+                    }
+                    self.nodes.insert(peer.node);
+                    self.total = self.total.saturating_add(balance);
+                    Control::Added
+                }
+                Control::Begin(node) => {
+                    reply(t, Endpoint::Node(node), Control::TakeSnapshot)?;
+                    match expect_from(t, Endpoint::Node(node))? {
+                        Control::Started => Control::Begun,
+                        other => {
+                            return Err(unexpected(Endpoint::Node(node), &Frame::Control(other)));
+                        }
+                    }
+                }
+                Control::Collect => match self.collect(t)? {
+                    Ok(snapshot) => {
+                        self.last = Some(snapshot);
+                        Control::Collected
+                    }
+                    Err(reason) => Control::Invalid(reason),
+                },
+                Control::Print => Control::Snapshot(self.last.clone()),
+                other => return Err(unexpected(Endpoint::Master, &Frame::Control(other))),
+            };
+            reply(t, Endpoint::Master, answer)?;
+        }
+    }
+
+    /// Asks every node for its local snapshot and assembles them. The outer error is a
+    /// failure of the system; the inner one a snapshot that does not hold together.
+    fn collect(
+        &self,
+        t: &mut dyn Transport<Wire>,
+    ) -> Result<Result<BankSnapshot, String>, RoleError> {
+        for &node in &self.nodes {
+            reply(t, Endpoint::Node(node), Control::Report)?;
+        }
+        let mut locals = Vec::with_capacity(self.nodes.len());
+        let mut missing = Vec::new();
+        for _ in 0..self.nodes.len() {
+            match t.recv()? {
+                (Endpoint::Node(node), Frame::Control(Control::Local(local))) => match local {
+                    Some(local) => locals.push(*local),
+                    None => missing.push(node),
+                },
+                (from, frame) => return Err(unexpected(from, &frame)),
+            }
+        }
+        if !missing.is_empty() {
+            return Ok(Err(format!(
+                "nodes {missing:?} have no completed local snapshot"
+            )));
+        }
+        let Some(id) = locals.first().map(|local| local.id) else {
+            return Ok(Err("there are no nodes to collect from".to_string()));
+        };
+        let snapshot = match GlobalSnapshot::from_locals(id, locals) {
+            Ok(snapshot) => snapshot,
+            Err(error) => return Ok(Err(error.to_string())),
+        };
+        if let Err(error) = snapshot.check_cut() {
+            return Ok(Err(error.to_string()));
+        }
+        let held = snapshot.nodes().map(|local| u128::from(local.state));
+        let moving = snapshot
+            .channels()
+            .into_iter()
+            .map(|(_, _, ch)| u128::from(ch.record));
+        let counted: u128 = held.chain(moving).sum();
+        if counted != u128::from(self.total) {
+            return Ok(Err(format!(
+                "snapshot {id} accounts for {counted} but the bank holds {}",
+                self.total
+            )));
+        }
+        Ok(Ok(snapshot))
+    }
+}
+
+fn expect_from(t: &mut dyn Transport<Wire>, expected: Endpoint) -> Result<Control, RoleError> {
+    match t.recv()? {
+        (from, Frame::Control(control)) if from == expected => Ok(control),
+        (from, frame) => Err(unexpected(from, &frame)),
+    }
+}

@@ -1,0 +1,133 @@
+//! Starting and stopping the roles of a run, whatever the transport.
+//!
+//! This is the only place that knows which transport a run uses: the master and the
+//! roles see nothing but `dyn Transport`.
+
+use crate::protocol::{Control, Wire};
+use crate::role::{self, Role};
+use anyhow::Context;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use snapshot_core::{Endpoint, Frame, Transport};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use transport_mem::MemNetwork;
+
+/// The transports a run can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TransportKind {
+    /// Every role a thread of the master's process; frames move through crossbeam
+    /// channels.
+    Mem,
+}
+
+/// The roles of one run, and the medium between them.
+pub trait System {
+    /// The master's own endpoint. Called once, before any role is started.
+    fn master(&mut self) -> anyhow::Result<Box<dyn Transport<Wire>>>;
+
+    /// Starts `role`. It says `Hello` to the master once it is up.
+    fn start(&mut self, role: Role) -> anyhow::Result<()>;
+
+    /// The most nodes this system can run.
+    fn max_nodes(&self) -> usize;
+
+    /// Waits for every role to exit (the master has told them to stop) and removes
+    /// whatever the run created.
+    fn shutdown(&mut self);
+}
+
+/// Builds the system for `kind`.
+pub fn build(kind: TransportKind) -> Box<dyn System> {
+    match kind {
+        TransportKind::Mem => Box::new(MemSystem::default()),
+    }
+}
+
+/// Every role a thread, on a [`MemNetwork`].
+pub struct MemSystem {
+    network: MemNetwork<Wire>,
+    threads: Vec<JoinHandle<()>>,
+    /// Every role thread holds a clone and drops it as it ends, so that shutdown can
+    /// wait for all of them with one deadline.
+    alive: Option<Sender<()>>,
+    all_done: Receiver<()>,
+}
+
+impl Default for MemSystem {
+    fn default() -> Self {
+        let (alive, all_done) = crossbeam_channel::bounded(0);
+        MemSystem {
+            network: MemNetwork::new(),
+            threads: Vec::new(),
+            alive: Some(alive),
+            all_done,
+        }
+    }
+}
+
+/// How long shutdown waits for the role threads. A thread still running after that
+/// (stuck in a bug) ends with the process.
+const MEM_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Threads are cheap but not free: this bounds a run's memory and start-up time.
+const MEM_MAX_NODES: usize = 1024;
+
+impl System for MemSystem {
+    fn master(&mut self) -> anyhow::Result<Box<dyn Transport<Wire>>> {
+        Ok(Box::new(self.network.endpoint(Endpoint::Master)?))
+    }
+
+    fn start(&mut self, role: Role) -> anyhow::Result<()> {
+        let mut transport = self.network.endpoint(role.endpoint())?;
+        let name = match role {
+            Role::Observer => "observer".to_string(),
+            Role::Node(id) => format!("node-{id}"),
+        };
+        let alive = self.alive.clone();
+        let thread = std::thread::Builder::new()
+            .name(name)
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                run_reporting_failure(role, &mut transport);
+                drop(alive);
+            })
+            .context("cannot start a thread")?;
+        self.threads.push(thread);
+        Ok(())
+    }
+
+    fn max_nodes(&self) -> usize {
+        MEM_MAX_NODES
+    }
+
+    fn shutdown(&mut self) {
+        self.alive = None;
+        // Nothing is ever sent on this channel: it disconnects when the last role
+        // thread has dropped its handle.
+        if self.all_done.recv_timeout(MEM_SHUTDOWN_GRACE) == Err(RecvTimeoutError::Timeout) {
+            tracing::error!("role threads did not stop; they end with the process");
+            return;
+        }
+        for thread in self.threads.drain(..) {
+            // A role that panicked has already reported it to the master.
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Runs `role`; if it fails or panics, tells the master why before it goes.
+pub fn run_reporting_failure(role: Role, transport: &mut dyn Transport<Wire>) {
+    let cause = match catch_unwind(AssertUnwindSafe(|| role::run(role, transport))) {
+        Ok(Ok(())) => return,
+        Ok(Err(error)) => error.to_string(),
+        Err(panic) => panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panicked".to_string()),
+    };
+    tracing::error!(?role, %cause, "role failed");
+    let _ = transport.send(Endpoint::Master, Frame::Control(Control::Failure(cause)));
+    let _ = transport.flush();
+}
