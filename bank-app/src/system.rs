@@ -58,13 +58,20 @@ impl Default for MemSystem {
     fn default() -> Self {
         let (alive, all_done) = crossbeam_channel::bounded(0);
         MemSystem {
-            network: MemNetwork::new(),
+            // Nodes take node-to-node frames only when the master says `Take`, and the
+            // master says it only after the sender has acknowledged the frame: waking
+            // them for it would be wasted.
+            network: MemNetwork::with_deferred_node_frames(),
             threads: Vec::new(),
             alive: Some(alive),
             all_done,
         }
     }
 }
+
+/// How long the master polls for an answer before it sleeps: a command's round trip
+/// through a node thread takes a few microseconds when nobody sleeps.
+const MASTER_SPIN: Duration = Duration::from_micros(50);
 
 /// How long shutdown waits for the role threads. A thread still running after that
 /// (stuck in a bug) ends with the process.
@@ -75,7 +82,11 @@ const MEM_MAX_NODES: usize = 1024;
 
 impl System for MemSystem {
     fn master(&mut self) -> anyhow::Result<Box<dyn Transport<Wire>>> {
-        Ok(Box::new(self.network.endpoint(Endpoint::Master)?))
+        let mut master = self.network.endpoint(Endpoint::Master)?;
+        // The master waits for one quick answer at a time; nodes are many and mostly
+        // idle, so only the master spins.
+        master.set_spin(MASTER_SPIN);
+        Ok(Box::new(master))
     }
 
     fn start(&mut self, role: Role) -> anyhow::Result<()> {

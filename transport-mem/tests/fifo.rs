@@ -64,3 +64,55 @@ fn unknown_and_departed_peers_are_errors() {
         "an endpoint joins once"
     );
 }
+
+#[test]
+fn deferred_node_frames_keep_their_order_and_are_found_on_the_next_wake_up() {
+    let network = MemNetwork::<u64>::with_deferred_node_frames();
+    let mut master = network.endpoint(Endpoint::Master).unwrap();
+    let mut a = network.endpoint(Endpoint::Node(NodeId(1))).unwrap();
+    let mut b = network.endpoint(Endpoint::Node(NodeId(2))).unwrap();
+    // `b` sleeps until the master speaks; the frames from `a` do not wake it.
+    let receiver = thread::spawn(move || {
+        let mut got = Vec::new();
+        while got.len() < 1001 {
+            got.push(b.recv().unwrap());
+        }
+        got
+    });
+    for seq in 0..1000 {
+        a.send(Endpoint::Node(NodeId(2)), seq).unwrap();
+    }
+    master.send(Endpoint::Node(NodeId(2)), u64::MAX).unwrap();
+    let got = receiver.join().unwrap();
+    let from_a: Vec<u64> = got
+        .iter()
+        .filter(|(from, _)| *from == Endpoint::Node(NodeId(1)))
+        .map(|&(_, seq)| seq)
+        .collect();
+    assert_eq!(from_a, (0..1000).collect::<Vec<_>>());
+    assert!(got.contains(&(Endpoint::Master, u64::MAX)));
+    // Frames from a node to a non-node endpoint are never deferred.
+    a.send(Endpoint::Master, 7).unwrap();
+    assert_eq!(
+        master
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .unwrap(),
+        Some((Endpoint::Node(NodeId(1)), 7))
+    );
+}
+
+#[test]
+fn a_spinning_endpoint_still_receives_and_times_out() {
+    let network = MemNetwork::<u8>::new();
+    let mut master = network.endpoint(Endpoint::Master).unwrap();
+    master.set_spin(std::time::Duration::from_micros(200));
+    let mut node = network.endpoint(Endpoint::Node(NodeId(1))).unwrap();
+    assert_eq!(
+        master
+            .recv_timeout(std::time::Duration::from_millis(1))
+            .unwrap(),
+        None
+    );
+    node.send(Endpoint::Master, 9).unwrap();
+    assert_eq!(master.recv().unwrap(), (Endpoint::Node(NodeId(1)), 9));
+}
