@@ -14,7 +14,8 @@
 //! - [`protocol`]: what the roles say to each other;
 //! - [`account`]: a branch as a snapshot-core `Process`;
 //! - [`system`]: starting and stopping the roles for a transport;
-//! - [`choice`]: reproducible random choices.
+//! - [`choice`]: reproducible random choices;
+//! - [`workload`]: seeded scripts for measuring the bank.
 
 #![deny(missing_docs)]
 
@@ -25,3 +26,4 @@ pub mod protocol;
 pub mod role;
 pub mod script;
 pub mod system;
+pub mod workload;
