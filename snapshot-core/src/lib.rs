@@ -130,6 +130,8 @@
 
 #![deny(missing_docs)]
 
+#[cfg(feature = "codec")]
+pub mod codec;
 mod engine;
 mod frame;
 mod id;
