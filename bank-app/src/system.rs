@@ -78,7 +78,7 @@ const MASTER_SPIN: Duration = Duration::from_micros(50);
 const MEM_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Threads are cheap but not free: this bounds a run's memory and start-up time.
-const MEM_MAX_NODES: usize = 1024;
+const MEM_MAX_NODES: usize = 256;
 
 impl System for MemSystem {
     fn master(&mut self) -> anyhow::Result<Box<dyn Transport<Wire>>> {
