@@ -143,7 +143,7 @@ mod transport;
 pub use engine::{Action, EngineError, SnapshotEngine};
 pub use frame::{Envelope, Frame};
 pub use id::{Endpoint, NodeId, SnapshotId};
-pub use node::{Node, NodeError, NodeFrame, NodeSnapshot, Outcome};
+pub use node::{Event, Node, NodeError, NodeFrame, NodeSnapshot, Outcome};
 pub use process::{Outbox, Process};
 pub use snapshot::{ChannelRecord, GlobalSnapshot, LocalSnapshot, SnapshotError};
 pub use transport::{Transport, TransportError};

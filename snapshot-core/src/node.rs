@@ -38,6 +38,20 @@ impl<S, R> Default for Outcome<S, R> {
     }
 }
 
+/// What a free-running node hands to its application (see [`Node::next_event`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event<C, S, R> {
+    /// A control frame, from any endpoint.
+    Control {
+        /// Who sent it.
+        from: Endpoint,
+        /// What it says.
+        control: C,
+    },
+    /// This node's part of a snapshot is complete (typically sent on to a collector).
+    Completed(LocalSnapshot<S, R>),
+}
+
 /// The frames a node's transport carries, for a process `P` and control traffic `C`.
 pub type NodeFrame<P, C> = Frame<<P as Process>::Message, C>;
 
@@ -53,7 +67,8 @@ pub type NodeSnapshot<P> = LocalSnapshot<<P as Process>::State, <P as Process>::
 ///
 /// Two ways of delivering node-to-node traffic are supported:
 ///
-/// - as it arrives: pass each [`Envelope`] to [`deliver`](Self::deliver);
+/// - as it arrives: let [`next_event`](Self::next_event) receive and handle it, or
+///   pass each [`Envelope`] to [`deliver`](Self::deliver) yourself;
 /// - on command (to simulate delay and reordering, as a test harness or the bank
 ///   does): [`hold`](Self::hold) it, and later [`take_held`](Self::take_held) and
 ///   [`deliver`](Self::deliver) the head of a chosen channel.
@@ -210,6 +225,37 @@ impl<P: Process> Node<P> {
             Envelope::Marker(id) => {
                 let actions = self.engine.on_marker(from, id, &self.process)?;
                 Self::carry_out(transport, actions)
+            }
+        }
+    }
+
+    /// Runs the node free: receives frames and handles node-to-node traffic as it
+    /// arrives, until something needs the application: a control frame, or the
+    /// completion of this node's part of a snapshot.
+    ///
+    /// A node-to-node frame from an endpoint that is not a node is refused as a
+    /// protocol error, and so is anything the engine refuses.
+    pub fn next_event<C, T>(
+        &mut self,
+        transport: &mut T,
+    ) -> Result<Event<C, P::State, P::Record>, NodeError>
+    where
+        T: Transport<NodeFrame<P, C>> + ?Sized,
+    {
+        loop {
+            match transport.recv()? {
+                (from, Frame::Control(control)) => return Ok(Event::Control { from, control }),
+                (Endpoint::Node(from), Frame::Peer(envelope)) => {
+                    if let Some(local) = self.deliver(transport, from, envelope)?.completed {
+                        return Ok(Event::Completed(local));
+                    }
+                }
+                (from, Frame::Peer(_)) => {
+                    return Err(TransportError::Protocol(format!(
+                        "{from} sent node-to-node traffic but is not a node"
+                    ))
+                    .into());
+                }
             }
         }
     }
