@@ -23,7 +23,7 @@ impl Process for Juggler {
 
     fn handle(&mut self, from: NodeId, balls: u64, outbox: &mut Outbox<u64>) {
         self.caught += 1;
-        if self.caught % 2 == 0 {
+        if self.caught.is_multiple_of(2) {
             self.kept += balls;
         } else {
             outbox.send(from, balls);
