@@ -109,7 +109,7 @@ fn a_free_running_pair_conserves_balls_through_a_snapshot() {
     let mut controls = Vec::new();
     // Alternate the nodes until both queues are empty.
     while pair.inbox.iter().any(|q| !q.is_empty()) {
-        for me in 0..2 {
+        for (me, node) in nodes.iter_mut().enumerate() {
             if pair.inbox[me].is_empty() {
                 continue;
             }
@@ -117,7 +117,7 @@ fn a_free_running_pair_conserves_balls_through_a_snapshot() {
                 me,
                 pair: &mut pair,
             };
-            match nodes[me].next_event(&mut side) {
+            match node.next_event(&mut side) {
                 Ok(Event::Completed(local)) => completed.push(local),
                 Ok(Event::Control { from, control }) => controls.push((me, from, control)),
                 Err(snapshot_core::NodeError::Transport(TransportError::Closed)) => {}
