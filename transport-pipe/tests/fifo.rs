@@ -1,0 +1,289 @@
+//! The guarantees every transport documents: FIFO per ordered pair, no loss, no
+//! duplication; and the FIFOs' life on disk.
+
+mod common;
+
+use common::{PATIENCE, address, assert_empty, listing, recv};
+use snapshot_core::{Endpoint, NodeId, Transport, TransportError};
+use std::thread;
+use std::time::Duration;
+use transport_pipe::{PipeOptions, PipeTransport};
+
+const SENDERS: u32 = 3;
+const PER_SENDER: u64 = 100_000;
+
+fn node(id: u32) -> Endpoint {
+    Endpoint::Node(NodeId(id))
+}
+
+#[test]
+fn frames_from_each_sender_arrive_in_order_and_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = address(dir.path());
+    let mut receiver = PipeTransport::<(u32, u64)>::new(dir.path(), Endpoint::Observer).unwrap();
+    for i in 0..SENDERS {
+        receiver.connect(node(i), &run).unwrap();
+    }
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|i| {
+            let mut t = PipeTransport::new(dir.path(), node(i)).unwrap();
+            thread::spawn(move || {
+                for seq in 0..PER_SENDER {
+                    t.send(Endpoint::Observer, (i, seq)).unwrap();
+                    // Flush now and then so that the senders' batches interleave.
+                    if seq % 1000 == 999 {
+                        t.flush().unwrap();
+                    }
+                }
+                // Dropping flushes the rest and closes the pipe.
+            })
+        })
+        .collect();
+    let mut next = [0u64; SENDERS as usize];
+    let mut gone = [false; SENDERS as usize];
+    while gone.iter().any(|g| !g) {
+        match recv(&mut receiver) {
+            Ok((from, (i, seq))) => {
+                assert_eq!(from, node(i));
+                assert!(
+                    !gone[i as usize],
+                    "a frame from node {i} after it was reported gone"
+                );
+                assert_eq!(seq, next[i as usize], "frame from node {i} out of order");
+                next[i as usize] += 1;
+            }
+            Err(TransportError::Disconnected(Endpoint::Node(NodeId(i)))) => {
+                assert!(!gone[i as usize], "node {i} reported gone twice");
+                assert_eq!(
+                    next[i as usize], PER_SENDER,
+                    "node {i} gone before all its frames"
+                );
+                gone[i as usize] = true;
+            }
+            Err(error) => panic!("unexpected {error}"),
+        }
+    }
+    assert!(
+        matches!(receiver.recv(), Err(TransportError::Closed)),
+        "no frame may arrive twice, and with every peer gone nothing more can come"
+    );
+    for s in senders {
+        s.join().unwrap();
+    }
+    drop(receiver);
+    assert_empty(dir.path());
+}
+
+/// Both ends send far more than a pipe holds before either receives: the readers
+/// drain into memory, so neither writer blocks for good.
+#[test]
+fn bulk_both_ways_at_once_does_not_deadlock() {
+    const FRAMES: u64 = 200_000;
+    let dir = tempfile::tempdir().unwrap();
+    let run = address(dir.path());
+    let mut a = PipeTransport::<(u64, Vec<u8>)>::new(dir.path(), node(1)).unwrap();
+    let mut b = PipeTransport::<(u64, Vec<u8>)>::new(dir.path(), node(2)).unwrap();
+    a.connect(node(2), &run).unwrap();
+    b.connect(node(1), &run).unwrap();
+    let exchange = |mut t: PipeTransport<(u64, Vec<u8>)>, peer: Endpoint| {
+        thread::spawn(move || {
+            let payload = vec![u8::from(t.local() == node(1)); 100];
+            for seq in 0..FRAMES {
+                t.send(peer, (seq, payload.clone())).unwrap();
+            }
+            t.flush().unwrap();
+            let expected = vec![u8::from(peer == node(1)); 100];
+            for seq in 0..FRAMES {
+                let (from, (got, body)) = recv(&mut t).unwrap();
+                assert_eq!((from, got), (peer, seq));
+                assert_eq!(body, expected);
+            }
+            t
+        })
+    };
+    let a = exchange(a, node(2));
+    let b = exchange(b, node(1));
+    let a = a.join().unwrap();
+    let b = b.join().unwrap();
+    drop((a, b));
+    assert_empty(dir.path());
+}
+
+/// Sends and receives interleaved on both sides, as a protocol does.
+#[test]
+fn ping_pong_keeps_order_both_ways() {
+    const ROUNDS: u64 = 10_000;
+    let dir = tempfile::tempdir().unwrap();
+    let run = address(dir.path());
+    let mut a = PipeTransport::<u64>::new(dir.path(), Endpoint::Master).unwrap();
+    let mut b = PipeTransport::<u64>::new(dir.path(), node(7)).unwrap();
+    a.connect(node(7), &run).unwrap();
+    b.connect(Endpoint::Master, &run).unwrap();
+    let echo = thread::spawn(move || {
+        for _ in 0..ROUNDS {
+            let (from, n) = recv(&mut b).unwrap();
+            assert_eq!(from, Endpoint::Master);
+            b.send(from, n + 1).unwrap();
+        }
+        // The last reply is not followed by a recv that would flush it.
+        b.flush().unwrap();
+        b
+    });
+    for round in 0..ROUNDS {
+        a.send(node(7), round * 2).unwrap();
+        // recv flushes the request first.
+        assert_eq!(recv(&mut a).unwrap(), (node(7), round * 2 + 1));
+    }
+    let b = echo.join().unwrap();
+    drop((a, b));
+    assert_empty(dir.path());
+}
+
+#[test]
+fn fifos_are_unlinked_once_both_ends_are_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = address(dir.path());
+    let mut master = PipeTransport::<String>::new(dir.path(), Endpoint::Master).unwrap();
+    assert_empty(dir.path());
+    master.connect(node(5), &run).unwrap();
+    assert_eq!(listing(dir.path()), ["node-5-to-master"]);
+    let mut node5 = PipeTransport::<String>::new(dir.path(), node(5)).unwrap();
+    node5.connect(Endpoint::Master, &run).unwrap();
+    assert_eq!(
+        listing(dir.path()),
+        ["master-to-node-5", "node-5-to-master"]
+    );
+
+    node5.send(Endpoint::Master, "hello".into()).unwrap();
+    node5.flush().unwrap();
+    assert_eq!(recv(&mut master).unwrap(), (node(5), "hello".into()));
+    assert_eq!(listing(dir.path()), ["master-to-node-5"]);
+
+    master.send(node(5), "welcome".into()).unwrap();
+    assert_eq!(
+        listing(dir.path()),
+        Vec::<String>::new(),
+        "open on the first send"
+    );
+    master.flush().unwrap();
+    assert_eq!(
+        recv(&mut node5).unwrap(),
+        (Endpoint::Master, "welcome".into())
+    );
+    drop((master, node5));
+    assert_empty(dir.path());
+}
+
+#[test]
+fn connect_is_idempotent_and_checks_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let run = address(dir.path());
+    let mut a = PipeTransport::<u32>::new(dir.path(), node(1)).unwrap();
+    let b = PipeTransport::<u32>::new(dir.path(), node(2)).unwrap();
+    assert_eq!(a.address(), Some(run.clone()));
+    // The medium can be picked at run time.
+    let mut b: Box<dyn Transport<u32>> = Box::new(b);
+    assert!(matches!(
+        a.connect(node(2), &address(other.path())),
+        Err(TransportError::Protocol(_))
+    ));
+    // The same directory, spelt differently, is accepted.
+    a.connect(node(2), &format!("{run}/")).unwrap();
+    a.connect(node(2), &run).unwrap();
+    b.connect(node(1), &run).unwrap();
+    for n in 0..3 {
+        b.send(node(1), n).unwrap();
+    }
+    b.flush().unwrap();
+    for n in 0..3 {
+        assert_eq!(recv(&mut a).unwrap(), (node(2), n));
+    }
+    assert_eq!(
+        a.recv_timeout(Duration::from_millis(10)).unwrap(),
+        None,
+        "each frame once"
+    );
+    drop((a, b));
+    assert_empty(dir.path());
+    assert_empty(other.path());
+}
+
+/// The first send to a peer that has not connected yet waits for it.
+#[test]
+fn a_send_before_the_peer_connects_waits_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = address(dir.path());
+    let mut early = PipeTransport::<u32>::new(dir.path(), node(1)).unwrap();
+    let sender = thread::spawn(move || {
+        early.send(Endpoint::Observer, 42).unwrap();
+        early.flush().unwrap();
+        early
+    });
+    let mut late = PipeTransport::<u32>::new(dir.path(), Endpoint::Observer).unwrap();
+    late.connect(node(1), &run).unwrap();
+    assert_eq!(recv(&mut late).unwrap(), (node(1), 42));
+    let early = sender.join().unwrap();
+    drop((early, late));
+    assert_empty(dir.path());
+}
+
+#[test]
+fn a_send_to_a_peer_that_never_connects_gives_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = PipeOptions::default().with_open_timeout(Duration::from_millis(100));
+    let mut lonely =
+        PipeTransport::<u32>::with_options(dir.path(), Endpoint::Master, options).unwrap();
+    assert!(matches!(
+        lonely.send(node(3), 1),
+        Err(TransportError::UnknownEndpoint(Endpoint::Node(NodeId(3))))
+    ));
+    assert!(
+        matches!(lonely.recv(), Err(TransportError::Closed)),
+        "nobody is connected: nothing can arrive"
+    );
+    drop(lonely);
+    assert_empty(dir.path());
+}
+
+#[test]
+fn frames_over_the_bound_are_refused_at_the_sender() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = address(dir.path());
+    let options = PipeOptions::default().with_max_frame(64);
+    let mut a =
+        PipeTransport::<Vec<u8>>::with_options(dir.path(), node(1), options.clone()).unwrap();
+    let mut b = PipeTransport::<Vec<u8>>::with_options(dir.path(), node(2), options).unwrap();
+    b.connect(node(1), &run).unwrap();
+    assert!(matches!(
+        a.send(node(2), vec![0; 100]),
+        Err(TransportError::FrameTooLarge { limit: 64, .. })
+    ));
+    a.send(node(2), vec![1; 10]).unwrap();
+    a.flush().unwrap();
+    assert_eq!(recv(&mut b).unwrap(), (node(1), vec![1; 10]));
+    drop((a, b));
+    assert_empty(dir.path());
+}
+
+#[test]
+fn drop_releases_readers_waiting_for_peers_that_never_come() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = address(dir.path());
+    let mut t = PipeTransport::<u32>::new(dir.path(), Endpoint::Observer).unwrap();
+    for i in 0..5 {
+        t.connect(node(i), &run).unwrap();
+    }
+    t.connect(Endpoint::Master, &run).unwrap();
+    assert_eq!(listing(dir.path()).len(), 6);
+    assert_eq!(t.recv_timeout(Duration::from_millis(10)).unwrap(), None);
+    // Returns (the test would hang otherwise), with every reader joined.
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let dropped = thread::spawn(move || {
+        drop(t);
+        let _ = done_tx.send(());
+    });
+    done.recv_timeout(PATIENCE).expect("drop hangs");
+    dropped.join().unwrap();
+    assert_empty(dir.path());
+}
