@@ -1,0 +1,421 @@
+//! What every integration test of `master` shares: the transports to run over, a way to
+//! run `master` with a deadline, a seeded generator for test scripts, and a plain model
+//! of the bank's specification.
+//!
+//! Each test file includes this module with `mod support;` and uses only part of it.
+#![allow(dead_code)]
+
+pub mod model;
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+use wait_timeout::ChildExt;
+
+/// Every transport the tests run over. Adding `"pipe"` and `"tcp"` here runs the whole
+/// suite over them too.
+pub const TRANSPORTS: &[&str] = &["mem", "pipe"];
+
+/// How long one `master` may run before the test kills it and fails.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// The documented node limit of a transport, if the tests know it.
+pub fn node_limit(transport: &str) -> Option<usize> {
+    match transport {
+        "mem" => Some(256),
+        "pipe" | "tcp" => Some(64),
+        _ => None,
+    }
+}
+
+/// What one run of `master` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    /// What the run was (for failure messages).
+    pub what: String,
+    /// Everything written to stdout.
+    pub stdout: Vec<u8>,
+    /// Everything written to stderr.
+    pub stderr: Vec<u8>,
+    /// The exit code, or `None` if a signal ended the process.
+    pub code: Option<i32>,
+}
+
+impl Run {
+    /// Stdout as text (lossy), for messages and parsing.
+    pub fn out(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    /// Stderr as text (lossy).
+    pub fn err(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+
+    /// Asserts the exit code, showing the whole run if it is wrong.
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "{}: exit status\n--- stdout\n{}--- stderr\n{}",
+            self.what,
+            self.out(),
+            self.err()
+        );
+        self
+    }
+
+    /// Asserts stdout byte for byte.
+    pub fn assert_stdout(&self, expected: &[u8]) -> &Self {
+        assert!(
+            self.stdout == expected,
+            "{}: stdout differs\n--- expected\n{}--- actual\n{}--- stderr\n{}",
+            self.what,
+            String::from_utf8_lossy(expected),
+            self.out(),
+            self.err()
+        );
+        self
+    }
+
+    /// Asserts that nothing went to stderr.
+    pub fn assert_quiet(&self) -> &Self {
+        assert!(
+            self.stderr.is_empty(),
+            "{}: unexpected stderr\n{}",
+            self.what,
+            self.err()
+        );
+        self
+    }
+
+    /// The line numbers of the `line N: REASON` lines on stderr, in order. Panics on
+    /// any other stderr line, or on a reason that is empty.
+    pub fn rejected_lines(&self) -> Vec<u64> {
+        let err = self.err();
+        err.lines()
+            .map(|line| {
+                let parsed = line.strip_prefix("line ").and_then(|rest| {
+                    let (number, reason) = rest.split_once(": ")?;
+                    let n = number.parse::<u64>().ok()?;
+                    (!reason.trim().is_empty() && !number.starts_with('0')).then_some(n)
+                });
+                parsed.unwrap_or_else(|| {
+                    panic!(
+                        "{}: stderr line {line:?} is not `line N: REASON`\n{err}",
+                        self.what
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
+/// The `master` binary under test, with logs off whatever the environment says.
+pub fn master_command(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_master"));
+    command.args(args).env_remove("RUST_LOG");
+    command
+}
+
+/// Runs `master ARGS` with `stdin` as its standard input and waits for it with
+/// [`DEADLINE`]; kills it and fails the test past that.
+pub fn run_master(args: &[&str], stdin: &[u8]) -> Run {
+    run_command(master_command(args), args, stdin)
+}
+
+/// Like [`run_master`], for a command already set up (extra environment).
+pub fn run_command(mut command: Command, args: &[&str], stdin: &[u8]) -> Run {
+    let what = format!("master {}", args.join(" "));
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    let input = stdin.to_vec();
+    let mut pipe_in = child.stdin.take().expect("stdin is piped");
+    // The master may stop reading (KillAll, a usage error): a broken pipe is expected.
+    let writer = thread::spawn(move || {
+        let _ = pipe_in.write_all(&input);
+    });
+    let out = drain(child.stdout.take().expect("stdout is piped"));
+    let err = drain(child.stderr.take().expect("stderr is piped"));
+    let status = wait_or_kill(&mut child, DEADLINE, &what);
+    let code = status.code();
+    let stdout = collect(out, &what, "stdout");
+    let stderr = collect(err, &what, "stderr");
+    let _ = writer.join();
+    Run {
+        what,
+        stdout,
+        stderr,
+        code,
+    }
+}
+
+/// Reads `pipe` to its end on a thread of its own.
+pub fn drain(mut pipe: impl Read + Send + 'static) -> mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        let _ = tx.send(bytes);
+    });
+    rx
+}
+
+/// What a [`drain`] read, once the process has exited. A pipe still open a while after
+/// the master exited means something it started outlived it.
+pub fn collect(rx: mpsc::Receiver<Vec<u8>>, what: &str, name: &str) -> Vec<u8> {
+    rx.recv_timeout(Duration::from_secs(5))
+        .unwrap_or_else(|_| panic!("{what}: {name} still open after the master exited"))
+}
+
+/// Waits for `child` at most `deadline`; past that kills it, reaps it, and fails.
+pub fn wait_or_kill(child: &mut Child, deadline: Duration, what: &str) -> ExitStatus {
+    match child.wait_timeout(deadline) {
+        Ok(Some(status)) => status,
+        Ok(None) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: still running after {deadline:?}; killed it");
+        }
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: cannot wait: {e}");
+        }
+    }
+}
+
+/// How the script reaches `master`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// `master SCRIPT`.
+    File,
+    /// `master`, script on stdin.
+    Stdin,
+    /// `master -`, script on stdin.
+    Dash,
+}
+
+/// All the ways a script reaches `master`.
+pub const VIAS: [Via; 3] = [Via::File, Via::Stdin, Via::Dash];
+
+/// The arguments for `transport` and `seed`, before the script.
+pub fn base_args(transport: &str, seed: Option<u64>) -> Vec<String> {
+    let mut args = vec!["--transport".to_string(), transport.to_string()];
+    if let Some(seed) = seed {
+        args.push("--seed".to_string());
+        args.push(seed.to_string());
+    }
+    args
+}
+
+/// Runs `script` on `transport` with `seed`, reaching `master` as `via` says.
+pub fn run_script_via(transport: &str, seed: Option<u64>, script: &[u8], via: Via) -> Run {
+    let mut args = base_args(transport, seed);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut stdin: &[u8] = b"";
+    match via {
+        Via::File => {
+            let path = dir.path().join("bank.script");
+            std::fs::write(&path, script).expect("write the script");
+            args.push(path_arg(&path));
+        }
+        Via::Stdin => stdin = script,
+        Via::Dash => {
+            args.push("-".to_string());
+            stdin = script;
+        }
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut run = run_master(&args, stdin);
+    run.what = format!("{} ({via:?})", run.what);
+    run
+}
+
+/// Runs `script` on `transport` with `seed`, piped on stdin.
+pub fn run_script(transport: &str, seed: Option<u64>, script: &[u8]) -> Run {
+    run_script_via(transport, seed, script, Via::Stdin)
+}
+
+fn path_arg(path: &Path) -> String {
+    path.to_str().expect("a UTF-8 temporary path").to_string()
+}
+
+/// A small, fixed pseudo-random generator (SplitMix64) for generating test scripts:
+/// its stream depends on nothing but its seed.
+#[derive(Debug, Clone)]
+pub struct TestRng(u64);
+
+impl TestRng {
+    /// A generator seeded with `seed`.
+    pub fn new(seed: u64) -> Self {
+        TestRng(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (`n > 0`); the tiny bias does not matter here.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    /// A number in `0..=n`.
+    pub fn up_to(&mut self, n: u64) -> u64 {
+        if n == u64::MAX {
+            self.next_u64()
+        } else {
+            self.below(n + 1)
+        }
+    }
+
+    /// True with probability `percent`/100.
+    pub fn percent(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+
+    /// One element of `items` (not empty).
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+
+    /// Shuffles `items` in place.
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = self.below(i as u64 + 1) as usize;
+            items.swap(i, j);
+        }
+    }
+}
+
+/// Node ids of many widths, including both ends of the range.
+pub const ID_POOL: &[u32] = &[
+    0,
+    1,
+    2,
+    7,
+    8,
+    9,
+    10,
+    15,
+    42,
+    99,
+    100,
+    230,
+    1000,
+    4096,
+    65535,
+    65536,
+    123_456_789,
+    4_294_967_294,
+    4_294_967_295,
+];
+
+/// The `PrintSnapshot` blocks of a run's stdout: each node's state, and each channel's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Block {
+    /// `(id, state)` in printed order.
+    pub nodes: Vec<(u32, u64)>,
+    /// `(from, to, state)` in printed order.
+    pub channels: Vec<(u32, u32, u64)>,
+}
+
+impl Block {
+    /// All the money the block accounts for.
+    pub fn money(&self) -> u128 {
+        let held: u128 = self.nodes.iter().map(|&(_, s)| u128::from(s)).sum();
+        let moving: u128 = self.channels.iter().map(|&(_, _, s)| u128::from(s)).sum();
+        held + moving
+    }
+
+    /// Why the block is not a well-formed snapshot of a bank holding `total`, if it is
+    /// not: sorted nodes, every channel between them once in order, and the money adds
+    /// up.
+    pub fn check(&self, total: u64) -> Result<(), String> {
+        let ids: Vec<u32> = self.nodes.iter().map(|&(id, _)| id).collect();
+        if !ids.windows(2).all(|w| w[0] < w[1]) {
+            return Err(format!("nodes not in ascending order: {ids:?}"));
+        }
+        let expected: Vec<(u32, u32)> = ids
+            .iter()
+            .flat_map(|&a| ids.iter().filter(move |&&b| b != a).map(move |&b| (a, b)))
+            .collect();
+        let channels: Vec<(u32, u32)> = self.channels.iter().map(|&(a, b, _)| (a, b)).collect();
+        if channels != expected {
+            return Err(format!("channels {channels:?}, expected {expected:?}"));
+        }
+        if self.money() != u128::from(total) {
+            return Err(format!(
+                "accounts for {} but the bank holds {total}",
+                self.money()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Every `PrintSnapshot` block in `stdout`, skipping the other lines. Panics on a
+/// block that is malformed.
+pub fn parse_blocks(stdout: &str) -> Vec<Block> {
+    let mut blocks = Vec::new();
+    let mut lines = stdout.lines().peekable();
+    while let Some(line) = lines.next() {
+        if line != "---Node states" {
+            continue;
+        }
+        let mut block = Block {
+            nodes: Vec::new(),
+            channels: Vec::new(),
+        };
+        loop {
+            let line = lines.next().expect("a block ends with its channel states");
+            if line == "---Channel states" {
+                break;
+            }
+            let (id, state) = line
+                .strip_prefix("node ")
+                .and_then(|rest| rest.split_once(" = "))
+                .unwrap_or_else(|| panic!("bad node line {line:?}"));
+            block.nodes.push((number(id), number(state)));
+        }
+        while let Some(line) = lines.peek() {
+            let Some(rest) = line.strip_prefix("channel (") else {
+                break;
+            };
+            let (pair, state) = rest
+                .split_once(") = ")
+                .unwrap_or_else(|| panic!("bad channel line {line:?}"));
+            let (from, to) = pair
+                .split_once(" -> ")
+                .unwrap_or_else(|| panic!("bad channel line {line:?}"));
+            block
+                .channels
+                .push((number(from), number(to), number(state)));
+            lines.next();
+        }
+        blocks.push(block);
+    }
+    blocks
+}
+
+fn number<T: std::str::FromStr>(text: &str) -> T {
+    assert!(
+        text == "0" || (!text.starts_with('0') && text.bytes().all(|b| b.is_ascii_digit())),
+        "{text:?} is not printed as a plain decimal"
+    );
+    text.parse()
+        .unwrap_or_else(|_| panic!("{text:?} is out of range"))
+}
