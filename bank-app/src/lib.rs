@@ -13,7 +13,10 @@
 //! - [`role`]: the node and observer roles;
 //! - [`protocol`]: what the roles say to each other;
 //! - [`account`]: a branch as a snapshot-core `Process`;
-//! - [`system`]: starting and stopping the roles for a transport;
+//! - [`system`]: starting and stopping the roles for a transport: threads
+//!   ([`system::MemSystem`]), child processes ([`spawned`]), or nodes started by hand
+//!   on other hosts ([`cluster`]);
+//! - [`cleanup`]: removing what a run created, however it ends;
 //! - [`choice`]: reproducible random choices;
 //! - [`workload`]: seeded scripts for measuring the bank.
 
@@ -21,9 +24,12 @@
 
 pub mod account;
 pub mod choice;
+pub mod cleanup;
+pub mod cluster;
 pub mod master;
 pub mod protocol;
 pub mod role;
 pub mod script;
+pub mod spawned;
 pub mod system;
 pub mod workload;

@@ -55,6 +55,8 @@ pub struct Master<W: Write> {
     ack_timeout: Duration,
     /// Every role started, in order, whether or not it finished joining.
     launched: Vec<Endpoint>,
+    /// Where the observer listens, for transports that need to be told.
+    observer_address: Option<String>,
     /// Every node, with its transport address.
     nodes: BTreeMap<NodeId, Option<String>>,
     /// All the money created.
@@ -74,6 +76,7 @@ impl<W: Write> Master<W> {
             system,
             transport: None,
             launched: Vec::new(),
+            observer_address: None,
             out,
             chooser: Chooser::new(seed),
             ack_timeout,
@@ -110,6 +113,7 @@ impl<W: Write> Master<W> {
 
     /// Tells every role to stop, waits for them, and removes what the run created.
     pub fn shutdown(&mut self) {
+        crate::cleanup::stopping();
         if let Some(transport) = self.transport.as_mut() {
             for &endpoint in &self.launched {
                 // A role that is already gone needs no telling.
@@ -126,22 +130,42 @@ impl<W: Write> Master<W> {
             cause: format!("{error:#}"),
         })?;
         self.transport = Some(transport);
-        self.launch(Role::Observer)?;
+        self.observer_address = self.launch(Role::Observer)?;
         Ok(())
     }
 
-    /// Starts `role` and waits for its hello; returns its address.
+    /// Starts `role`, connects to it, and waits for its hello; returns its address.
     fn launch(&mut self, role: Role) -> Result<Option<String>, Refusal> {
         let who = role.endpoint();
-        self.system.start(role).map_err(|error| Refusal::Failed {
+        let started = self.system.start(role).map_err(|error| Refusal::Failed {
             who,
             cause: format!("cannot start: {error:#}"),
         })?;
         self.launched.push(who);
-        match self.expect(who, |c| matches!(c, Control::Hello { .. }))? {
-            Control::Hello { address } => Ok(address),
-            other => Err(protocol_error(who, &other)),
+        if let Some(address) = &started.address {
+            self.transport()?
+                .connect(who, address)
+                .map_err(|error| failed(who, error))?;
         }
+        if started.attach {
+            let master = self.transport()?.address().ok_or(Refusal::Failed {
+                who: Endpoint::Master,
+                cause: "the transport has no address to attach to".to_string(),
+            })?;
+            self.post(who, Control::Attach { master })?;
+        }
+        let address = match self.expect(who, |c| matches!(c, Control::Hello { .. }))? {
+            Control::Hello { address } => address,
+            other => return Err(protocol_error(who, &other)),
+        };
+        if started.address.is_none()
+            && let Some(address) = &address
+        {
+            self.transport()?
+                .connect(who, address)
+                .map_err(|error| failed(who, error))?;
+        }
+        Ok(address.or(started.address))
     }
 
     fn create_node(&mut self, node: NodeId, amount: u64) -> Result<(), Refusal> {
@@ -164,12 +188,10 @@ impl<W: Write> Master<W> {
                 self.system.max_nodes()
             ));
         }
-        let address = self.launch(Role::Node(node))?;
-        if let Some(address) = &address {
-            self.transport()?
-                .connect(Endpoint::Node(node), address)
-                .map_err(|error| failed(Endpoint::Node(node), error))?;
+        if let Some(reason) = self.system.refuses(node) {
+            return rejected(reason);
         }
+        let address = self.launch(Role::Node(node))?;
         let peers: Vec<Peer> = self
             .nodes
             .iter()
@@ -183,6 +205,7 @@ impl<W: Write> Master<W> {
             Endpoint::Node(node),
             Control::Join {
                 balance: amount,
+                observer: self.observer_address.clone(),
                 peers: peers.clone(),
             },
             |c| matches!(c, Control::Joined),

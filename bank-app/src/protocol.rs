@@ -45,10 +45,19 @@ pub enum Control {
     },
 
     // Master to a node.
-    /// Sets a new node's balance and connects it to the existing nodes.
+    /// Tells a node started by hand where the master listens; it connects back and
+    /// says hello.
+    Attach {
+        /// The master's address.
+        master: String,
+    },
+    /// Sets a new node's balance and connects it to the observer and the existing
+    /// nodes.
     Join {
         /// The opening balance.
         balance: u64,
+        /// Where the observer listens, if the transport needs to be told.
+        observer: Option<String>,
         /// Every node already in the bank.
         peers: Vec<Peer>,
     },

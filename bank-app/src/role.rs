@@ -41,15 +41,41 @@ pub enum RoleError {
     /// A peer sent something this role does not expect.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// The master has gone: the run is over.
+    #[error("the master has gone")]
+    MasterGone,
 }
 
-/// Runs `role` on `transport` until the master says stop.
+/// Runs `role` on `transport` until the master says stop or goes away.
 pub fn run(role: Role, transport: &mut dyn Transport<Wire>) -> Result<(), RoleError> {
     let address = transport.address();
     transport.send(Endpoint::Master, Frame::Control(Control::Hello { address }))?;
-    match role {
+    let result = match role {
         Role::Node(id) => Branch::new(id).run(transport),
         Role::Observer => Observer::default().run(transport),
+    };
+    match result {
+        // A role outlives its master only by accident (the master was killed): it
+        // ends quietly, like a stop.
+        Err(RoleError::MasterGone) => Ok(()),
+        other => other,
+    }
+}
+
+/// The next frame for this role. A peer node that has gone is passed over (the master
+/// notices deaths and ends the run); the master gone ends the role.
+fn next(t: &mut dyn Transport<Wire>) -> Result<(Endpoint, Wire), RoleError> {
+    loop {
+        match t.recv() {
+            Ok(item) => return Ok(item),
+            Err(TransportError::Disconnected(Endpoint::Master) | TransportError::Closed) => {
+                return Err(RoleError::MasterGone);
+            }
+            Err(TransportError::Disconnected(peer)) => {
+                tracing::debug!(%peer, "peer gone");
+            }
+            Err(error) => return Err(error.into()),
+        }
     }
 }
 
@@ -87,7 +113,7 @@ impl Branch {
 
     fn run(mut self, t: &mut dyn Transport<Wire>) -> Result<(), RoleError> {
         loop {
-            let (from, frame) = t.recv()?;
+            let (from, frame) = next(t)?;
             match (from, frame) {
                 (Endpoint::Node(peer), Frame::Peer(envelope)) => self.node.hold(peer, envelope),
                 (Endpoint::Master, Frame::Control(Control::Stop)) => return Ok(()),
@@ -104,8 +130,15 @@ impl Branch {
         control: Control,
     ) -> Result<(), RoleError> {
         let answer = match control {
-            Control::Join { balance, peers } => {
+            Control::Join {
+                balance,
+                observer,
+                peers,
+            } => {
                 self.node.process_mut().balance = balance;
+                if let Some(observer) = observer {
+                    t.connect(Endpoint::Observer, &observer)?;
+                }
                 for peer in peers {
                     self.connect(t, peer)?;
                 }
@@ -161,7 +194,7 @@ impl Branch {
             if let Some(envelope) = self.node.take_held(from) {
                 break envelope;
             }
-            match t.recv()? {
+            match next(t)? {
                 (Endpoint::Node(peer), Frame::Peer(envelope)) => self.node.hold(peer, envelope),
                 (from, frame) => return Err(unexpected(from, &frame)),
             }
@@ -198,7 +231,7 @@ struct Observer {
 impl Observer {
     fn run(mut self, t: &mut dyn Transport<Wire>) -> Result<(), RoleError> {
         loop {
-            let (from, frame) = t.recv()?;
+            let (from, frame) = next(t)?;
             let control = match (from, frame) {
                 (Endpoint::Master, Frame::Control(Control::Stop)) => return Ok(()),
                 (Endpoint::Master, Frame::Control(control)) => control,
@@ -248,7 +281,7 @@ impl Observer {
         let mut locals = Vec::with_capacity(self.nodes.len());
         let mut missing = Vec::new();
         for _ in 0..self.nodes.len() {
-            match t.recv()? {
+            match next(t)? {
                 (Endpoint::Node(node), Frame::Control(Control::Local(local))) => match local {
                     Some(local) => locals.push(*local),
                     None => missing.push(node),
@@ -288,7 +321,7 @@ impl Observer {
 }
 
 fn expect_from(t: &mut dyn Transport<Wire>, expected: Endpoint) -> Result<Control, RoleError> {
-    match t.recv()? {
+    match next(t)? {
         (from, Frame::Control(control)) if from == expected => Ok(control),
         (from, frame) => Err(unexpected(from, &frame)),
     }

@@ -88,6 +88,11 @@ impl fmt::Display for SyntaxError {
 /// `Ok(None)`.
 pub fn parse_line(line: &[u8]) -> Result<Option<Command>, SyntaxError> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
+    // A comment is ignored whatever it holds, even bytes that are not UTF-8.
+    let first = line.iter().find(|&&b| b != b' ' && b != b'\t');
+    if first == Some(&b'#') {
+        return Ok(None);
+    }
     let line = std::str::from_utf8(line).map_err(|_| SyntaxError::InvalidUtf8)?;
     let is_blank = |c: char| c == ' ' || c == '\t';
     let line = line.trim_matches(is_blank);
@@ -255,5 +260,10 @@ mod tests {
             Err(SyntaxError::TooLarge { .. })
         ));
         assert_eq!(parse_line(b"Send 1 2 \xff"), Err(SyntaxError::InvalidUtf8));
+        assert_eq!(
+            parse_line(b"# caf\xe9"),
+            Ok(None),
+            "a comment may hold any bytes"
+        );
     }
 }

@@ -7,18 +7,35 @@ use crate::protocol::{Control, Wire};
 use crate::role::{self, Role};
 use anyhow::Context;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use snapshot_core::{Endpoint, Frame, Transport};
+use snapshot_core::{Endpoint, Frame, NodeId, Transport};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use transport_mem::MemNetwork;
 
 /// The transports a run can use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 pub enum TransportKind {
     /// Every role a thread of the master's process; frames move through crossbeam
     /// channels.
     Mem,
+    /// Every node and the observer its own process; every channel a named pipe.
+    Pipe,
+    /// Every node and the observer its own process; every channel a TCP connection.
+    Tcp,
+}
+
+/// How the master reaches a role it has just started.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Started {
+    /// The role's address, when it is known before the role says hello (the master
+    /// connects to it at once).
+    pub address: Option<String>,
+    /// The role waits to be told the master's address
+    /// ([`Control::Attach`](crate::protocol::Control::Attach)) before it says hello.
+    pub attach: bool,
 }
 
 /// The roles of one run, and the medium between them.
@@ -27,10 +44,17 @@ pub trait System {
     fn master(&mut self) -> anyhow::Result<Box<dyn Transport<Wire>>>;
 
     /// Starts `role`. It says `Hello` to the master once it is up.
-    fn start(&mut self, role: Role) -> anyhow::Result<()>;
+    fn start(&mut self, role: Role) -> anyhow::Result<Started>;
 
     /// The most nodes this system can run.
     fn max_nodes(&self) -> usize;
+
+    /// Why `node` cannot join this system, if it cannot (a cluster runs only the nodes
+    /// its file names).
+    fn refuses(&self, node: NodeId) -> Option<String> {
+        let _ = node;
+        None
+    }
 
     /// Waits for every role to exit (the master has told them to stop) and removes
     /// whatever the run created.
@@ -38,10 +62,29 @@ pub trait System {
 }
 
 /// Builds the system for `kind`.
-pub fn build(kind: TransportKind) -> Box<dyn System> {
-    match kind {
-        TransportKind::Mem => Box::new(MemSystem::default()),
-    }
+pub fn build(kind: TransportKind, options: &Options) -> anyhow::Result<Box<dyn System>> {
+    Ok(match (kind, &options.cluster) {
+        (TransportKind::Mem, None) => Box::new(MemSystem::default()),
+        (TransportKind::Pipe | TransportKind::Tcp, None) => {
+            Box::new(crate::spawned::SpawnedSystem::new(kind, options)?)
+        }
+        (TransportKind::Tcp, Some(file)) => {
+            Box::new(crate::cluster::ClusterSystem::new(file, options)?)
+        }
+        (_, Some(_)) => anyhow::bail!("--cluster needs --transport tcp"),
+    })
+}
+
+/// What shapes a run besides its transport.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The cluster file, for nodes started by hand on other hosts.
+    pub cluster: Option<std::path::PathBuf>,
+    /// The shared key that TCP peers prove they hold; drawn at random when absent
+    /// (then only the processes the master starts itself can join).
+    pub key: Option<String>,
+    /// Where the master listens, for TCP.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// Every role a thread, on a [`MemNetwork`].
@@ -89,7 +132,7 @@ impl System for MemSystem {
         Ok(Box::new(master))
     }
 
-    fn start(&mut self, role: Role) -> anyhow::Result<()> {
+    fn start(&mut self, role: Role) -> anyhow::Result<Started> {
         let mut transport = self.network.endpoint(role.endpoint())?;
         let name = match role {
             Role::Observer => "observer".to_string(),
@@ -105,7 +148,7 @@ impl System for MemSystem {
             })
             .context("cannot start a thread")?;
         self.threads.push(thread);
-        Ok(())
+        Ok(Started::default())
     }
 
     fn max_nodes(&self) -> usize {
@@ -127,10 +170,11 @@ impl System for MemSystem {
     }
 }
 
-/// Runs `role`; if it fails or panics, tells the master why before it goes.
-pub fn run_reporting_failure(role: Role, transport: &mut dyn Transport<Wire>) {
+/// Runs `role`; if it fails or panics, tells the master why before it goes. Says
+/// whether the role ended without failing.
+pub fn run_reporting_failure(role: Role, transport: &mut dyn Transport<Wire>) -> bool {
     let cause = match catch_unwind(AssertUnwindSafe(|| role::run(role, transport))) {
-        Ok(Ok(())) => return,
+        Ok(Ok(())) => return true,
         Ok(Err(error)) => error.to_string(),
         Err(panic) => panic
             .downcast_ref::<&str>()
@@ -141,4 +185,5 @@ pub fn run_reporting_failure(role: Role, transport: &mut dyn Transport<Wire>) {
     tracing::error!(?role, %cause, "role failed");
     let _ = transport.send(Endpoint::Master, Frame::Control(Control::Failure(cause)));
     let _ = transport.flush();
+    false
 }
