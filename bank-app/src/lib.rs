@@ -17,12 +17,14 @@
 //!   ([`system::MemSystem`]), child processes ([`spawned`]), or nodes started by hand
 //!   on other hosts ([`cluster`]);
 //! - [`cleanup`]: removing what a run created, however it ends;
+//! - [`channels`]: the master's count of messages per channel;
 //! - [`choice`]: reproducible random choices;
 //! - [`workload`]: seeded scripts for measuring the bank.
 
 #![deny(missing_docs)]
 
 pub mod account;
+pub mod channels;
 pub mod choice;
 pub mod cleanup;
 pub mod cluster;

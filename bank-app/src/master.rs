@@ -6,6 +6,7 @@
 //! enqueue from an acknowledgement), which is all it needs to check a command before
 //! sending it and to make the random choices.
 
+use crate::channels::ChannelCounts;
 use crate::choice::Chooser;
 use crate::protocol::{BankSnapshot, Control, Peer, Taken, Wire};
 use crate::role::Role;
@@ -61,8 +62,8 @@ pub struct Master<W: Write> {
     nodes: BTreeMap<NodeId, Option<String>>,
     /// All the money created.
     total: u64,
-    /// The number of messages in each non-empty channel `(from, to)`.
-    queued: BTreeMap<(NodeId, NodeId), u64>,
+    /// The number of messages in each channel.
+    queued: ChannelCounts,
     markers_in_transit: u64,
     snapshot_open: bool,
     collected: bool,
@@ -82,7 +83,7 @@ impl<W: Write> Master<W> {
             ack_timeout,
             nodes: BTreeMap::new(),
             total: 0,
-            queued: BTreeMap::new(),
+            queued: ChannelCounts::default(),
             markers_in_transit: 0,
             snapshot_open: false,
             collected: false,
@@ -234,6 +235,7 @@ impl<W: Write> Master<W> {
             |c| matches!(c, Control::Added),
         )?;
         self.nodes.insert(node, newcomer.address);
+        self.queued.add_node(node);
         self.total = total;
         Ok(())
     }
@@ -261,7 +263,7 @@ impl<W: Write> Master<W> {
             matches!(c, Control::Paid | Control::Insufficient)
         })? {
             Control::Paid => {
-                *self.queued.entry((from, to)).or_insert(0) += 1;
+                self.queued.push(from, to);
                 Ok(())
             }
             _ => self.print("ERR_SEND\n"),
@@ -272,19 +274,14 @@ impl<W: Write> Master<W> {
         let from = match from {
             Some(from) => {
                 self.check_channel(from, to)?;
-                if !self.queued.contains_key(&(from, to)) {
+                if self.queued.count(from, to) == 0 {
                     return rejected(format!("channel ({from} -> {to}) is empty"));
                 }
                 from
             }
             None => {
                 self.check_node(to)?;
-                let candidates: Vec<NodeId> = self
-                    .queued
-                    .keys()
-                    .filter(|&&(_, dest)| dest == to)
-                    .map(|&(source, _)| source)
-                    .collect();
+                let candidates = self.queued.nonempty_into(to);
                 if candidates.is_empty() {
                     return rejected(format!("every channel into node {to} is empty"));
                 }
@@ -299,9 +296,9 @@ impl<W: Write> Master<W> {
     }
 
     fn receive_all(&mut self) -> Result<(), Refusal> {
-        while !self.queued.is_empty() {
-            let pick = self.chooser.pick(self.queued.len());
-            let Some(&(from, to)) = self.queued.keys().nth(pick) else {
+        while self.queued.nonempty() > 0 {
+            let pick = self.chooser.pick(self.queued.nonempty());
+            let Some((from, to)) = self.queued.nth_nonempty(pick) else {
                 break;
             };
             self.take(from, to)?;
@@ -319,12 +316,7 @@ impl<W: Write> Master<W> {
                 Control::Took { what, recorded } => (what, recorded),
                 other => return Err(protocol_error(Endpoint::Node(to), &other)),
             };
-        if let Some(count) = self.queued.get_mut(&(from, to)) {
-            *count -= 1;
-            if *count == 0 {
-                self.queued.remove(&(from, to));
-            }
-        }
+        self.queued.pop(from, to);
         if what == Taken::Marker {
             self.markers_in_transit = self.markers_in_transit.saturating_sub(1);
         }
@@ -338,7 +330,7 @@ impl<W: Write> Master<W> {
     fn markers_sent_by(&mut self, node: NodeId) {
         let others: Vec<NodeId> = self.nodes.keys().copied().filter(|&k| k != node).collect();
         for to in others {
-            *self.queued.entry((node, to)).or_insert(0) += 1;
+            self.queued.push(node, to);
             self.markers_in_transit += 1;
         }
     }
