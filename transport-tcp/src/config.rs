@@ -1,0 +1,107 @@
+//! What an endpoint needs to know before it listens: where, for which cluster, with
+//! which key.
+
+use snapshot_core::codec::DEFAULT_MAX_FRAME;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+/// How long a peer has to complete the handshake, by default.
+pub const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The settings of one endpoint.
+///
+/// Every endpoint of a cluster must use the same `cluster` name and the same `key`:
+/// the handshake that opens every connection proves, both ways, that the other side
+/// knows them.
+#[derive(Clone)]
+pub struct TcpConfig {
+    /// Where to listen. The default, `127.0.0.1:0`, takes a port the operating system
+    /// chooses, on the loopback interface only; endpoints on other hosts need an
+    /// address of an interface they can reach. The listener's real address is what
+    /// [`address`](snapshot_core::Transport::address) reports.
+    pub bind: SocketAddr,
+    /// The name of the cluster (or of the run). A peer that names another cluster is
+    /// refused, even with the right key, so that two runs sharing a key cannot be
+    /// joined by mistake.
+    pub cluster: String,
+    /// The shared secret every endpoint of the cluster holds. Any length but zero;
+    /// 32 random bytes ([`random_key`](crate::random_key)) is right.
+    pub key: Vec<u8>,
+    /// The bound on one frame's encoded size, both ways: a frame over it is refused
+    /// when sent ([`TransportError::FrameTooLarge`](snapshot_core::TransportError)),
+    /// and a peer announcing one is dropped. Defaults to
+    /// [`DEFAULT_MAX_FRAME`](snapshot_core::codec::DEFAULT_MAX_FRAME).
+    pub max_frame: usize,
+    /// How long a handshake may take, either side. An incoming connection that has
+    /// not proved itself by then is closed; an outgoing
+    /// [`connect`](snapshot_core::Transport::connect) gives up. Defaults to
+    /// [`DEFAULT_HELLO_TIMEOUT`] (5 s).
+    pub hello_timeout: Duration,
+}
+
+impl TcpConfig {
+    /// The default settings for the cluster `cluster` with the shared `key`.
+    pub fn new(cluster: impl Into<String>, key: impl Into<Vec<u8>>) -> Self {
+        TcpConfig {
+            cluster: cluster.into(),
+            key: key.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// Loopback with an OS-chosen port, the default bounds, an empty cluster name and **an
+/// empty key, which endpoints refuse**: set `key` (and `cluster`) before use.
+impl Default for TcpConfig {
+    fn default() -> Self {
+        TcpConfig {
+            bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            cluster: String::new(),
+            key: Vec::new(),
+            max_frame: DEFAULT_MAX_FRAME,
+            hello_timeout: DEFAULT_HELLO_TIMEOUT,
+        }
+    }
+}
+
+/// Shows everything but the key.
+impl std::fmt::Debug for TcpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpConfig")
+            .field("bind", &self.bind)
+            .field("cluster", &self.cluster)
+            .field("key", &format_args!("<{} bytes>", self.key.len()))
+            .field("max_frame", &self.max_frame)
+            .field("hello_timeout", &self.hello_timeout)
+            .finish()
+    }
+}
+
+/// A fresh 32-byte key from the operating system's random source, for runs whose
+/// endpoints all start on one host (the parent hands it to its children).
+///
+/// # Panics
+///
+/// If the operating system cannot provide random bytes: a key that is not random is
+/// worse than none.
+pub fn random_key() -> Vec<u8> {
+    let mut key = vec![0; 32];
+    getrandom::fill(&mut key).expect("the operating system's random source failed");
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_loopback_any_port_and_five_seconds() {
+        let config = TcpConfig::new("c", random_key());
+        assert_eq!(config.bind.to_string(), "127.0.0.1:0");
+        assert_eq!(config.hello_timeout, Duration::from_secs(5));
+        assert_eq!(config.max_frame, DEFAULT_MAX_FRAME);
+        assert_eq!(config.key.len(), 32);
+        assert_ne!(config.key, random_key(), "keys are drawn afresh");
+        assert!(!format!("{config:?}").contains(&format!("{:?}", config.key)));
+    }
+}
