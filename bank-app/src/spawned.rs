@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use transport_pipe::PipeTransport;
+use transport_tcp::{TcpConfig, TcpTransport};
 
 /// The environment variable that carries the shared TCP key to the processes of a run
 /// (never the command line, which other users can read).
@@ -52,7 +53,11 @@ pub fn open(
                 .context("a pipe endpoint needs the run's directory")?;
             Box::new(PipeTransport::new(dir, endpoint)?)
         }
-        TransportKind::Tcp => anyhow::bail!("TCPWIP"),
+        TransportKind::Tcp => {
+            let mut tcp = TcpConfig::new(config.cluster.clone(), config.key.clone());
+            tcp.bind = config.listen;
+            Box::new(TcpTransport::new(endpoint, tcp)?)
+        }
         TransportKind::Mem => anyhow::bail!("the mem transport does not cross processes"),
     })
 }
@@ -94,7 +99,8 @@ impl SpawnedSystem {
         };
         let key = match &options.key {
             Some(key) => key.clone(),
-            None => hex(&crate::choice::fresh_seed().to_le_bytes()),
+            // A run that starts its own nodes draws a key for itself.
+            None => hex(&transport_tcp::random_key()),
         };
         let listen = options
             .listen

@@ -17,7 +17,7 @@ use wait_timeout::ChildExt;
 
 /// Every transport the tests run over. Adding `"pipe"` and `"tcp"` here runs the whole
 /// suite over them too.
-pub const TRANSPORTS: &[&str] = &["mem", "pipe"];
+pub const TRANSPORTS: &[&str] = &["mem", "pipe", "tcp"];
 
 /// How long one `master` may run before the test kills it and fails.
 pub const DEADLINE: Duration = Duration::from_secs(20);
