@@ -61,6 +61,12 @@ pub enum TransportError {
 /// [`flush`](Self::flush), and `recv`/`recv_timeout` flush before they wait, so a
 /// request followed by waiting for its reply never stalls on a buffer.
 ///
+/// Flow control is the medium's. A `send` or `flush` may wait while the medium holds
+/// as much for the peer as it will (a socket's or a pipe's buffer); while it waits, an
+/// implementation goes on taking in the frames sent to its own endpoint, so endpoints
+/// that send to each other at once cannot deadlock. An endpoint that stops receiving
+/// altogether eventually holds up those that send to it, as a socket would.
+///
 /// The trait is object-safe so that the medium can be picked at run time
 /// (`Box<dyn Transport<F>>`).
 pub trait Transport<F>: Send {

@@ -251,6 +251,16 @@ where
     /// Fails if the key is empty or the address cannot be bound. Must be called
     /// within a tokio runtime (with I/O and time enabled).
     pub async fn bind(local: Endpoint, config: TcpConfig) -> Result<Self, TransportError> {
+        Self::bind_with_readers(local, config, None).await
+    }
+
+    /// As [`bind`](Self::bind), but the readers of authenticated connections run on
+    /// `readers` (when given) rather than on the current runtime.
+    pub(crate) async fn bind_with_readers(
+        local: Endpoint,
+        config: TcpConfig,
+        readers: Option<tokio::runtime::Handle>,
+    ) -> Result<Self, TransportError> {
         if config.key.is_empty() {
             return Err(TransportError::Io {
                 context: format!("starting {local}"),
@@ -270,6 +280,7 @@ where
             max_frame: config.max_frame,
             hello_timeout: config.hello_timeout,
             incoming: Mutex::new(HashSet::new()),
+            readers,
         });
         let (inbox_tx, inbox) = mpsc::unbounded_channel();
         let (shutdown, shutdown_rx) = watch::channel(());

@@ -15,26 +15,42 @@ pub const LINGER: Duration = Duration::from_secs(5);
 /// One endpoint talking TCP, for synchronous code: implements
 /// [`snapshot_core::Transport`].
 ///
-/// It owns a tokio runtime with one worker thread, which runs the listener, the
-/// handshakes, the readers and the writers while the application does something else;
-/// the calls that wait ([`recv`](Transport::recv), [`connect`](Transport::connect), a
-/// [`send`](Transport::send) or [`flush`](Transport::flush) held back by a writer that
-/// is behind) block the calling thread on it. Sends that need no waiting do not touch
-/// the runtime: they encode into a buffer.
+/// It owns two tokio runtimes:
+///
+/// - one with a worker thread of its own, which runs the listener, the handshakes and
+///   the writers while the application does something else, so that peers can always
+///   connect and flushed frames always leave;
+/// - one driven by the calling thread, inside the calls that wait
+///   ([`recv`](Transport::recv), a [`send`](Transport::send) or
+///   [`flush`](Transport::flush) held back by a writer that is behind), which reads the
+///   authenticated connections. A frame that arrives while the application sleeps in
+///   `recv` therefore costs one wake-up (of that thread), not two (a reader's, then
+///   the application's).
+///
+/// Connections are read only while the application is inside such a call: bytes that
+/// arrive meanwhile wait in the socket, and a peer that sends more than the socket
+/// holds waits for the application to receive (its own calls that wait go on reading
+/// its connections, so two endpoints sending each other large volumes cannot
+/// deadlock). Sends that need no waiting do not touch either runtime: they encode
+/// into a buffer.
 ///
 /// Its methods must not be called from within an asynchronous context (a tokio task):
 /// they block, and tokio refuses that. Applications on tokio use
 /// [`AsyncTcpTransport`] instead.
 ///
 /// Dropping it flushes, closes its connections once their writers have written
-/// everything (waiting up to [`LINGER`] for them), stops the runtime and joins its
+/// everything (waiting up to [`LINGER`] for them), stops the runtimes and joins their
 /// threads: nothing is left running.
 ///
 /// See the [crate documentation](crate) for how it works and what it guarantees.
 pub struct TcpTransport<F> {
     inner: AsyncTcpTransport<F>,
-    /// Always there until the transport is dropped.
+    /// The listener, handshakes and writers, on a thread of their own. Always there
+    /// until the transport is dropped.
     runtime: Option<Runtime>,
+    /// The readers, driven by the calling thread. Always there until the transport is
+    /// dropped.
+    readers: Option<Runtime>,
     spin: Duration,
 }
 
@@ -66,10 +82,23 @@ where
                 context: format!("starting the runtime of {local}"),
                 source,
             })?;
-        let inner = runtime.block_on(AsyncTcpTransport::bind(local, config))?;
+        let readers = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(|source| TransportError::Io {
+                context: format!("starting the readers' runtime of {local}"),
+                source,
+            })?;
+        let inner = runtime.block_on(AsyncTcpTransport::bind_with_readers(
+            local,
+            config,
+            Some(readers.handle().clone()),
+        ))?;
         Ok(TcpTransport {
             inner,
             runtime: Some(runtime),
+            readers: Some(readers),
             spin: Duration::ZERO,
         })
     }
@@ -93,8 +122,8 @@ impl<F> TcpTransport<F> {
         self.spin = spin;
     }
 
-    fn runtime(&self) -> Result<&Runtime, TransportError> {
-        self.runtime.as_ref().ok_or(TransportError::Closed)
+    fn readers(&self) -> Result<&Runtime, TransportError> {
+        self.readers.as_ref().ok_or(TransportError::Closed)
     }
 
     fn next(&mut self, deadline: Option<Instant>) -> Result<Option<(Endpoint, F)>, TransportError> {
@@ -108,25 +137,32 @@ impl<F> TcpTransport<F> {
             let until = deadline.map_or(self.spin, |deadline| {
                 self.spin.min(deadline.saturating_duration_since(start))
             });
-            loop {
-                for _ in 0..64 {
-                    std::hint::spin_loop();
+            let readers = self.readers.as_ref().ok_or(TransportError::Closed)?;
+            let inner = &mut self.inner;
+            let spun = readers.block_on(async {
+                loop {
+                    if let Some(item) = inner.try_next()? {
+                        return Ok(Some(item));
+                    }
+                    if start.elapsed() >= until {
+                        return Ok::<_, TransportError>(None);
+                    }
+                    // Lets the readers' runtime poll the sockets, without sleeping.
+                    tokio::task::yield_now().await;
                 }
-                if let Some(item) = self.inner.try_next()? {
-                    return Ok(Some(item));
-                }
-                if start.elapsed() >= until {
-                    break;
-                }
+            })?;
+            if spun.is_some() {
+                return Ok(spun);
             }
         }
-        let runtime = self.runtime.as_ref().ok_or(TransportError::Closed)?;
-        runtime.block_on(self.inner.next(deadline))
+        let readers = self.readers.as_ref().ok_or(TransportError::Closed)?;
+        readers.block_on(self.inner.next(deadline))
     }
 
     fn flush_all(&mut self) -> Result<(), TransportError> {
         while let Some(stall) = self.inner.try_flush()? {
-            self.runtime()?.block_on(stall.wait());
+            // Waiting for a writer, the readers go on reading.
+            self.readers()?.block_on(stall.wait());
         }
         Ok(())
     }
@@ -148,7 +184,7 @@ where
     /// [`TcpConfig::max_frame`] (nothing is queued then, and the connection stays up).
     fn send(&mut self, to: Endpoint, frame: F) -> Result<(), TransportError> {
         if let Some(stall) = self.inner.queue(to, &frame)? {
-            self.runtime()?.block_on(stall.wait());
+            self.readers()?.block_on(stall.wait());
         }
         Ok(())
     }
@@ -184,6 +220,8 @@ where
     /// it has gone since.
     fn connect(&mut self, peer: Endpoint, address: &str) -> Result<(), TransportError> {
         let runtime = self.runtime.as_ref().ok_or(TransportError::Closed)?;
+        // On the worker's runtime: the handshake of a peer connecting back to this
+        // endpoint meanwhile (even this very endpoint) goes on there.
         runtime.block_on(self.inner.open(peer, address))
     }
 
@@ -195,12 +233,16 @@ where
 
 impl<F> Drop for TcpTransport<F> {
     fn drop(&mut self) {
+        let readers = self.readers.take();
         let Some(runtime) = self.runtime.take() else {
             return;
         };
         if tokio::runtime::Handle::try_current().is_ok() {
-            // Blocking here would panic: let the runtime go without waiting.
+            // Blocking here would panic: let the runtimes go without waiting.
             runtime.shutdown_background();
+            if let Some(readers) = readers {
+                readers.shutdown_background();
+            }
             return;
         }
         // The timer is made inside the runtime, which it needs.
@@ -209,7 +251,8 @@ impl<F> Drop for TcpTransport<F> {
         if let Ok(Err(error)) = finished {
             tracing::debug!(local = %self.inner.local_addr(), %error, "closing");
         }
-        // Dropping the runtime cancels what is left and joins its threads.
+        // Dropping the runtimes cancels what is left and joins their threads.
         drop(runtime);
+        drop(readers);
     }
 }

@@ -1,10 +1,9 @@
 //! The tasks behind an endpoint: the listener, one reader per incoming connection, one
 //! writer per outgoing connection.
 //!
-//! Readers drain their connection into the endpoint's inbox whatever the application
-//! does, so a writer never waits on the application at the other end: two endpoints
-//! sending each other more than the sockets hold, before either receives, cannot
-//! deadlock.
+//! Readers drain their connection into the endpoint's inbox. They run where the
+//! endpoint says ([`Shared::readers`](crate::Shared)): on the runtime that accepted the
+//! connection, or on another one that the application drives while it waits.
 
 use crate::Shared;
 use crate::handshake;
@@ -131,7 +130,29 @@ async fn serve<F>(
         }
     };
     tracing::debug!(%local, %peer, %remote, "accepted a connection");
-    read_frames(peer, stream, &shared, inbox, shutdown).await;
+    let Some(readers) = shared.readers.clone() else {
+        read_frames(peer, stream, &shared, inbox, shutdown).await;
+        return;
+    };
+    // Handed over to the readers' runtime: the socket leaves this runtime's driver
+    // and joins that one's.
+    let stream = match stream.into_std() {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::warn!(%local, %peer, %error, "could not hand the connection over");
+            let _ = inbox.send(Event::Ended(peer));
+            return;
+        }
+    };
+    readers.spawn(async move {
+        match TcpStream::from_std(stream) {
+            Ok(stream) => read_frames(peer, stream, &shared, inbox, shutdown).await,
+            Err(error) => {
+                tracing::warn!(%local, %peer, %error, "could not take the connection over");
+                let _ = inbox.send(Event::Ended(peer));
+            }
+        }
+    });
 }
 
 /// Sends [`Event::Ended`] however the reader leaves, a panic in a frame's

@@ -6,7 +6,7 @@
 //! Two forms of the same endpoint:
 //!
 //! - [`TcpTransport`], for synchronous code: implements [`Transport`], and runs tokio
-//!   on a thread of its own;
+//!   partly on a thread of its own and partly on the caller's;
 //! - [`AsyncTcpTransport`], for applications already on tokio: implements the
 //!   [`AsyncTransport`] trait (the asynchronous twin of [`Transport`]) on the
 //!   application's runtime.
@@ -52,9 +52,15 @@
 //!   ones) as the socket drains. `recv` and `recv_timeout` flush first. `TCP_NODELAY`
 //!   is set: the batching is ours. A sender faster than the network is held back: at
 //!   most 8 buffers wait for a writer task.
-//! - A reader task per incoming connection drains it into the endpoint's inbox,
-//!   whatever the application is doing, so two endpoints sending each other large
-//!   volumes cannot deadlock.
+//! - A reader task per incoming connection drains it into the endpoint's inbox.
+//!   [`AsyncTcpTransport`]'s readers run on the application's runtime, whatever the
+//!   application is doing. [`TcpTransport`]'s run on the calling thread, inside the
+//!   calls that wait (`recv`, and a `send` or `flush` waiting for a writer), which
+//!   spares a wake-up per frame (see [Latency](#latency)); bytes that come meanwhile
+//!   wait in the socket. Either way, an endpoint waiting to send goes on reading, so
+//!   two endpoints sending each other large volumes cannot deadlock; one that does
+//!   not receive at all holds its senders back once the sockets are full, as the
+//!   [`Transport`] contract allows.
 //!
 //! # Guarantees
 //!
@@ -98,17 +104,16 @@
 //! # Latency
 //!
 //! A reply that comes back while [`TcpTransport::recv`] sleeps costs the operating
-//! system's wake-ups (the reader task's thread, then the caller's), which on a virtual
-//! machine whose idle cores halt can be most of a round trip: measured on a 2-core VM,
-//! a request and its reply take a median of about 60-70 µs, as over bare blocking
-//! sockets. [`TcpTransport::set_spin`] makes `recv` poll for a while before it sleeps:
-//! with 50 µs of spin on both sides the median falls to about 8 µs, at the price of a
-//! busy core while it spins (see `examples/throughput.rs`).
+//! system's wake-up of the calling thread (which reads the socket itself), and on a
+//! virtual machine whose idle cores halt that can be most of a round trip.
+//! [`TcpTransport::set_spin`] makes `recv` poll the sockets for a while before it
+//! sleeps, at the price of a busy core while it spins. `examples/throughput.rs`
+//! measures both; the figures for this machine are in `BENCHMARKS.md`.
 //!
 //! # Cleaning up
 //!
 //! Dropping a [`TcpTransport`] flushes, lets its writers finish (up to [`LINGER`]),
-//! closes every connection and the listener, stops its runtime and joins its thread.
+//! closes every connection and the listener, stops its runtimes and joins its thread.
 //! Dropping an [`AsyncTcpTransport`] stops its listener and readers at once and lets
 //! its writers finish in the background; [`AsyncTcpTransport::close`] waits for them.
 //!
@@ -147,4 +152,7 @@ pub(crate) struct Shared {
     /// The peers that have connected to this endpoint, gone or not: each may connect
     /// once.
     incoming: Mutex<HashSet<Endpoint>>,
+    /// Where authenticated connections are read: the runtime the endpoint was bound
+    /// on when `None`, this one otherwise.
+    readers: Option<tokio::runtime::Handle>,
 }
