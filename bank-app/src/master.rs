@@ -12,7 +12,7 @@ use crate::protocol::{BankSnapshot, Control, Peer, Taken, Wire};
 use crate::role::Role;
 use crate::script::Command;
 use crate::system::System;
-use snapshot_core::{Endpoint, Frame, NodeId, Transport};
+use snapshot_core::{Endpoint, Frame, NodeId, Transport, TransportError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::io::Write;
@@ -405,7 +405,10 @@ impl<W: Write> Master<W> {
     fn post(&mut self, to: Endpoint, control: Control) -> Result<(), Refusal> {
         self.transport()?
             .send(to, Frame::Control(control))
-            .map_err(|error| failed(to, error))
+            .map_err(|error| match error {
+                TransportError::Disconnected(peer) => gone(peer),
+                error => failed(to, error),
+            })
     }
 
     /// Sends `control` to `to` and waits for an answer that `fits`.
@@ -441,7 +444,11 @@ impl<W: Write> Master<W> {
         let received = self
             .transport()?
             .recv_timeout(timeout)
-            .map_err(|error| failed(first, error))?;
+            .map_err(|error| match error {
+                // Whoever has gone takes the blame, not the endpoint waited for.
+                TransportError::Disconnected(peer) => gone(peer),
+                error => failed(first, error),
+            })?;
         match received {
             None => Err(Refusal::Failed {
                 who: first,
@@ -450,12 +457,21 @@ impl<W: Write> Master<W> {
             Some((who, Frame::Control(Control::Failure(cause)))) => {
                 Err(Refusal::Failed { who, cause })
             }
+            Some((_, Frame::Control(Control::PeerGone(peer)))) => Err(gone(peer)),
             Some((who, Frame::Control(control))) if from.contains(&who) => Ok((who, control)),
             Some((who, frame)) => Err(Refusal::Failed {
                 who,
                 cause: format!("protocol error: unexpected {frame:?}"),
             }),
         }
+    }
+}
+
+/// `who` has gone: its connections closed (it exited, was killed, or its host went).
+fn gone(who: Endpoint) -> Refusal {
+    Refusal::Failed {
+        who,
+        cause: "gone: its connections have closed".to_string(),
     }
 }
 

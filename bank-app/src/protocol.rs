@@ -3,6 +3,7 @@
 
 use crate::account::{Account, Transfer};
 use serde::{Deserialize, Serialize};
+use snapshot_core::Endpoint;
 use snapshot_core::{Frame, GlobalSnapshot, NodeId, NodeSnapshot};
 
 /// A node's local snapshot in the bank: its balance, and the money in transit on each
@@ -137,4 +138,6 @@ pub enum Control {
     // Any role to the master.
     /// The sender has failed and is about to exit; the text says why.
     Failure(String),
+    /// The sender cannot go on because this peer has gone; it waits to be stopped.
+    PeerGone(Endpoint),
 }

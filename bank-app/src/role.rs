@@ -46,6 +46,36 @@ pub enum RoleError {
     MasterGone,
 }
 
+impl RoleError {
+    /// The peer (node or observer) whose departure made the role fail, if that is why
+    /// it failed.
+    pub fn gone_peer(&self) -> Option<Endpoint> {
+        let error = match self {
+            RoleError::Transport(error) | RoleError::Node(NodeError::Transport(error)) => error,
+            _ => return None,
+        };
+        match error {
+            TransportError::Disconnected(peer) if *peer != Endpoint::Master => Some(*peer),
+            _ => None,
+        }
+    }
+}
+
+/// After a role could not go on, waits for the master to stop it (or to go), taking
+/// in and dropping whatever else arrives. Says whether it ended that way.
+pub fn wait_for_stop(transport: &mut dyn Transport<Wire>) -> bool {
+    loop {
+        match transport.recv() {
+            Ok((Endpoint::Master, Frame::Control(Control::Stop))) => return true,
+            Ok(_) | Err(TransportError::Disconnected(Endpoint::Node(_) | Endpoint::Observer)) => {}
+            Err(TransportError::Disconnected(Endpoint::Master) | TransportError::Closed) => {
+                return true;
+            }
+            Err(_) => return false,
+        }
+    }
+}
+
 /// Runs `role` on `transport` until the master says stop or goes away.
 pub fn run(role: Role, transport: &mut dyn Transport<Wire>) -> Result<(), RoleError> {
     let address = transport.address();

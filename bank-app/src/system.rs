@@ -175,7 +175,17 @@ impl System for MemSystem {
 pub fn run_reporting_failure(role: Role, transport: &mut dyn Transport<Wire>) -> bool {
     let cause = match catch_unwind(AssertUnwindSafe(|| role::run(role, transport))) {
         Ok(Ok(())) => return true,
-        Ok(Err(error)) => error.to_string(),
+        Ok(Err(error)) => match error.gone_peer() {
+            // Not this role's failure: the master names the peer that has gone and
+            // ends the run; this role waits for that rather than exit and be blamed.
+            Some(peer) => {
+                tracing::warn!(?role, %peer, "cannot go on: a peer has gone");
+                let _ = transport.send(Endpoint::Master, Frame::Control(Control::PeerGone(peer)));
+                let _ = transport.flush();
+                return role::wait_for_stop(transport);
+            }
+            None => error.to_string(),
+        },
         Err(panic) => panic
             .downcast_ref::<&str>()
             .map(|s| s.to_string())
