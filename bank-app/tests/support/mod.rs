@@ -419,3 +419,163 @@ fn number<T: std::str::FromStr>(text: &str) -> T {
     text.parse()
         .unwrap_or_else(|_| panic!("{text:?} is out of range"))
 }
+
+/// The processes and TCP sockets of the machine, read from `/proc` (Linux): how the
+/// lifecycle tests find every process of a run and the sockets it holds.
+pub mod procfs {
+    use std::collections::{BTreeSet, HashMap};
+    use std::fs;
+
+    /// A TCP socket's state as `/proc/net/tcp` writes it.
+    pub const ESTABLISHED: u8 = 0x01;
+    /// See [`ESTABLISHED`].
+    pub const LISTEN: u8 = 0x0A;
+
+    /// One process, as `/proc/PID` shows it.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Proc {
+        pub pid: i32,
+        pub ppid: i32,
+        /// `R`, `S`, `Z` (a zombie), …
+        pub state: char,
+        /// The command line, one element per argument.
+        pub args: Vec<String>,
+    }
+
+    impl Proc {
+        /// Whether it is a zombie (or dead): it has exited, only its entry remains.
+        pub fn exited(&self) -> bool {
+            matches!(self.state, 'Z' | 'X' | 'x')
+        }
+
+        /// The argument after `flag`, if there is one.
+        pub fn arg(&self, flag: &str) -> Option<&str> {
+            let at = self.args.iter().position(|a| a == flag)?;
+            self.args.get(at + 1).map(String::as_str)
+        }
+    }
+
+    /// The process `pid`, if it exists and can be read.
+    pub fn process(pid: i32) -> Option<Proc> {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // `PID (COMM) STATE PPID …`, where COMM may hold spaces and parentheses.
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let mut fields = rest.split_whitespace();
+        let state = fields.next()?.chars().next()?;
+        let ppid = fields.next()?.parse().ok()?;
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let args = cmdline
+            .split(|&b| b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        Some(Proc {
+            pid,
+            ppid,
+            state,
+            args,
+        })
+    }
+
+    /// Every process there is now.
+    pub fn processes() -> Vec<Proc> {
+        let Ok(entries) = fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .filter_map(process)
+            .collect()
+    }
+
+    /// The processes of the run whose master is `master`: every process whose command
+    /// line carries the run's id (`--run-id MASTER-…`), which finds them after the
+    /// master has gone too, and, while the master is not reaped (`reaped` false), its
+    /// children (one just forked has not taken its command line yet). Zombies
+    /// included.
+    pub fn run_processes(master: i32, reaped: bool) -> Vec<Proc> {
+        let prefix = format!("{master}-");
+        processes()
+            .into_iter()
+            .filter(|p| {
+                let carries_id = p.arg("--run-id").is_some_and(|id| id.starts_with(&prefix));
+                p.pid != master && (carries_id || (!reaped && p.ppid == master))
+            })
+            .collect()
+    }
+
+    /// The inodes of the sockets process `pid` holds open.
+    pub fn socket_inodes(pid: i32) -> BTreeSet<u64> {
+        let Ok(entries) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+            return BTreeSet::new();
+        };
+        entries
+            .filter_map(|e| {
+                let target = fs::read_link(e.ok()?.path()).ok()?;
+                let target = target.to_str()?;
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .parse()
+                    .ok()
+            })
+            .collect()
+    }
+
+    /// Which process holds each socket inode, over every process there is.
+    pub fn socket_owners() -> HashMap<u64, i32> {
+        let mut owners = HashMap::new();
+        for p in processes() {
+            for inode in socket_inodes(p.pid) {
+                owners.insert(inode, p.pid);
+            }
+        }
+        owners
+    }
+
+    /// One line of `/proc/net/tcp` or `/proc/net/tcp6`.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct TcpSocket {
+        pub local_port: u16,
+        pub remote_port: u16,
+        pub state: u8,
+        /// 0 for a socket no process holds any more (`TIME_WAIT`, orphans).
+        pub inode: u64,
+    }
+
+    /// Every TCP socket, IPv4 and IPv6.
+    pub fn tcp_sockets() -> Vec<TcpSocket> {
+        let port = |address: &str| {
+            let (_, port) = address.rsplit_once(':')?;
+            u16::from_str_radix(port, 16).ok()
+        };
+        let mut sockets = Vec::new();
+        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            let text = fs::read_to_string(table).unwrap_or_default();
+            for line in text.lines().skip(1) {
+                // `sl local remote st tx:rx tr:when retrnsmt uid timeout inode …`
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let parsed = (|| {
+                    Some(TcpSocket {
+                        local_port: port(fields.get(1)?)?,
+                        remote_port: port(fields.get(2)?)?,
+                        state: u8::from_str_radix(fields.get(3)?, 16).ok()?,
+                        inode: fields.get(9)?.parse().ok()?,
+                    })
+                })();
+                sockets.extend(parsed);
+            }
+        }
+        sockets
+    }
+
+    /// The ports process `pid` listens on.
+    pub fn listening_ports(pid: i32) -> BTreeSet<u16> {
+        let inodes = socket_inodes(pid);
+        tcp_sockets()
+            .into_iter()
+            .filter(|s| s.state == LISTEN && inodes.contains(&s.inode))
+            .map(|s| s.local_port)
+            .collect()
+    }
+}
