@@ -212,8 +212,9 @@ pub struct AsyncTcpTransport<F> {
     shared: Arc<Shared>,
     address: SocketAddr,
     routes: HashMap<Endpoint, Route>,
-    /// Whether some route's buffer holds frames.
-    dirty: bool,
+    /// The peers whose buffers may hold frames, in the order they were first written
+    /// to since the last flush.
+    dirty: Vec<Endpoint>,
     /// Departures met while flushing several peers, not yet returned.
     failures: VecDeque<TransportError>,
     /// Peers whose departure the application has been told of.
@@ -295,7 +296,7 @@ where
             shared,
             address,
             routes: HashMap::new(),
-            dirty: false,
+            dirty: Vec::new(),
             failures: VecDeque::new(),
             reported: HashSet::new(),
             inbox,
@@ -328,6 +329,7 @@ where
             self.lose(to);
             return Err(TransportError::Disconnected(to));
         }
+        let was_empty = buffer.is_empty();
         codec::encode_into(frame, buffer, self.shared.max_frame).map_err(|error| match error {
             CodecError::TooLarge { size, limit } => TransportError::FrameTooLarge { size, limit },
             other => TransportError::Codec {
@@ -335,7 +337,9 @@ where
                 reason: other.to_string(),
             },
         })?;
-        self.dirty = true;
+        if was_empty {
+            self.dirty.push(to);
+        }
         if buffer.len() < BATCH {
             return Ok(None);
         }
@@ -456,33 +460,44 @@ impl<F> AsyncTcpTransport<F> {
 
     /// Hands every non-empty buffer to its writer, without waiting. Returns a
     /// [`Stall`] if a writer's queue is full (flush again once it resolves).
+    ///
+    /// The peer whose frame was received last goes first: in request-reply traffic it
+    /// is the one waiting, for the reply just queued, while the others' frames are
+    /// consequences of the request. Then the others, in the order they were written to.
     pub(crate) fn try_flush(&mut self) -> Result<Option<Stall>, TransportError> {
-        if self.dirty {
+        if !self.dirty.is_empty() {
+            if let Some(at) = self.dirty.iter().position(|&p| p == self.batch_from) {
+                self.dirty[..=at].rotate_right(1);
+            }
             let mut lost = Vec::new();
             let mut stall = None;
-            for (&peer, route) in &mut self.routes {
-                let Route::Open {
+            let mut done = 0;
+            for &peer in &self.dirty {
+                let Some(Route::Open {
                     batches,
                     buffer,
                     direct,
                     pending,
                     ..
-                } = route
+                }) = self.routes.get_mut(&peer)
                 else {
+                    done += 1;
                     continue;
                 };
-                if buffer.is_empty() {
-                    continue;
-                }
-                match hand_off(batches, buffer, direct, pending) {
-                    HandOff::Done => {}
-                    HandOff::Full => {
-                        stall = Some(Stall(batches.clone()));
-                        break;
+                if !buffer.is_empty() {
+                    match hand_off(batches, buffer, direct, pending) {
+                        HandOff::Done => {}
+                        HandOff::Full => {
+                            stall = Some(Stall(batches.clone()));
+                            break;
+                        }
+                        HandOff::Gone => lost.push(peer),
                     }
-                    HandOff::Gone => lost.push(peer),
                 }
+                done += 1;
             }
+            // What a full writer's queue held back stays, for the next flush.
+            self.dirty.drain(..done);
             for peer in lost {
                 if self.lose(peer) {
                     self.failures.push_back(TransportError::Disconnected(peer));
@@ -491,7 +506,6 @@ impl<F> AsyncTcpTransport<F> {
             if stall.is_some() {
                 return Ok(stall);
             }
-            self.dirty = false;
         }
         match self.failures.pop_front() {
             Some(error) => Err(error),

@@ -49,7 +49,10 @@
 //!   [`flush`](Transport::flush), is written with one non-blocking `write` from the
 //!   calling thread; what the socket does not take at once goes to that connection's
 //!   writer task, which writes it (and the buffers queued behind it, joining small
-//!   ones) as the socket drains. `recv` and `recv_timeout` flush first. `TCP_NODELAY`
+//!   ones) as the socket drains. `recv` and `recv_timeout` flush first. A flush
+//!   writes first to the peer whose frame was received last, which in request-reply
+//!   traffic is the one waiting for an answer, then to the others in the order they
+//!   were sent to. `TCP_NODELAY`
 //!   is set: the batching is ours. A sender faster than the network is held back: at
 //!   most 8 buffers wait for a writer task.
 //! - A reader task per incoming connection drains it into the endpoint's inbox.
