@@ -88,6 +88,7 @@ fn watch(role: Role, pid: libc::pid_t) {
         !run.stopping
     };
     if unexpected {
+        let _ = crate::output::flush();
         eprintln!("{}: {}", role.endpoint(), describe_exit(status));
         exit(crate::master::Status::Failed as i32);
     }
@@ -145,8 +146,9 @@ pub fn clean_up() {
     }
 }
 
-/// Cleans up and exits the process with `code`.
+/// Cleans up and exits the process with `code`, after what it printed.
 pub fn exit(code: i32) -> ! {
+    let _ = crate::output::flush();
     clean_up();
     std::process::exit(code)
 }

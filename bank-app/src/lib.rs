@@ -29,6 +29,7 @@ pub mod choice;
 pub mod cleanup;
 pub mod cluster;
 pub mod master;
+pub mod output;
 pub mod protocol;
 pub mod role;
 pub mod script;

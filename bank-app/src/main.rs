@@ -8,7 +8,7 @@ use bank_app::protocol::{Control, Wire};
 use bank_app::role::Role;
 use bank_app::spawned::{self, EndpointConfig, KEY_VARIABLE};
 use bank_app::system::{self, Options, TransportKind, run_reporting_failure};
-use bank_app::{cleanup, cluster};
+use bank_app::{cleanup, cluster, output};
 use clap::{Args, Parser, Subcommand};
 use snapshot_core::{Endpoint, Frame, NodeId, Transport, TransportError};
 use std::io::{BufRead, BufReader};
@@ -158,6 +158,7 @@ fn main() -> ExitCode {
         None => match run(cli.run) {
             Ok(status) => ExitCode::from(status as u8),
             Err(error) => {
+                let _ = output::flush();
                 eprintln!("master: {error:#}");
                 cleanup::clean_up();
                 ExitCode::from(Status::Usage as u8)
@@ -166,7 +167,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn open_script(script: Option<&PathBuf>) -> anyhow::Result<Box<dyn BufRead>> {
+/// Opens the script: the file at `script`, or standard input. Says whether it is a
+/// regular file, which is read without waiting for anyone.
+fn open_script(script: Option<&PathBuf>) -> anyhow::Result<(Box<dyn BufRead>, bool)> {
     match script {
         Some(path) if path.as_os_str() != "-" => {
             let file = std::fs::File::open(path)
@@ -179,14 +182,17 @@ fn open_script(script: Option<&PathBuf>) -> anyhow::Result<Box<dyn BufRead>> {
                 "cannot read the script {}: it is a directory",
                 path.display()
             );
-            Ok(Box::new(BufReader::with_capacity(64 * 1024, file)))
+            Ok((
+                Box::new(BufReader::with_capacity(64 * 1024, file)),
+                metadata.is_file(),
+            ))
         }
-        _ => Ok(Box::new(std::io::stdin().lock())),
+        _ => Ok((Box::new(std::io::stdin().lock()), false)),
     }
 }
 
 fn run(args: RunArgs) -> anyhow::Result<Status> {
-    let mut input = open_script(args.script.as_ref())?;
+    let (mut input, regular) = open_script(args.script.as_ref())?;
     let seed = args.seed.unwrap_or_else(|| {
         let seed = choice::fresh_seed();
         tracing::info!(seed, "no --seed given; replay this run with --seed {seed}");
@@ -200,7 +206,8 @@ fn run(args: RunArgs) -> anyhow::Result<Status> {
     };
     let system = system::build(args.transport, &options)?;
     let ack_timeout = Duration::from_secs_f64(args.ack_timeout);
-    let mut master = Master::new(system, std::io::stdout(), seed, ack_timeout);
+    // Nobody waits on the other side of a regular file for each answer.
+    let mut master = Master::new(system, output::Stdout::new(regular), seed, ack_timeout);
     Ok(run_script(&mut master, &mut input))
 }
 

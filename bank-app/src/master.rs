@@ -390,8 +390,12 @@ impl<W: Write> Master<W> {
     fn print(&mut self, text: &str) -> Result<(), Refusal> {
         self.out
             .write_all(text.as_bytes())
-            .and_then(|()| self.out.flush())
             .map_err(|_| Refusal::OutputClosed)
+    }
+
+    /// Writes out what the master has printed and its output still holds.
+    pub fn flush_output(&mut self) -> std::io::Result<()> {
+        self.out.flush()
     }
 
     fn transport(&mut self) -> Result<&mut Box<dyn Transport<Wire>>, Refusal> {
@@ -527,6 +531,7 @@ pub fn run_script<W: Write>(master: &mut Master<W>, input: &mut dyn std::io::Buf
             Ok(0) => break,
             Ok(_) => {}
             Err(error) => {
+                let _ = master.flush_output();
                 eprintln!("master: cannot read the script after line {number}: {error}");
                 master.shutdown();
                 return Status::Usage;
@@ -538,6 +543,7 @@ pub fn run_script<W: Write>(master: &mut Master<W>, input: &mut dyn std::io::Buf
             Ok(Some(command)) => command,
             Ok(None) => continue,
             Err(error) => {
+                let _ = master.flush_output();
                 eprintln!("line {number}: {error}");
                 status = Status::Rejected;
                 continue;
@@ -547,17 +553,21 @@ pub fn run_script<W: Write>(master: &mut Master<W>, input: &mut dyn std::io::Buf
             Ok(Flow::Continue) => {}
             Ok(Flow::Stop) => break,
             Err(Refusal::Rejected(reason)) => {
+                let _ = master.flush_output();
                 eprintln!("line {number}: {reason}");
                 status = Status::Rejected;
             }
             Err(Refusal::OutputClosed) => break,
             Err(Refusal::Failed { who, cause }) => {
+                let _ = master.flush_output();
                 eprintln!("{who}: {cause}");
                 master.shutdown();
                 return Status::Failed;
             }
         }
     }
+    // What the output still holds goes out before the system is taken down.
+    let _ = master.flush_output();
     master.shutdown();
     status
 }

@@ -453,3 +453,40 @@ fn sixty_four_nodes() {
         );
     }
 }
+
+/// Output and rejections written to one file keep the order of the script's lines,
+/// whether the script is a file (whose output the master buffers) or comes on stdin
+/// (where every answer goes out at once).
+#[test]
+fn stdout_and_stderr_in_one_file_keep_their_order() {
+    let script = b"StartMaster\nCreateNode 1 100\nCreateNode 2 50\nSend 1 2 500\nBogus\n\
+Send 1 2 10\nReceive 2 1\nCreateNode 1 5\nSend 2 1 1000\nPrintSnapshot\nKillAll\n";
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("bank.script");
+    std::fs::write(&path, script).expect("write the script");
+    let path = path.to_str().expect("a UTF-8 temporary path");
+    for &transport in TRANSPORTS {
+        let combined = |via_file: bool| {
+            let log = dir.path().join(format!("{transport}-{via_file}.log"));
+            let file = std::fs::File::create(&log).expect("create the log");
+            let mut args = vec!["--transport", transport, "--seed", "1"];
+            if via_file {
+                args.push(path);
+            }
+            let mut command = support::master_command(&args);
+            command
+                .stdout(file.try_clone().expect("clone the log"))
+                .stderr(file);
+            let run = support::run_command_with_output(command, &args, script);
+            run.assert_code(1);
+            std::fs::read_to_string(&log).expect("read the log")
+        };
+        let from_stdin = combined(false);
+        let from_file = combined(true);
+        assert_eq!(from_file, from_stdin, "{transport}");
+        // Every line in its place: the first rejection comes after the first answer.
+        let first_err = from_stdin.find("ERR_SEND").expect("an ERR_SEND");
+        let first_rejection = from_stdin.find("line 5:").expect("line 5 is rejected");
+        assert!(first_err < first_rejection, "{transport}:\n{from_stdin}");
+    }
+}

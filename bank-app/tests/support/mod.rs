@@ -157,6 +157,29 @@ pub fn run_command(mut command: Command, args: &[&str], stdin: &[u8]) -> Run {
     }
 }
 
+/// Like [`run_command`], for a command whose stdout and stderr are already set up
+/// (the [`Run`] holds neither).
+pub fn run_command_with_output(mut command: Command, args: &[&str], stdin: &[u8]) -> Run {
+    let what = format!("master {}", args.join(" "));
+    let mut child = command
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    let input = stdin.to_vec();
+    let mut pipe_in = child.stdin.take().expect("stdin is piped");
+    let writer = thread::spawn(move || {
+        let _ = pipe_in.write_all(&input);
+    });
+    let status = wait_or_kill(&mut child, DEADLINE, &what);
+    let _ = writer.join();
+    Run {
+        what,
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+        code: status.code(),
+    }
+}
+
 /// Reads `pipe` to its end on a thread of its own.
 pub fn drain(mut pipe: impl Read + Send + 'static) -> mpsc::Receiver<Vec<u8>> {
     let (tx, rx) = mpsc::channel();
