@@ -5,6 +5,7 @@ use crate::{
     SnapshotEngine, SnapshotId, Transport, TransportError,
 };
 use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
 use thiserror::Error;
 
 /// Why a [`Node`] could not carry out a step.
@@ -55,6 +56,10 @@ pub enum Event<C, S, R> {
 /// The frames a node's transport carries, for a process `P` and control traffic `C`.
 pub type NodeFrame<P, C> = Frame<<P as Process>::Message, C>;
 
+/// What a free-running node of process `P` with control traffic `C` hands to its
+/// application.
+pub type NodeEvent<P, C> = Event<C, <P as Process>::State, <P as Process>::Record>;
+
 /// The local snapshots a node's process produces.
 pub type NodeSnapshot<P> = LocalSnapshot<<P as Process>::State, <P as Process>::Record>;
 
@@ -67,8 +72,9 @@ pub type NodeSnapshot<P> = LocalSnapshot<<P as Process>::State, <P as Process>::
 ///
 /// Two ways of delivering node-to-node traffic are supported:
 ///
-/// - as it arrives: let [`next_event`](Self::next_event) receive and handle it, or
-///   pass each [`Envelope`] to [`deliver`](Self::deliver) yourself;
+/// - as it arrives: let [`next_event`](Self::next_event) receive and handle it
+///   (or [`poll_event`](Self::poll_event), for a node with work of its own between
+///   events), or pass each [`Envelope`] to [`deliver`](Self::deliver) yourself;
 /// - on command (to simulate delay and reordering, as a test harness or the bank
 ///   does): [`hold`](Self::hold) it, and later [`take_held`](Self::take_held) and
 ///   [`deliver`](Self::deliver) the head of a chosen channel.
@@ -90,6 +96,10 @@ impl<P: Process> std::fmt::Debug for Node<P> {
 }
 
 impl<P: Process> Node<P> {
+    /// How many frames [`poll_event`](Self::poll_event) handles at most once its
+    /// timeout has passed.
+    pub const POLL_BURST: usize = 256;
+
     /// Node `id` running `process`, with no channels yet.
     pub fn new(id: NodeId, process: P) -> Self {
         Node {
@@ -235,28 +245,73 @@ impl<P: Process> Node<P> {
     ///
     /// A node-to-node frame from an endpoint that is not a node is refused as a
     /// protocol error, and so is anything the engine refuses.
-    pub fn next_event<C, T>(
-        &mut self,
-        transport: &mut T,
-    ) -> Result<Event<C, P::State, P::Record>, NodeError>
+    pub fn next_event<C, T>(&mut self, transport: &mut T) -> Result<NodeEvent<P, C>, NodeError>
     where
         T: Transport<NodeFrame<P, C>> + ?Sized,
     {
         loop {
-            match transport.recv()? {
-                (from, Frame::Control(control)) => return Ok(Event::Control { from, control }),
-                (Endpoint::Node(from), Frame::Peer(envelope)) => {
-                    if let Some(local) = self.deliver(transport, from, envelope)?.completed {
-                        return Ok(Event::Completed(local));
-                    }
-                }
-                (from, Frame::Peer(_)) => {
-                    return Err(TransportError::Protocol(format!(
-                        "{from} sent node-to-node traffic but is not a node"
-                    ))
-                    .into());
-                }
+            let received = transport.recv()?;
+            if let Some(event) = self.on_frame(transport, received)? {
+                return Ok(event);
             }
+        }
+    }
+
+    /// Like [`next_event`](Self::next_event), for a node that has work of its own
+    /// between events (sending as fast as it can, say): handles what arrives for up
+    /// to `timeout`, and returns `Ok(None)` if nothing needed the application by then.
+    /// With a zero timeout it handles what has already arrived and returns; so that
+    /// a stream that never pauses cannot keep it, it handles at most
+    /// [`POLL_BURST`](Self::POLL_BURST) frames once `timeout` has passed.
+    pub fn poll_event<C, T>(
+        &mut self,
+        transport: &mut T,
+        timeout: Duration,
+    ) -> Result<Option<NodeEvent<P, C>>, NodeError>
+    where
+        T: Transport<NodeFrame<P, C>> + ?Sized,
+    {
+        // A timeout too long to represent is no timeout.
+        let deadline = Instant::now().checked_add(timeout);
+        let mut late = 0;
+        loop {
+            let left = deadline.map_or(Duration::MAX, |d| {
+                d.saturating_duration_since(Instant::now())
+            });
+            if left.is_zero() {
+                if late == Self::POLL_BURST {
+                    return Ok(None);
+                }
+                late += 1;
+            }
+            let Some(received) = transport.recv_timeout(left)? else {
+                return Ok(None);
+            };
+            if let Some(event) = self.on_frame(transport, received)? {
+                return Ok(Some(event));
+            }
+        }
+    }
+
+    /// Handles one received frame; returns what needs the application, if anything.
+    fn on_frame<C, T>(
+        &mut self,
+        transport: &mut T,
+        (from, frame): (Endpoint, NodeFrame<P, C>),
+    ) -> Result<Option<NodeEvent<P, C>>, NodeError>
+    where
+        T: Transport<NodeFrame<P, C>> + ?Sized,
+    {
+        match (from, frame) {
+            (from, Frame::Control(control)) => Ok(Some(Event::Control { from, control })),
+            (Endpoint::Node(from), Frame::Peer(envelope)) => Ok(self
+                .deliver(transport, from, envelope)?
+                .completed
+                .map(Event::Completed)),
+            (from, Frame::Peer(_)) => Err(TransportError::Protocol(format!(
+                "{from} sent node-to-node traffic but is not a node"
+            ))
+            .into()),
         }
     }
 

@@ -231,3 +231,74 @@ impl<S, R> GlobalSnapshot<S, R> {
         Ok(())
     }
 }
+
+/// Assembles [`GlobalSnapshot`]s from local snapshots as they come, for a collector
+/// that knows how many nodes take part: any number of snapshots may be in flight at
+/// once, and their local parts may come in any order.
+///
+/// ```
+/// use snapshot_core::{Collector, LocalSnapshot, NodeId, SnapshotId};
+///
+/// let first = SnapshotId { initiator: NodeId(1), seq: 0 };
+/// let second = SnapshotId { initiator: NodeId(2), seq: 0 };
+/// let local = |node, id| LocalSnapshot::<u64, u64> {
+///     id,
+///     node: NodeId(node),
+///     state: 10,
+///     channels: Default::default(),
+///     sent: Default::default(),
+///     received: Default::default(),
+/// };
+/// let mut collector = Collector::new(2);
+/// assert!(collector.add(local(1, first))?.is_none());
+/// assert!(collector.add(local(1, second))?.is_none());
+/// let done = collector.add(local(2, second))?.expect("both nodes of the second");
+/// assert_eq!(done.id(), second);
+/// assert_eq!(collector.in_progress(), 1);
+/// # Ok::<(), snapshot_core::SnapshotError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Collector<S, R> {
+    nodes: usize,
+    assembling: BTreeMap<SnapshotId, GlobalSnapshot<S, R>>,
+}
+
+impl<S, R> Collector<S, R> {
+    /// A collector for snapshots that `nodes` nodes take part in.
+    pub fn new(nodes: usize) -> Self {
+        Collector {
+            nodes,
+            assembling: BTreeMap::new(),
+        }
+    }
+
+    /// Adds one node's part of a snapshot; returns the snapshot once every node's part
+    /// is in, and forgets it. A node that reports the same snapshot twice is refused
+    /// ([`SnapshotError::Duplicate`]), and nothing changes.
+    pub fn add(
+        &mut self,
+        local: LocalSnapshot<S, R>,
+    ) -> Result<Option<GlobalSnapshot<S, R>>, SnapshotError> {
+        let id = local.id;
+        let global = self
+            .assembling
+            .entry(id)
+            .or_insert_with(|| GlobalSnapshot::new(id));
+        global.insert(local)?;
+        if global.nodes.len() < self.nodes {
+            return Ok(None);
+        }
+        Ok(self.assembling.remove(&id))
+    }
+
+    /// How many snapshots have some parts in, but not all.
+    pub fn in_progress(&self) -> usize {
+        self.assembling.len()
+    }
+
+    /// Gives up on snapshot `id`, returning the parts that came (a node has gone,
+    /// say).
+    pub fn abandon(&mut self, id: SnapshotId) -> Option<GlobalSnapshot<S, R>> {
+        self.assembling.remove(&id)
+    }
+}

@@ -156,3 +156,88 @@ fn node_traffic_from_a_non_node_is_refused() {
         ))
     ));
 }
+
+/// `poll_event` hands control frames and completed snapshots to the application like
+/// `next_event`, returns `None` once nothing is left, and, past its timeout, handles a
+/// bounded burst so that a sender that never pauses cannot keep it.
+#[test]
+fn poll_event_handles_what_has_arrived_and_no_more_than_a_burst() {
+    let mut pair = Pair::default();
+    let mut node = Node::new(NodeId(2), Juggler { kept: 0, caught: 0 });
+    node.add_peer(NodeId(1)).unwrap();
+    let mut side = |pair: &mut Pair| -> Option<Event<&'static str, u64, u64>> {
+        node.poll_event(&mut Side { me: 1, pair }, Duration::ZERO)
+            .unwrap()
+    };
+    assert_eq!(side(&mut pair), None, "nothing has arrived");
+
+    let app = |balls| {
+        (
+            endpoint(0),
+            Frame::Peer(snapshot_core::Envelope::App(balls)),
+        )
+    };
+    pair.inbox[1].push_back(app(1));
+    pair.inbox[1].push_back((Endpoint::Master, Frame::Control("stop")));
+    pair.inbox[1].push_back(app(2));
+    assert_eq!(
+        side(&mut pair),
+        Some(Event::Control {
+            from: Endpoint::Master,
+            control: "stop"
+        }),
+        "the ball before it is handled, the one after it waits"
+    );
+    assert_eq!(pair.inbox[1].len(), 1);
+    assert_eq!(side(&mut pair), None);
+    assert!(pair.inbox[1].is_empty());
+
+    let burst = Node::<Juggler>::POLL_BURST;
+    for balls in 0..burst as u64 + 10 {
+        pair.inbox[1].push_back(app(balls));
+    }
+    assert_eq!(side(&mut pair), None);
+    assert_eq!(
+        pair.inbox[1].len(),
+        10,
+        "a burst is handled, the rest waits"
+    );
+    assert_eq!(side(&mut pair), None);
+    assert!(pair.inbox[1].is_empty());
+}
+
+/// A collector assembles interleaved snapshots as their parts come, hands each out
+/// once, and refuses a part reported twice.
+#[test]
+fn a_collector_assembles_snapshots_in_flight_together() {
+    use snapshot_core::{Collector, LocalSnapshot, SnapshotError, SnapshotId};
+    let id = |initiator, seq| SnapshotId {
+        initiator: NodeId(initiator),
+        seq,
+    };
+    let local = |node, id| LocalSnapshot::<u64, u64> {
+        id,
+        node: NodeId(node),
+        state: u64::from(node),
+        channels: Default::default(),
+        sent: Default::default(),
+        received: Default::default(),
+    };
+    let (a, b) = (id(1, 0), id(3, 0));
+    let mut collector = Collector::new(3);
+    assert_eq!(collector.add(local(1, a)), Ok(None));
+    assert_eq!(collector.add(local(2, b)), Ok(None));
+    assert_eq!(
+        collector.add(local(1, a)),
+        Err(SnapshotError::Duplicate(NodeId(1)))
+    );
+    assert_eq!(collector.add(local(3, a)), Ok(None));
+    assert_eq!(collector.in_progress(), 2);
+    let done = collector.add(local(2, a)).unwrap().expect("a is complete");
+    assert_eq!(done.id(), a);
+    assert_eq!(done.nodes().map(|l| l.state).sum::<u64>(), 6);
+    assert_eq!(collector.in_progress(), 1);
+    let partial = collector.abandon(b).expect("b is in progress");
+    assert_eq!(partial.nodes().count(), 1);
+    assert_eq!(collector.in_progress(), 0);
+}
