@@ -132,30 +132,36 @@ impl<F> TcpTransport<F> {
         if let Some(item) = self.inner.try_next()? {
             return Ok(Some(item));
         }
-        if !self.spin.is_zero() {
-            let start = Instant::now();
-            let until = deadline.map_or(self.spin, |deadline| {
-                self.spin.min(deadline.saturating_duration_since(start))
-            });
-            let readers = self.readers.as_ref().ok_or(TransportError::Closed)?;
-            let inner = &mut self.inner;
-            let spun = readers.block_on(async {
-                loop {
-                    if let Some(item) = inner.try_next()? {
-                        return Ok(Some(item));
-                    }
-                    if start.elapsed() >= until {
-                        return Ok::<_, TransportError>(None);
-                    }
-                    // Lets the readers' runtime poll the sockets, without sleeping.
-                    tokio::task::yield_now().await;
-                }
-            })?;
-            if spun.is_some() {
-                return Ok(spun);
-            }
-        }
+        // Looks at the sockets without sleeping for a while (`spin`), and at least
+        // long enough for what has already arrived to be read: two turns of the
+        // readers' runtime, one to see the sockets ready and one to run their readers.
+        // A zero timeout is answered from that alone, not by the runtime's timer,
+        // whose resolution is a millisecond.
+        let start = Instant::now();
+        let spin = deadline.map_or(self.spin, |deadline| {
+            self.spin.min(deadline.saturating_duration_since(start))
+        });
         let readers = self.readers.as_ref().ok_or(TransportError::Closed)?;
+        let inner = &mut self.inner;
+        let spun = readers.block_on(async {
+            let mut turns = 0;
+            loop {
+                tokio::task::yield_now().await;
+                turns += 1;
+                if let Some(item) = inner.try_next()? {
+                    return Ok(Some(item));
+                }
+                if turns >= 2 && start.elapsed() >= spin {
+                    return Ok::<_, TransportError>(None);
+                }
+            }
+        })?;
+        if spun.is_some() {
+            return Ok(spun);
+        }
+        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+            return Ok(None);
+        }
         readers.block_on(self.inner.next(deadline))
     }
 
