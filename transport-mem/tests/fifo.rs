@@ -3,6 +3,7 @@
 
 use snapshot_core::{Endpoint, NodeId, Transport, TransportError};
 use std::thread;
+use std::time::Duration;
 use transport_mem::MemNetwork;
 
 const PER_SENDER: u64 = 20_000;
@@ -115,4 +116,49 @@ fn a_spinning_endpoint_still_receives_and_times_out() {
     );
     node.send(Endpoint::Master, 9).unwrap();
     assert_eq!(master.recv().unwrap(), (Endpoint::Node(NodeId(1)), 9));
+}
+
+/// A batching network: frames wait for a flush (or a full batch, or the sender's next
+/// `recv`), then arrive in order, across batch boundaries, and exactly once; a batch
+/// for a peer that has gone fails its flush.
+#[test]
+fn batches_leave_on_flush_and_keep_their_order() {
+    let network = MemNetwork::<u64>::with_batching();
+    let mut a = network.endpoint(Endpoint::Node(NodeId(1))).unwrap();
+    let mut b = network.endpoint(Endpoint::Node(NodeId(2))).unwrap();
+    a.send(b.local(), 0).unwrap();
+    assert_eq!(
+        b.recv_timeout(Duration::ZERO).unwrap(),
+        None,
+        "a frame waits for its batch to be handed over"
+    );
+    a.flush().unwrap();
+    assert_eq!(b.recv().unwrap(), (a.local(), 0));
+
+    // Several full batches and a partial one, handed over by a's own recv_timeout.
+    let total = 3 * transport_mem::BATCH as u64 + 7;
+    for n in 1..=total {
+        a.send(b.local(), n).unwrap();
+    }
+    assert_eq!(a.recv_timeout(Duration::ZERO).unwrap(), None);
+    for n in 1..=total {
+        assert_eq!(b.recv().unwrap(), (a.local(), n));
+    }
+    assert_eq!(b.recv_timeout(Duration::ZERO).unwrap(), None);
+
+    // Dropping an endpoint hands over what it still holds.
+    a.send(b.local(), 99).unwrap();
+    let a_id = a.local();
+    drop(a);
+    assert_eq!(b.recv().unwrap(), (a_id, 99));
+
+    let mut c = network.endpoint(Endpoint::Node(NodeId(3))).unwrap();
+    c.send(b.local(), 1).unwrap();
+    drop(b);
+    c.send(Endpoint::Node(NodeId(2)), 2).unwrap();
+    assert!(matches!(
+        c.flush(),
+        Err(TransportError::Disconnected(Endpoint::Node(NodeId(2))))
+    ));
+    c.flush().unwrap();
 }
