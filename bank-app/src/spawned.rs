@@ -22,8 +22,8 @@ pub const KEY_VARIABLE: &str = "SNAPSHOT_RS_KEY";
 /// How long a stopping run waits for its processes before it kills them.
 const STOP_GRACE: Duration = Duration::from_secs(3);
 
-/// Every node and the observer a process; each process holds a few descriptors and a
-/// reader per peer, so the bank's complete graph is bounded here.
+/// Every node and the observer a process; each process holds descriptors (a pipe or a
+/// socket each way) per peer, so the bank's complete graph is bounded here.
 const PROCESS_MAX_NODES: usize = 64;
 
 /// What one endpoint of a process-crossing transport needs to open it.
@@ -57,7 +57,11 @@ pub fn open(
                 .dir
                 .clone()
                 .context("a pipe endpoint needs the run's directory")?;
-            Box::new(PipeTransport::new(dir, endpoint)?)
+            let mut transport = PipeTransport::new(dir, endpoint)?;
+            if endpoint == Endpoint::Master {
+                transport.set_spin(MASTER_SPIN);
+            }
+            Box::new(transport)
         }
         TransportKind::Tcp => {
             let mut tcp = TcpConfig::new(config.cluster.clone(), config.key.clone());

@@ -1,6 +1,7 @@
 //! One-way throughput of the pipe transport between two threads, frames of 16 bytes,
 //! beside a bare pipe moving the same bytes in 64 KiB writes; then round trips (one
-//! frame each way, flushed), the pattern of a master driving a node.
+//! frame each way, flushed), the pattern of a master driving a node, with the master
+//! sleeping in `recv` and with it spinning for up to 200 us first.
 //!
 //! ```text
 //! cargo run --release -p transport-pipe --example throughput [frames]
@@ -75,11 +76,12 @@ fn bare_pipe(frames: u64) -> Result<Duration, Box<dyn std::error::Error>> {
     Ok(elapsed)
 }
 
-fn round_trips(rounds: u64) -> Result<Duration, Box<dyn std::error::Error>> {
+fn round_trips(rounds: u64, spin: Duration) -> Result<Duration, Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let run = dir.path().to_string_lossy().into_owned();
     let node = Endpoint::Node(NodeId(1));
     let mut master = PipeTransport::<Frame>::new(dir.path(), Endpoint::Master)?;
+    master.set_spin(spin);
     let mut echo = PipeTransport::<Frame>::new(dir.path(), node)?;
     master.connect(node, &run)?;
     echo.connect(Endpoint::Master, &run)?;
@@ -121,10 +123,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     let rounds = 100_000;
-    let rtt = round_trips(rounds)?;
-    println!(
-        "{rounds} round trips: {:.1} us each",
-        rtt.as_secs_f64() * 1e6 / rounds as f64
-    );
+    for spin in [Duration::ZERO, Duration::from_micros(200)] {
+        let rtt = round_trips(rounds, spin)?;
+        println!(
+            "{rounds} round trips, master spinning {spin:?}: {:.1} us each",
+            rtt.as_secs_f64() * 1e6 / rounds as f64
+        );
+    }
     Ok(())
 }

@@ -5,10 +5,11 @@ use snapshot_core::Endpoint;
 use std::ffi::CString;
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// The name an endpoint has in FIFO names: `node-5`, `observer`, `master`.
 pub(crate) fn endpoint_name(endpoint: Endpoint) -> String {
@@ -90,7 +91,7 @@ fn ensure_fifo(file: File) -> io::Result<File> {
 }
 
 /// Opens the read end of the FIFO at `path` without waiting for a writer. The
-/// descriptor stays non-blocking: the reader waits in [`wait_readable`].
+/// descriptor stays non-blocking: the endpoint reads it when [`poll`] says so.
 pub(crate) fn open_read(path: &Path) -> io::Result<File> {
     let file = OpenOptions::new()
         .read(true)
@@ -100,84 +101,115 @@ pub(crate) fn open_read(path: &Path) -> io::Result<File> {
 }
 
 /// Opens the write end of the FIFO at `path` if its reader is there, and fails with
-/// `ENXIO` if not. The descriptor it returns blocks on writes.
-pub(crate) fn open_write(path: &Path) -> io::Result<File> {
+/// `ENXIO` if not. The descriptor stays non-blocking: a full pipe is waited for with
+/// [`poll`], while the endpoint goes on reading. Asks the kernel to let the pipe hold
+/// `pipe_size` bytes (best effort: if it refuses, the pipe keeps the size it has);
+/// zero leaves it alone.
+pub(crate) fn open_write(path: &Path, pipe_size: usize) -> io::Result<File> {
     let file = OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)?;
     let file = ensure_fifo(file)?;
-    set_nonblocking(&file, false)?;
+    if pipe_size > 0 {
+        let size = libc::c_int::try_from(pipe_size).unwrap_or(libc::c_int::MAX);
+        // SAFETY: `file` is open for the duration of the call; F_SETPIPE_SZ only
+        // resizes the pipe's buffer, and when it fails the pipe stays as it was.
+        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETPIPE_SZ, size) } < 0 {
+            tracing::trace!(
+                path = %path.display(),
+                error = %io::Error::last_os_error(),
+                "the pipe keeps its size"
+            );
+        }
+    }
     Ok(file)
 }
 
-fn set_nonblocking(file: &File, nonblocking: bool) -> io::Result<()> {
-    let fd = file.as_raw_fd();
-    // SAFETY: `fd` is open for the duration of both calls; F_GETFL/F_SETFL only read
-    // and set the descriptor's status flags.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        if flags < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let flags = if nonblocking {
-            flags | libc::O_NONBLOCK
-        } else {
-            flags & !libc::O_NONBLOCK
-        };
-        if libc::fcntl(fd, libc::F_SETFL, flags) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
-
-/// What woke a reader.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Wake {
-    /// The FIFO has bytes, or its writer has gone.
-    Fifo,
-    /// The transport is shutting down.
-    Stop,
-}
-
-/// Waits until the FIFO's read end `fifo` has something to say, or `stop` (the read
-/// end of the transport's stop pipe) reports that the transport is going away.
+/// Waits until one of `fds` is ready for what it asks, or `timeout` passes (`None`:
+/// for ever; zero: only looks). Returns how many are ready (0 on timeout); each
+/// entry's `revents` says what happened to it.
 ///
 /// On Linux a FIFO whose writer has never opened it does not report a hang-up, so a
-/// reader that opened it early sleeps here, without polling, until its writer comes.
-pub(crate) fn wait_readable(fifo: &File, stop: &impl AsFd) -> io::Result<Wake> {
-    let mut fds = [
-        libc::pollfd {
-            fd: stop.as_fd().as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: fifo.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-    ];
+/// read end opened early stays quiet here until its writer comes.
+pub(crate) fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
+    let timespec = timeout.map(|timeout| libc::timespec {
+        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+        // Below a billion: fits every c_long.
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    });
+    let timespec_ptr = timespec
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
     loop {
-        // SAFETY: `fds` is a valid array of two pollfd for the length given, and both
-        // descriptors stay open for the duration of the call.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
-        if ready < 0 {
-            let error = io::Error::last_os_error();
-            if error.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
+        // SAFETY: `fds` is a valid array of pollfd for the length given, whose
+        // descriptors the caller keeps open for the duration of the call; the timeout
+        // points to a timespec that outlives it, or is null; no signal mask is given.
+        let ready = unsafe {
+            libc::ppoll(
+                fds.as_mut_ptr(),
+                fds.len() as libc::nfds_t,
+                timespec_ptr,
+                std::ptr::null(),
+            )
+        };
+        if ready >= 0 {
+            return Ok(ready as usize);
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
             return Err(error);
         }
-        if fds[0].revents != 0 {
-            return Ok(Wake::Stop);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close_on_exec(file: &File) -> bool {
+        // SAFETY: `file` is open for the duration of the call; F_GETFD only reads the
+        // descriptor's flags.
+        let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFD) };
+        assert!(flags >= 0, "F_GETFD: {}", io::Error::last_os_error());
+        flags & libc::FD_CLOEXEC != 0
+    }
+
+    fn status_flags(file: &File) -> libc::c_int {
+        // SAFETY: as above, with F_GETFL.
+        let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
+        assert!(flags >= 0, "F_GETFL: {}", io::Error::last_os_error());
+        flags
+    }
+
+    #[test]
+    fn both_ends_are_non_blocking_and_close_on_exec() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fifo");
+        assert!(create(&path).unwrap().is_some());
+        assert!(create(&path).unwrap().is_none(), "already there");
+        let read = open_read(&path).unwrap();
+        let write = open_write(&path, 1 << 20).unwrap();
+        for end in [&read, &write] {
+            assert!(close_on_exec(end));
+            assert_ne!(status_flags(end) & libc::O_NONBLOCK, 0);
         }
-        if fds[1].revents & libc::POLLNVAL != 0 {
-            return Err(io::Error::from_raw_os_error(libc::EBADF));
-        }
-        if fds[1].revents != 0 {
-            return Ok(Wake::Fifo);
-        }
+    }
+
+    #[test]
+    fn a_fifo_without_its_writer_is_quiet_until_the_writer_has_come_and_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fifo");
+        create(&path).unwrap();
+        let read = open_read(&path).unwrap();
+        let mut fds = [libc::pollfd {
+            fd: read.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        assert_eq!(poll(&mut fds, Some(Duration::ZERO)).unwrap(), 0);
+        drop(open_write(&path, 0).unwrap());
+        assert_eq!(poll(&mut fds, Some(Duration::ZERO)).unwrap(), 1);
+        assert_ne!(fds[0].revents & libc::POLLHUP, 0);
     }
 }

@@ -28,24 +28,36 @@
 //! # How it works
 //!
 //! Frames from `a` to `b` go through the FIFO `dir/<a>-to-<b>`, with endpoints named
-//! `node-5`, `observer` and `master` (see [`fifo_path`]).
+//! `node-5`, `observer` and `master` (see [`fifo_path`]). There are no threads: every
+//! read and write is made by the thread calling the transport.
 //!
 //! - [`connect(peer, dir)`](Transport::connect) creates the incoming FIFO
-//!   `dir/<peer>-to-<local>` if the peer has not already, opens its read end at once,
-//!   and starts a thread that drains it into the endpoint's inbox. From then on the
-//!   peer can open its write end without waiting.
+//!   `dir/<peer>-to-<local>` if the peer has not already, and opens its read end at
+//!   once, non-blocking. From then on the peer can open its write end without waiting.
 //! - The first [`send`](Transport::send) to a peer opens the outgoing FIFO
-//!   `dir/<local>-to-<peer>` (creating it if needed). If the peer has not connected
-//!   yet, it retries with a short backoff for up to
+//!   `dir/<local>-to-<peer>` (creating it if needed), non-blocking, and asks the kernel
+//!   for a pipe of [`PipeOptions::pipe_size`] (256 KiB by default, best effort). If the
+//!   peer has not connected yet, it retries with a short backoff for up to
 //!   [`PipeOptions::open_timeout`] (10 s by default), then fails with
 //!   [`TransportError::UnknownEndpoint`]. As soon as the write end is open, both ends
 //!   are, and the writer unlinks the FIFO: nothing of a working pair stays on disk.
 //! - `send` encodes into a 64 KiB buffer per peer and writes it when it is full;
 //!   [`flush`](Transport::flush), [`recv`](Transport::recv) and
-//!   [`recv_timeout`](Transport::recv_timeout) write every buffer out.
-//! - Readers drain their FIFO into memory whatever the application does, so writes
-//!   never wait for the application at the other end, and two endpoints sending each
-//!   other large volumes cannot deadlock.
+//!   [`recv_timeout`](Transport::recv_timeout) write every buffer out. A flush writes
+//!   first to the peer whose frame was received last, which in request-reply traffic
+//!   is the one waiting for an answer, then to the others in the order they were sent
+//!   to.
+//! - `recv` and `recv_timeout` flush, then hand out the frames already read, in the
+//!   order they were read. When there are none, they wait in `poll(2)` on every
+//!   incoming FIFO at once (after spinning, if asked: see [Latency](#latency)), and
+//!   read each one that is ready until it is empty (or has given 1 MiB, so that one
+//!   busy peer cannot keep the others waiting), decoding whole frames as they come.
+//! - A write that finds the pipe full waits in `poll(2)` for it to drain **and** for
+//!   the incoming FIFOs, reading whatever arrives meanwhile into memory. So two
+//!   endpoints sending each other large volumes at once cannot deadlock, while an
+//!   endpoint that does not receive at all holds back its senders once its pipes are
+//!   full, as the [`Transport`] contract allows. Bytes sent to an endpoint while it is
+//!   not inside one of these calls wait in the pipe.
 //!
 //! Everyone of a run passes the same `dir`: it is what [`address`](Transport::address)
 //! returns and what `connect` expects (a different directory is refused with
@@ -56,8 +68,10 @@
 //!
 //! As [`Transport`] asks:
 //!
-//! - **FIFO per ordered pair**: one pipe per ordered pair, one writer and one reader
-//!   thread on it, so frames from `a` to `b` arrive in the order `a` sent them.
+//! - **FIFO per ordered pair**: one pipe per ordered pair, written by one endpoint and
+//!   read by one, its bytes decoded in order, so frames from `a` to `b` arrive in the
+//!   order `a` sent them. Frames from different peers are handed out in the order
+//!   they were read.
 //! - **No loss, no duplication** while both ends are alive. A peer that goes away is
 //!   reported as [`TransportError::Disconnected`], never silently, and **once**: by the
 //!   first call that notices it. After that the pair is closed both ways (our write end
@@ -65,9 +79,10 @@
 //!   goes on with the other peers. What notices it:
 //!   - `recv`, once the peer's FIFO has reached its end (the peer dropped its
 //!     transport, exited or was killed), after every frame the peer sent before;
-//!   - the call that writes a batch to a peer whose reader has gone (`flush`, `recv`,
-//!     or a `send` that fills the batch): the frames of that batch are lost with it;
-//!   - the first `send` to a peer whose departure the reader has already seen.
+//!   - the call that writes a batch to a peer that has closed its read end (`flush`,
+//!     `recv`, or a `send` that fills the batch): the frames of that batch are lost
+//!     with it;
+//!   - the first `send` to a peer whose FIFO to us has already ended.
 //!
 //!   A peer that never wrote to us has no write end to close: when it drops its
 //!   transport, it opens and closes the FIFO to every peer it was connected to, so
@@ -76,27 +91,43 @@
 //! - **Garbage**: a peer that sends bytes that do not decode, or announces a frame over
 //!   [`PipeOptions::max_frame`], is logged (`tracing::warn!`) and dropped: its FIFO is
 //!   closed and it is reported as [`TransportError::Disconnected`], exactly as if it
-//!   had gone away. Frames it sent before the bad one are delivered first.
+//!   had gone away. Frames it sent before the bad one are delivered first. Nothing a
+//!   peer writes makes the transport panic.
 //! - A peer that has gone stays gone for this transport: connecting to it again does
 //!   nothing.
 //! - `recv` and `recv_timeout` return [`TransportError::Closed`] when nothing can
 //!   arrive any more: no peer is connected (none yet, or every one has gone).
 //!
+//! # Latency
+//!
+//! A frame that comes while `recv` sleeps in `poll(2)` costs one wake-up, of the
+//! calling thread, which then reads the FIFO itself; on a virtual machine whose idle
+//! cores halt, that wake-up can be most of a round trip.
+//! [`PipeTransport::set_spin`] makes `recv` poll the FIFOs for a while before it
+//! sleeps, at the price of a busy core while it spins. `examples/throughput.rs`
+//! measures both.
+//!
 //! # Cleaning up
 //!
-//! Dropping a [`PipeTransport`] flushes what it can, closes its write ends (its peers
-//! see it go), stops and joins its reader threads, and unlinks every FIFO it created
-//! whose other end never opened. Nothing it created stays in `dir`. Every descriptor is
-//! opened close-on-exec, so processes the application spawns do not hold pipes open.
+//! Dropping a [`PipeTransport`] writes out what is buffered (waiting up to [`LINGER`]
+//! for full pipes, reading and discarding what arrives meanwhile so that a peer doing
+//! the same is not stuck either), closes its write ends (its peers see it go) and its
+//! read ends, and unlinks every FIFO it created whose other end never opened. Nothing
+//! it created stays in `dir`, and no thread is left: there never was one. Every
+//! descriptor is opened close-on-exec, so processes the application spawns do not
+//! hold pipes open.
 //!
 //! # Platform
 //!
-//! Unix only, and written for Linux: a reader opens its FIFO without waiting for the
-//! writer and then sleeps in `poll(2)`, relying on Linux not reporting a hang-up on a
-//! FIFO whose writer has not come yet. Writing to a FIFO whose reader has gone raises
-//! `SIGPIPE`, which Rust programs ignore by default (the write then fails with `EPIPE`
-//! and is reported as `Disconnected`); a program that restores `SIGPIPE` must not use
-//! this transport.
+//! Unix only, and written for Linux, which it relies on in two ways. A read end is
+//! opened without waiting for the writer, and read only when `poll(2)` says so:
+//! Linux reports nothing, not even a hang-up, for a FIFO whose writer has never
+//! opened it (a `read` would find no writer and return 0 as if it had gone), and
+//! reports the hang-up once the writer has opened and closed it. And pipes are
+//! enlarged with `fcntl(F_SETPIPE_SZ)`. Writing to a FIFO whose reader has gone
+//! raises `SIGPIPE`, which Rust programs ignore by default (the write then fails with
+//! `EPIPE` and is reported as `Disconnected`); a program that restores `SIGPIPE` must
+//! not use this transport.
 
 #![deny(missing_docs)]
 #![cfg(unix)]
@@ -107,46 +138,31 @@ mod reader;
 mod writer;
 
 pub use fifo::fifo_path;
-pub use options::{DEFAULT_OPEN_TIMEOUT, PipeOptions};
+pub use options::{DEFAULT_OPEN_TIMEOUT, DEFAULT_PIPE_SIZE, PipeOptions};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, unbounded};
 use fifo::FileId;
-use reader::{Event, Reader};
+use reader::{Arrival, Inbound};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use snapshot_core::{Endpoint, Transport, TransportError};
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, PipeWriter};
+use std::io;
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use writer::Writer;
+
+/// How long dropping a [`PipeTransport`] waits for its peers' full pipes to take what
+/// it has buffered for them before it gives up on them.
+pub const LINGER: Duration = Duration::from_secs(5);
 
 /// The sending side of a pair, as far as this endpoint knows.
 enum Route {
     /// The write end is open.
     Open(Writer),
     /// The peer has gone, and the application has been told: sends to it fail at
-    /// once, and the end of its reader is not reported a second time.
+    /// once, and the end of its FIFO is not reported a second time.
     Gone,
-}
-
-/// The receiving side of a pair.
-struct Incoming {
-    /// The reader thread, until it has been joined.
-    thread: Option<JoinHandle<()>>,
-    /// Set by the reader when it stops.
-    finished: Arc<AtomicBool>,
-    /// Whether `recv` has taken the reader's [`Event::Ended`].
-    ended: bool,
-}
-
-impl Incoming {
-    fn is_finished(&self) -> bool {
-        self.finished.load(Ordering::Acquire)
-    }
 }
 
 /// One endpoint of a run whose endpoints talk through FIFOs in a shared directory.
@@ -158,23 +174,19 @@ pub struct PipeTransport<F> {
     options: PipeOptions,
     /// Write ends, per peer.
     routes: HashMap<Endpoint, Route>,
-    /// Whether some writer has buffered frames.
-    dirty: bool,
+    /// The peers whose buffers may hold frames, each once, in the order they were
+    /// first sent to since the last flush.
+    dirty: Vec<Endpoint>,
     /// Errors met while flushing several peers, not yet returned.
     failures: VecDeque<TransportError>,
-    /// Reader threads, per peer.
-    incoming: HashMap<Endpoint, Incoming>,
-    /// Readers that have not yet been reported ended.
+    /// The incoming FIFOs and what has been read from them.
+    inbound: Inbound<F>,
+    /// Incoming FIFOs whose end has not been handed out yet.
     live_readers: usize,
-    /// Cloned into every reader.
-    inbox_tx: Sender<Event<F>>,
-    inbox: Receiver<Event<F>>,
-    /// The frames of the batch being handed out, and who sent them.
-    batch: std::vec::IntoIter<F>,
-    batch_from: Endpoint,
-    /// Closing it wakes every reader to stop.
-    stop_tx: Option<PipeWriter>,
-    stop_rx: Arc<io::PipeReader>,
+    /// Who sent the frame handed out last.
+    last_from: Endpoint,
+    /// How long `recv` polls before it sleeps.
+    spin: Duration,
     /// FIFOs this endpoint created and nobody has unlinked yet.
     created: HashMap<PathBuf, FileId>,
 }
@@ -185,6 +197,7 @@ impl<F> std::fmt::Debug for PipeTransport<F> {
             .field("dir", &self.dir)
             .field("local", &self.local)
             .field("options", &self.options)
+            .field("spin", &self.spin)
             .finish_non_exhaustive()
     }
 }
@@ -207,30 +220,23 @@ where
         local: Endpoint,
         options: PipeOptions,
     ) -> Result<Self, TransportError> {
-        let (stop_rx, stop_tx) = io::pipe().map_err(|source| TransportError::Io {
-            context: format!("creating the stop pipe of {local}"),
-            source,
-        })?;
-        let (inbox_tx, inbox) = unbounded();
         Ok(PipeTransport {
             dir: dir.into(),
             local,
             options,
             routes: HashMap::new(),
-            dirty: false,
+            dirty: Vec::new(),
             failures: VecDeque::new(),
-            incoming: HashMap::new(),
+            inbound: Inbound::new(),
             live_readers: 0,
-            inbox_tx,
-            inbox,
-            batch: Vec::new().into_iter(),
-            batch_from: local,
-            stop_tx: Some(stop_tx),
-            stop_rx: Arc::new(stop_rx),
+            last_from: local,
+            spin: Duration::ZERO,
             created: HashMap::new(),
         })
     }
+}
 
+impl<F> PipeTransport<F> {
     /// The run directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -241,6 +247,23 @@ where
         &self.options
     }
 
+    /// Polls the FIFOs for frames for up to `spin` before sleeping in `recv` and
+    /// `recv_timeout` (never past the latter's timeout).
+    ///
+    /// On a machine where waking a sleeping thread is slow (a virtual machine whose
+    /// idle cores halt), spinning takes a quick reply without a wake-up, at the price
+    /// of a busy core while it lasts. Worth it for one endpoint that waits for round
+    /// trips; on a machine with fewer cores than spinning threads it slows
+    /// everything down. The default is no spinning.
+    pub fn set_spin(&mut self, spin: Duration) {
+        self.spin = spin;
+    }
+}
+
+impl<F> PipeTransport<F>
+where
+    F: Serialize + DeserializeOwned + Send + 'static,
+{
     fn check_address(&self, peer: Endpoint, address: &str) -> Result<(), TransportError> {
         let given = Path::new(address);
         if given == self.dir {
@@ -280,21 +303,26 @@ where
         }
     }
 
-    /// Opens the write end to `to`, for its first send. A peer whose reader has
-    /// already seen it go is `Disconnected` at once, and from then on.
+    /// Opens the write end to `to`, for its first send. A peer whose FIFO to us has
+    /// already ended is `Disconnected` at once, and from then on.
     fn open_route(&mut self, to: Endpoint) -> Result<Writer, TransportError> {
-        let finished = self.incoming.get(&to).map(|i| Arc::clone(&i.finished));
-        let peer_gone = || finished.as_ref().is_some_and(|f| f.load(Ordering::Acquire));
-        let opened = if peer_gone() {
+        let opened = if self.inbound.has_ended(to) {
             Err(TransportError::Disconnected(to))
         } else {
+            let inbound = &mut self.inbound;
             Writer::open(
                 &self.dir,
                 self.local,
                 to,
                 self.options.open_timeout,
+                self.options.pipe_size,
                 &mut self.created,
-                peer_gone,
+                || {
+                    // Takes in what has come meanwhile: the peer may have gone. A
+                    // failure to look is not a departure; the open goes on trying.
+                    let _ = inbound.wait(None, Some(Duration::ZERO));
+                    inbound.has_ended(to)
+                },
             )
         };
         if let Err(TransportError::Disconnected(_)) = opened {
@@ -303,25 +331,15 @@ where
         opened
     }
 
-    /// Hands out the next frame of the current batch, or takes the next event.
-    fn take(&mut self, event: Event<F>) -> Option<Result<(Endpoint, F), TransportError>> {
-        match event {
-            Event::Frames(from, frames) => {
-                self.batch_from = from;
-                self.batch = frames.into_iter();
-                self.batch.next().map(|frame| Ok((from, frame)))
+    /// Hands out `arrival`, or takes it in and says there is nothing to hand out.
+    fn take(&mut self, arrival: Arrival<F>) -> Option<Result<(Endpoint, F), TransportError>> {
+        match arrival {
+            Arrival::Frame(from, frame) => {
+                self.last_from = from;
+                Some(Ok((from, frame)))
             }
-            Event::Ended(peer) => {
-                let incoming = self.incoming.get_mut(&peer)?;
-                if incoming.ended {
-                    return None;
-                }
-                incoming.ended = true;
-                if let Some(thread) = incoming.thread.take() {
-                    // It has just said its last word.
-                    let _ = thread.join();
-                }
-                self.live_readers -= 1;
+            Arrival::Ended(peer) => {
+                self.live_readers = self.live_readers.saturating_sub(1);
                 // The pair is closed both ways: close our write end too, so that the
                 // peer (if it is still there, having sent garbage) sees us go.
                 match self.routes.insert(peer, Route::Gone) {
@@ -332,37 +350,76 @@ where
         }
     }
 
-    /// Waits for the next frame until `deadline` (`None`: for ever).
+    /// Waits for the next frame until `deadline` (`None`: for ever), spinning first
+    /// for up to [`spin`](Self::set_spin).
     fn next(&mut self, deadline: Option<Instant>) -> Result<Option<(Endpoint, F)>, TransportError> {
         self.flush()?;
+        // `Some(None)`: a spin too long to represent, which never ends.
+        let spin_until = (!self.spin.is_zero()).then(|| Instant::now().checked_add(self.spin));
         loop {
-            if let Some(frame) = self.batch.next() {
-                return Ok(Some((self.batch_from, frame)));
+            while let Some(arrival) = self.inbound.pop() {
+                if let Some(result) = self.take(arrival) {
+                    return result.map(Some);
+                }
             }
-            let event = match self.inbox.try_recv() {
-                Ok(event) => event,
-                Err(TryRecvError::Empty) if self.live_readers == 0 => {
-                    return Err(TransportError::Closed);
-                }
-                Err(TryRecvError::Empty) => {
-                    let waited = match deadline {
-                        Some(deadline) => self.inbox.recv_deadline(deadline),
-                        None => self
-                            .inbox
-                            .recv()
-                            .map_err(|_| RecvTimeoutError::Disconnected),
-                    };
-                    match waited {
-                        Ok(event) => event,
-                        Err(RecvTimeoutError::Timeout) => return Ok(None),
-                        Err(RecvTimeoutError::Disconnected) => return Err(TransportError::Closed),
-                    }
-                }
-                Err(TryRecvError::Disconnected) => return Err(TransportError::Closed),
+            if self.live_readers == 0 {
+                return Err(TransportError::Closed);
+            }
+            let now = Instant::now();
+            let spinning = spin_until.is_some_and(|until| until.is_none_or(|until| now < until));
+            let (timeout, last) = match deadline {
+                // One last look, then give up.
+                Some(deadline) if now >= deadline => (Some(Duration::ZERO), true),
+                _ if spinning => (Some(Duration::ZERO), false),
+                Some(deadline) => (Some(deadline - now), false),
+                None => (None, false),
             };
-            if let Some(result) = self.take(event) {
-                return result.map(Some);
+            self.wait(None, timeout)?;
+            if !self.inbound.has_arrivals() {
+                if last {
+                    return Ok(None);
+                }
+                if spinning {
+                    std::hint::spin_loop();
+                }
             }
+        }
+    }
+
+    /// [`Inbound::wait`], with errors as the transport reports them.
+    fn wait(
+        &mut self,
+        write: Option<RawFd>,
+        timeout: Option<Duration>,
+    ) -> Result<bool, TransportError> {
+        self.inbound
+            .wait(write, timeout)
+            .map_err(|source| TransportError::Io {
+                context: format!("waiting on the FIFOs of {}", self.local),
+                source,
+            })
+    }
+
+    /// Writes everything buffered for `peer`, waiting for its pipe to drain (reading
+    /// the incoming FIFOs meanwhile) for as long as it takes. A peer that fails is
+    /// marked gone, and its error returned.
+    fn write_out(&mut self, peer: Endpoint) -> Result<(), TransportError> {
+        loop {
+            let Some(Route::Open(writer)) = self.routes.get_mut(&peer) else {
+                return Ok(());
+            };
+            let fd = writer.fd();
+            match writer.write_some() {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(error) => {
+                    self.routes.insert(peer, Route::Gone);
+                    return Err(error);
+                }
+            }
+            // Until the pipe can take more; reading is what lets a peer that is
+            // writing to us at the same time get on, and then read what we write.
+            while !self.wait(Some(fd), None)? {}
         }
     }
 }
@@ -377,46 +434,59 @@ where
 
     /// Queues `frame` for `to`. The first send to a peer opens the FIFO to it, waiting
     /// up to [`PipeOptions::open_timeout`] for the peer to connect (then
-    /// [`TransportError::UnknownEndpoint`]).
+    /// [`TransportError::UnknownEndpoint`]). A batch's worth of frames is written at
+    /// once; if the pipe is full, the send waits for it to drain, reading the frames
+    /// sent to this endpoint meanwhile.
     fn send(&mut self, to: Endpoint, frame: F) -> Result<(), TransportError> {
         let writer = match self.routes.get_mut(&to) {
             Some(Route::Open(writer)) => writer,
             Some(Route::Gone) => return Err(TransportError::Disconnected(to)),
             None => {
                 let writer = self.open_route(to)?;
-                self.routes.insert(to, Route::Open(writer));
-                match self.routes.get_mut(&to) {
-                    Some(Route::Open(writer)) => writer,
-                    _ => return Err(TransportError::Disconnected(to)),
+                match self
+                    .routes
+                    .entry(to)
+                    .insert_entry(Route::Open(writer))
+                    .into_mut()
+                {
+                    Route::Open(writer) => writer,
+                    Route::Gone => return Err(TransportError::Disconnected(to)),
                 }
             }
         };
-        match writer.send(&frame, self.options.max_frame) {
-            Ok(()) => {
-                self.dirty |= writer.is_dirty();
-                Ok(())
-            }
-            Err(error @ (TransportError::FrameTooLarge { .. } | TransportError::Codec { .. })) => {
-                Err(error)
-            }
-            Err(error) => {
-                self.routes.insert(to, Route::Gone);
-                Err(error)
-            }
+        let was_dirty = writer.is_dirty();
+        let full = writer.send(&frame, self.options.max_frame)?;
+        if !was_dirty && !self.dirty.contains(&to) {
+            self.dirty.push(to);
         }
+        if full {
+            self.write_out(to)?;
+        }
+        Ok(())
     }
 
-    /// Writes every buffered frame. If several peers fail, the first error is
-    /// returned and the others by the following calls.
+    /// Writes every buffered frame, waiting for full pipes to drain (reading the
+    /// frames sent to this endpoint meanwhile). The peer whose frame was received last
+    /// goes first: in request-reply traffic it is the one waiting, for the reply just
+    /// queued. If several peers fail, the first error is returned and the others by
+    /// the following calls.
     fn flush(&mut self) -> Result<(), TransportError> {
-        if self.dirty {
-            self.dirty = false;
-            for route in self.routes.values_mut() {
-                if let Route::Open(writer) = route
-                    && let Err(error) = writer.flush()
-                {
-                    *route = Route::Gone;
-                    self.failures.push_back(error);
+        if !self.dirty.is_empty() {
+            if let Some(at) = self.dirty.iter().position(|&p| p == self.last_from) {
+                self.dirty[..=at].rotate_right(1);
+            }
+            let dirty = std::mem::take(&mut self.dirty);
+            for (at, &peer) in dirty.iter().enumerate() {
+                match self.write_out(peer) {
+                    Ok(()) => {}
+                    Err(error) if matches!(self.routes.get(&peer), Some(Route::Gone)) => {
+                        self.failures.push_back(error);
+                    }
+                    Err(error) => {
+                        // Waiting failed: what is left stays buffered for next time.
+                        self.dirty = dirty[at..].to_vec();
+                        return Err(error);
+                    }
                 }
             }
         }
@@ -439,47 +509,19 @@ where
     }
 
     /// Makes `peer` able to send to this endpoint: creates `dir/<peer>-to-<local>`
-    /// unless the peer already has, opens it for reading and starts draining it.
-    /// `address` must name this endpoint's run directory (what
-    /// [`address`](Transport::address) returns); another directory is refused with
-    /// [`TransportError::Protocol`].
+    /// unless the peer already has, and opens it for reading. `address` must name this
+    /// endpoint's run directory (what [`address`](Transport::address) returns);
+    /// another directory is refused with [`TransportError::Protocol`].
     ///
     /// Connecting to a peer already connected does nothing, even if it has gone
     /// since: a peer that has gone stays gone for this transport.
     fn connect(&mut self, peer: Endpoint, address: &str) -> Result<(), TransportError> {
         self.check_address(peer, address)?;
-        if self.incoming.contains_key(&peer) {
+        if self.inbound.knows(peer) {
             return Ok(());
         }
         let fifo = self.open_incoming(peer)?;
-        let finished = Arc::new(AtomicBool::new(false));
-        let reader = Reader {
-            peer,
-            fifo,
-            inbox: self.inbox_tx.clone(),
-            stop: Arc::clone(&self.stop_rx),
-            max_frame: self.options.max_frame,
-            finished: Arc::clone(&finished),
-        };
-        let thread = std::thread::Builder::new()
-            .name(format!(
-                "pipe {}<-{}",
-                fifo::endpoint_name(self.local),
-                fifo::endpoint_name(peer)
-            ))
-            .spawn(move || reader.run())
-            .map_err(|source| TransportError::Io {
-                context: format!("starting the reader for {peer}"),
-                source,
-            })?;
-        self.incoming.insert(
-            peer,
-            Incoming {
-                thread: Some(thread),
-                finished,
-                ended: false,
-            },
-        );
+        self.inbound.add(peer, fifo, self.options.max_frame);
         self.live_readers += 1;
         tracing::debug!(local = %self.local, %peer, "connected");
         Ok(())
@@ -493,28 +535,41 @@ where
 
 impl<F> Drop for PipeTransport<F> {
     fn drop(&mut self) {
-        for route in self.routes.values_mut() {
-            if let Route::Open(writer) = route {
-                // Best effort: a peer that has gone cannot be helped.
-                let _ = writer.flush();
+        let deadline = Instant::now() + LINGER;
+        let mut peers: Vec<Endpoint> = self.routes.keys().copied().collect();
+        peers.sort();
+        for peer in peers {
+            // Best effort: a peer that has gone, or stays full past the linger,
+            // cannot be helped.
+            while let Some(Route::Open(writer)) = self.routes.get_mut(&peer) {
+                let fd = writer.fd();
+                if !matches!(writer.write_some(), Ok(false)) {
+                    break;
+                }
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                // A peer may be waiting to write to us while we wait to write to it:
+                // what it sends is read, and thrown away.
+                if self
+                    .inbound
+                    .wait_discarding(Some(fd), Some(deadline - now))
+                    .is_err()
+                {
+                    break;
+                }
             }
         }
         // Closing the write ends tells the peers we have gone. Peers that connected to
         // us but were never sent anything are told by opening and closing theirs.
-        for (peer, incoming) in &self.incoming {
-            if !self.routes.contains_key(peer) && !incoming.is_finished() {
-                writer::farewell(&self.dir, self.local, *peer);
+        let peers: Vec<Endpoint> = self.inbound.peers().collect();
+        for peer in peers {
+            if !self.routes.contains_key(&peer) && !self.inbound.has_ended(peer) {
+                writer::farewell(&self.dir, self.local, peer);
             }
         }
         self.routes.clear();
-        // Closing the stop pipe wakes every reader; none of them blocks anywhere
-        // else, so joining them cannot hang.
-        self.stop_tx = None;
-        for incoming in self.incoming.values_mut() {
-            if let Some(thread) = incoming.thread.take() {
-                let _ = thread.join();
-            }
-        }
         for (path, id) in self.created.drain() {
             fifo::remove_if_same(&path, id);
         }

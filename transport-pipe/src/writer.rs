@@ -8,6 +8,7 @@ use snapshot_core::{Endpoint, TransportError};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Write};
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -23,21 +24,25 @@ pub(crate) struct Writer {
     peer: Endpoint,
     fifo: File,
     buffer: Vec<u8>,
+    /// How much of `buffer` is already in the pipe.
+    written: usize,
 }
 
 impl Writer {
     /// Opens `dir/<local>-to-<peer>`, creating it if needed, and waits up to
     /// `timeout` for the peer to be reading it; gives up with `Disconnected` if
-    /// `peer_gone` says the peer has left meanwhile. Once open, the FIFO is unlinked:
-    /// both ends hold it, and nobody else needs its name. FIFOs this call creates are
-    /// recorded in `created` until they are unlinked.
+    /// `peer_gone` says the peer has left meanwhile. Asks for a pipe of `pipe_size`
+    /// bytes (see [`PipeOptions::pipe_size`](crate::PipeOptions::pipe_size)). Once
+    /// open, the FIFO is unlinked: both ends hold it, and nobody else needs its name.
+    /// FIFOs this call creates are recorded in `created` until they are unlinked.
     pub(crate) fn open(
         dir: &Path,
         local: Endpoint,
         peer: Endpoint,
         timeout: Duration,
+        pipe_size: usize,
         created: &mut HashMap<PathBuf, FileId>,
-        peer_gone: impl Fn() -> bool,
+        mut peer_gone: impl FnMut() -> bool,
     ) -> Result<Self, TransportError> {
         let path = fifo::fifo_path(dir, local, peer);
         let io_error = |source: io::Error| TransportError::Io {
@@ -50,7 +55,7 @@ impl Writer {
             if let Some(id) = fifo::create(&path).map_err(io_error)? {
                 created.insert(path.clone(), id);
             }
-            match fifo::open_write(&path) {
+            match fifo::open_write(&path, pipe_size) {
                 Ok(fifo) => {
                     let id = FileId::of_file(&fifo).map_err(io_error)?;
                     fifo::remove_if_same(&path, id);
@@ -60,6 +65,7 @@ impl Writer {
                         peer,
                         fifo,
                         buffer: Vec::with_capacity(BATCH + BATCH / 4),
+                        written: 0,
                     });
                 }
                 // No reader yet: the peer has not connected to us.
@@ -84,12 +90,12 @@ impl Writer {
         }
     }
 
-    /// Queues `frame`, writing the batch out once it is big enough.
+    /// Queues `frame`. Says whether the buffer holds a batch's worth, to be written.
     pub(crate) fn send<F: Serialize>(
         &mut self,
         frame: &F,
         max_frame: usize,
-    ) -> Result<(), TransportError> {
+    ) -> Result<bool, TransportError> {
         codec::encode_into(frame, &mut self.buffer, max_frame).map_err(|error| match error {
             CodecError::TooLarge { size, limit } => TransportError::FrameTooLarge { size, limit },
             other => TransportError::Codec {
@@ -97,36 +103,46 @@ impl Writer {
                 reason: other.to_string(),
             },
         })?;
-        if self.buffer.len() >= BATCH {
-            self.flush()?;
-        }
-        Ok(())
+        Ok(self.buffer.len() - self.written >= BATCH)
     }
 
     /// Whether frames are waiting in the buffer.
     pub(crate) fn is_dirty(&self) -> bool {
-        !self.buffer.is_empty()
+        self.written < self.buffer.len()
     }
 
-    /// Writes the buffered frames. After an error the writer is useless: the peer
-    /// has gone (`Disconnected`) or the pipe is broken (`Io`), and what was in the
-    /// buffer is lost with it.
-    pub(crate) fn flush(&mut self) -> Result<(), TransportError> {
-        if self.buffer.is_empty() {
-            return Ok(());
-        }
-        let result = self.fifo.write_all(&self.buffer);
-        self.buffer.clear();
-        result.map_err(|source| {
-            if source.kind() == io::ErrorKind::BrokenPipe {
-                TransportError::Disconnected(self.peer)
-            } else {
-                TransportError::Io {
-                    context: format!("writing to {}", self.peer),
-                    source,
+    /// The write end, to wait on when the pipe is full.
+    pub(crate) fn fd(&self) -> RawFd {
+        self.fifo.as_raw_fd()
+    }
+
+    /// Writes as much of the buffer as the pipe takes without waiting. Says whether
+    /// all of it is written. After an error the writer is useless: the peer has gone
+    /// (`Disconnected`) or the pipe is broken (`Io`), and what was in the buffer is
+    /// lost with it.
+    pub(crate) fn write_some(&mut self) -> Result<bool, TransportError> {
+        while self.written < self.buffer.len() {
+            match self.fifo.write(&self.buffer[self.written..]) {
+                Ok(n) => self.written += n,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(source) => {
+                    self.buffer.clear();
+                    self.written = 0;
+                    return Err(if source.kind() == io::ErrorKind::BrokenPipe {
+                        TransportError::Disconnected(self.peer)
+                    } else {
+                        TransportError::Io {
+                            context: format!("writing to {}", self.peer),
+                            source,
+                        }
+                    });
                 }
             }
-        })
+        }
+        self.buffer.clear();
+        self.written = 0;
+        Ok(true)
     }
 }
 
@@ -135,7 +151,7 @@ impl Writer {
 /// of the stream. For peers this endpoint never sent anything to.
 pub(crate) fn farewell(dir: &Path, local: Endpoint, peer: Endpoint) {
     let path = fifo::fifo_path(dir, local, peer);
-    if let Ok(fifo) = fifo::open_write(&path) {
+    if let Ok(fifo) = fifo::open_write(&path, 0) {
         if let Ok(id) = FileId::of_file(&fifo) {
             fifo::remove_if_same(&path, id);
         }

@@ -74,8 +74,8 @@ fn frames_from_each_sender_arrive_in_order_and_exactly_once() {
     assert_empty(dir.path());
 }
 
-/// Both ends send far more than a pipe holds before either receives: the readers
-/// drain into memory, so neither writer blocks for good.
+/// Both ends send far more than a pipe holds before either receives: each waits for
+/// its full pipe while reading what the other sends, so neither blocks for good.
 #[test]
 fn bulk_both_ways_at_once_does_not_deadlock() {
     const FRAMES: u64 = 200_000;
@@ -107,6 +107,59 @@ fn bulk_both_ways_at_once_does_not_deadlock() {
     let b = b.join().unwrap();
     drop((a, b));
     assert_empty(dir.path());
+}
+
+/// Three endpoints in a ring each send the next more than its pipe holds, in frames
+/// bigger than a pipe, before any of them receives; with the kernel's smallest
+/// default pipes too. Each waits for its pipe while reading what the previous one
+/// sends.
+#[test]
+fn a_ring_of_bulk_senders_does_not_deadlock() {
+    const FRAMES: u64 = 4;
+    const SIZE: usize = 3 * 1024 * 1024 / 2;
+    for options in [
+        PipeOptions::default(),
+        PipeOptions::default().with_pipe_size(0),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let run = address(dir.path());
+        let ring = [node(1), node(2), node(3)];
+        let ts: Vec<_> = (0..3)
+            .map(|i| {
+                let mut t = PipeTransport::<(u64, Vec<u8>)>::with_options(
+                    dir.path(),
+                    ring[i],
+                    options.clone(),
+                )
+                .unwrap();
+                t.connect(ring[(i + 2) % 3], &run).unwrap();
+                t
+            })
+            .collect();
+        let threads: Vec<_> = ts
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut t)| {
+                let (next, previous) = (ring[(i + 1) % 3], ring[(i + 2) % 3]);
+                thread::spawn(move || {
+                    for seq in 0..FRAMES {
+                        t.send(next, (seq, vec![i as u8; SIZE])).unwrap();
+                    }
+                    t.flush().unwrap();
+                    let expected = vec![((i + 2) % 3) as u8; SIZE];
+                    for seq in 0..FRAMES {
+                        let (from, (got, body)) = recv(&mut t).unwrap();
+                        assert_eq!((from, got), (previous, seq));
+                        assert!(body == expected, "frame {seq} from {previous} damaged");
+                    }
+                    t
+                })
+            })
+            .collect();
+        let ts: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        drop(ts);
+        assert_empty(dir.path());
+    }
 }
 
 /// Sends and receives interleaved on both sides, as a protocol does.

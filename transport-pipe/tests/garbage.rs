@@ -145,12 +145,13 @@ fn random_bytes_do_not_crash_the_receiver() {
                 state as u8
             })
             .collect();
-        // The receiver may drop the FIFO before all of it is written.
-        match intruder.write_all(&noise) {
-            Ok(()) => {}
-            Err(error) => assert_eq!(error.kind(), ErrorKind::BrokenPipe),
-        }
-        drop(intruder);
+        // More than a pipe holds: written while the observer receives, and then
+        // closed. The receiver may drop the FIFO before all of it is written.
+        let writing = std::thread::spawn(move || {
+            let written = intruder.write_all(&noise);
+            drop(intruder);
+            written
+        });
         // Whatever happened to decode is delivered; then the intruder is gone.
         loop {
             match recv(&mut observer) {
@@ -158,6 +159,10 @@ fn random_bytes_do_not_crash_the_receiver() {
                 Err(TransportError::Disconnected(p)) if p == INTRUDER => break,
                 Err(error) => panic!("seed {seed}: unexpected {error}"),
             }
+        }
+        match writing.join().unwrap() {
+            Ok(()) => {}
+            Err(error) => assert_eq!(error.kind(), ErrorKind::BrokenPipe),
         }
         honest.send(Endpoint::Observer, frame(3)).unwrap();
         honest.flush().unwrap();
