@@ -96,9 +96,13 @@ impl<P: Process> std::fmt::Debug for Node<P> {
 }
 
 impl<P: Process> Node<P> {
-    /// How many frames [`poll_event`](Self::poll_event) handles at most once its
-    /// timeout has passed.
+    /// How many frames [`poll_event`](Self::poll_event) handles at most once it has
+    /// seen its timeout pass.
     pub const POLL_BURST: usize = 256;
+
+    /// How many frames [`poll_event`](Self::poll_event) handles in a row, while
+    /// frames keep coming, between two looks at the clock.
+    pub const CLOCK_EVERY: usize = 32;
 
     /// Node `id` running `process`, with no channels yet.
     pub fn new(id: NodeId, process: P) -> Self {
@@ -222,21 +226,49 @@ impl<P: Process> Node<P> {
         T: Transport<NodeFrame<P, C>> + ?Sized,
     {
         match envelope {
-            Envelope::App(message) => {
-                self.engine.on_message(from, &message, &self.process)?;
-                self.process.handle(from, message, &mut self.outbox);
-                let mut outbox = std::mem::take(&mut self.outbox);
-                let sent = outbox
-                    .drain()
-                    .try_for_each(|(to, reply)| self.send(transport, to, reply));
-                self.outbox = outbox;
-                sent.map(|()| Outcome::default())
-            }
-            Envelope::Marker(id) => {
-                let actions = self.engine.on_marker(from, id, &self.process)?;
-                Self::carry_out(transport, actions)
-            }
+            Envelope::App(message) => self
+                .deliver_message(transport, from, message)
+                .map(|()| Outcome::default()),
+            Envelope::Marker(id) => self.deliver_marker(transport, from, id),
         }
+    }
+
+    /// An application message from `from`: counted and recorded by the engine,
+    /// handled by the process, whose replies are sent.
+    fn deliver_message<C, T>(
+        &mut self,
+        transport: &mut T,
+        from: NodeId,
+        message: P::Message,
+    ) -> Result<(), NodeError>
+    where
+        T: Transport<NodeFrame<P, C>> + ?Sized,
+    {
+        self.engine.on_message(from, &message, &self.process)?;
+        self.process.handle(from, message, &mut self.outbox);
+        if self.outbox.is_empty() {
+            return Ok(());
+        }
+        let mut outbox = std::mem::take(&mut self.outbox);
+        let sent = outbox
+            .drain()
+            .try_for_each(|(to, reply)| self.send(transport, to, reply));
+        self.outbox = outbox;
+        sent
+    }
+
+    /// A marker from `from`: to the engine, whose markers are sent.
+    fn deliver_marker<C, T>(
+        &mut self,
+        transport: &mut T,
+        from: NodeId,
+        id: SnapshotId,
+    ) -> Result<Outcome<P::State, P::Record>, NodeError>
+    where
+        T: Transport<NodeFrame<P, C>> + ?Sized,
+    {
+        let actions = self.engine.on_marker(from, id, &self.process)?;
+        Self::carry_out(transport, actions)
     }
 
     /// Runs the node free: receives frames and handles node-to-node traffic as it
@@ -260,9 +292,73 @@ impl<P: Process> Node<P> {
     /// Like [`next_event`](Self::next_event), for a node that has work of its own
     /// between events (sending as fast as it can, say): handles what arrives for up
     /// to `timeout`, and returns `Ok(None)` if nothing needed the application by then.
-    /// With a zero timeout it handles what has already arrived and returns; so that
-    /// a stream that never pauses cannot keep it, it handles at most
-    /// [`POLL_BURST`](Self::POLL_BURST) frames once `timeout` has passed.
+    ///
+    /// With a zero timeout it handles what has already arrived and returns. So that a
+    /// stream that never pauses cannot keep it, it handles at most
+    /// [`POLL_BURST`](Self::POLL_BURST) frames once it has seen `timeout` pass; it
+    /// looks at the clock when nothing is left to take and every
+    /// [`CLOCK_EVERY`](Self::CLOCK_EVERY) frames, not for every frame. Frames are
+    /// taken with [`recv_timeout`](Transport::recv_timeout)`(Duration::ZERO)` while
+    /// there are some, and waited for with the time left only when there are none.
+    ///
+    /// ```
+    /// use snapshot_core::{Endpoint, Event, Frame, Node, NodeId, Outbox, Process, Transport};
+    /// use std::collections::VecDeque;
+    /// use std::time::Duration;
+    ///
+    /// /// Counts what it is given.
+    /// struct Counter(u64);
+    /// impl Process for Counter {
+    ///     type Message = u64;
+    ///     type State = u64;
+    ///     type Record = u64;
+    ///     fn handle(&mut self, _: NodeId, n: u64, _: &mut Outbox<u64>) {
+    ///         self.0 += n;
+    ///     }
+    ///     fn capture(&self) -> u64 {
+    ///         self.0
+    ///     }
+    ///     fn record(&self, in_transit: &mut u64, _: NodeId, n: &u64) {
+    ///         *in_transit += n;
+    ///     }
+    /// }
+    ///
+    /// /// Frames that have already arrived, and nowhere to send to.
+    /// struct Arrived(VecDeque<(Endpoint, Frame<u64, &'static str>)>);
+    /// # impl Transport<Frame<u64, &'static str>> for Arrived {
+    /// #     fn local(&self) -> Endpoint { Endpoint::Node(NodeId(2)) }
+    /// #     fn send(&mut self, to: Endpoint, _: Frame<u64, &'static str>)
+    /// #         -> Result<(), snapshot_core::TransportError> {
+    /// #         Err(snapshot_core::TransportError::UnknownEndpoint(to))
+    /// #     }
+    /// #     fn flush(&mut self) -> Result<(), snapshot_core::TransportError> { Ok(()) }
+    /// #     fn recv(&mut self)
+    /// #         -> Result<(Endpoint, Frame<u64, &'static str>), snapshot_core::TransportError> {
+    /// #         self.0.pop_front().ok_or(snapshot_core::TransportError::Closed)
+    /// #     }
+    /// #     fn recv_timeout(&mut self, _: Duration) -> Result<
+    /// #         Option<(Endpoint, Frame<u64, &'static str>)>, snapshot_core::TransportError> {
+    /// #         Ok(self.0.pop_front())
+    /// #     }
+    /// # }
+    ///
+    /// let mut node = Node::new(NodeId(2), Counter(0));
+    /// node.add_peer(NodeId(1))?;
+    /// let peer = Endpoint::Node(NodeId(1));
+    /// let mut transport = Arrived(VecDeque::from([
+    ///     (peer, Frame::Peer(snapshot_core::Envelope::App(5))),
+    ///     (Endpoint::Master, Frame::Control("report")),
+    ///     (peer, Frame::Peer(snapshot_core::Envelope::App(7))),
+    /// ]));
+    /// // The transfer before the control frame is handled on the way to it...
+    /// let event = node.poll_event(&mut transport, Duration::ZERO)?;
+    /// assert_eq!(event, Some(Event::Control { from: Endpoint::Master, control: "report" }));
+    /// assert_eq!(node.process().0, 5);
+    /// // ...and the next poll handles the rest; nothing else needs the application.
+    /// assert_eq!(node.poll_event(&mut transport, Duration::ZERO)?, None);
+    /// assert_eq!(node.process().0, 12);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn poll_event<C, T>(
         &mut self,
         transport: &mut T,
@@ -273,22 +369,47 @@ impl<P: Process> Node<P> {
     {
         // A timeout too long to represent is no timeout.
         let deadline = Instant::now().checked_add(timeout);
-        let mut late = 0;
+        // Frames handled since the deadline was seen to pass, once it has been.
+        let mut late = timeout.is_zero().then_some(0);
+        // Frames handled since the clock was last read.
+        let mut unclocked = 0;
         loop {
-            let left = deadline.map_or(Duration::MAX, |d| {
-                d.saturating_duration_since(Instant::now())
-            });
-            if left.is_zero() {
-                if late == Self::POLL_BURST {
-                    return Ok(None);
+            // What has already arrived is taken without a look at the clock.
+            let received = match transport.recv_timeout(Duration::ZERO)? {
+                Some(received) => received,
+                None => {
+                    let left = deadline.map_or(Duration::MAX, |d| {
+                        d.saturating_duration_since(Instant::now())
+                    });
+                    if left.is_zero() {
+                        return Ok(None);
+                    }
+                    unclocked = 0;
+                    match transport.recv_timeout(left)? {
+                        Some(received) => received,
+                        None => return Ok(None),
+                    }
                 }
-                late += 1;
-            }
-            let Some(received) = transport.recv_timeout(left)? else {
-                return Ok(None);
             };
             if let Some(event) = self.on_frame(transport, received)? {
                 return Ok(Some(event));
+            }
+            match late.as_mut() {
+                Some(late) => {
+                    *late += 1;
+                    if *late >= Self::POLL_BURST {
+                        return Ok(None);
+                    }
+                }
+                None => {
+                    unclocked += 1;
+                    if unclocked == Self::CLOCK_EVERY {
+                        unclocked = 0;
+                        if deadline.is_some_and(|d| Instant::now() >= d) {
+                            late = Some(0);
+                        }
+                    }
+                }
             }
         }
     }
@@ -303,11 +424,15 @@ impl<P: Process> Node<P> {
         T: Transport<NodeFrame<P, C>> + ?Sized,
     {
         match (from, frame) {
-            (from, Frame::Control(control)) => Ok(Some(Event::Control { from, control })),
-            (Endpoint::Node(from), Frame::Peer(envelope)) => Ok(self
-                .deliver(transport, from, envelope)?
+            (Endpoint::Node(from), Frame::Peer(Envelope::App(message))) => {
+                self.deliver_message(transport, from, message)?;
+                Ok(None)
+            }
+            (Endpoint::Node(from), Frame::Peer(Envelope::Marker(id))) => Ok(self
+                .deliver_marker(transport, from, id)?
                 .completed
                 .map(Event::Completed)),
+            (from, Frame::Control(control)) => Ok(Some(Event::Control { from, control })),
             (from, Frame::Peer(_)) => Err(TransportError::Protocol(format!(
                 "{from} sent node-to-node traffic but is not a node"
             ))
