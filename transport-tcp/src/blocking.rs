@@ -132,6 +132,11 @@ impl<F> TcpTransport<F> {
         if let Some(item) = self.inner.try_next()? {
             return Ok(Some(item));
         }
+        // With neither spin nor deadline, the runtime reads the sockets while it waits.
+        if self.spin.is_zero() && deadline.is_none() {
+            let readers = self.readers.as_ref().ok_or(TransportError::Closed)?;
+            return readers.block_on(self.inner.next(None));
+        }
         // Looks at the sockets without sleeping for a while (`spin`), and at least
         // long enough for what has already arrived to be read: two turns of the
         // readers' runtime, one to see the sockets ready and one to run their readers.
