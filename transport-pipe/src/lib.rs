@@ -104,7 +104,7 @@
 //! calling thread, which then reads the FIFO itself; on a virtual machine whose idle
 //! cores halt, that wake-up can be most of a round trip.
 //! [`PipeTransport::set_spin`] makes `recv` poll the FIFOs for a while before it
-//! sleeps, at the price of a busy core while it spins. `examples/throughput.rs`
+//! sleeps, at the price of a busy core while it spins. `examples/pipe_throughput.rs`
 //! measures both.
 //!
 //! # Cleaning up

@@ -110,7 +110,7 @@
 //! system's wake-up of the calling thread (which reads the socket itself), and on a
 //! virtual machine whose idle cores halt that can be most of a round trip.
 //! [`TcpTransport::set_spin`] makes `recv` poll the sockets for a while before it
-//! sleeps, at the price of a busy core while it spins. `examples/throughput.rs`
+//! sleeps, at the price of a busy core while it spins. `examples/tcp_throughput.rs`
 //! measures both; the figures for this machine are in `BENCHMARKS.md`.
 //!
 //! # Cleaning up

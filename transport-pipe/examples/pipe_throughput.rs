@@ -4,7 +4,7 @@
 //! sleeping in `recv` and with it spinning for up to 200 us first.
 //!
 //! ```text
-//! cargo run --release -p transport-pipe --example throughput [frames]
+//! cargo run --release -p transport-pipe --example pipe_throughput [frames]
 //! ```
 
 use snapshot_core::{Endpoint, NodeId, Transport};

@@ -5,7 +5,7 @@
 //! - the round trip of a request and its reply through the synchronous wrapper.
 //!
 //! ```text
-//! cargo run --release -p transport-tcp --example throughput [frames] [round-trips]
+//! cargo run --release -p transport-tcp --example tcp_throughput [frames] [round-trips]
 //! ```
 
 use snapshot_core::{Endpoint, NodeId, Transport, TransportError};
