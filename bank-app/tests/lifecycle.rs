@@ -13,7 +13,7 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, ChildStdin, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -89,16 +89,7 @@ impl LiveRun {
             .spawn()
             .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
         let pid = i32::try_from(master.id()).expect("a pid fits an i32");
-        let stdout = master.stdout.take().expect("stdout is piped");
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = support::lines(master.stdout.take().expect("stdout is piped"));
         let stderr = Some(drain(master.stderr.take().expect("stderr is piped")));
         LiveRun {
             what,

@@ -12,7 +12,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc;
@@ -80,16 +80,7 @@ impl Master {
             .spawn()
             .expect("start the master");
         let pid = i32::try_from(child.id()).expect("a pid fits an i32");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = support::lines(child.stdout.take().expect("stdout is piped"));
         let stderr = Some(drain(child.stderr.take().expect("stderr is piped")));
         Master {
             stdin: child.stdin.take(),

@@ -7,11 +7,11 @@
 
 pub mod model;
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::thread;
+use std::thread::{self, JoinHandle};
 use std::time::Duration;
 use wait_timeout::ChildExt;
 
@@ -129,19 +129,8 @@ pub fn run_master(args: &[&str], stdin: &[u8]) -> Run {
 
 /// Like [`run_master`], for a command already set up (extra environment).
 pub fn run_command(mut command: Command, args: &[&str], stdin: &[u8]) -> Run {
-    let what = format!("master {}", args.join(" "));
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
-    let input = stdin.to_vec();
-    let mut pipe_in = child.stdin.take().expect("stdin is piped");
-    // The master may stop reading (KillAll, a usage error): a broken pipe is expected.
-    let writer = thread::spawn(move || {
-        let _ = pipe_in.write_all(&input);
-    });
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let (what, mut child, writer) = start(command, args, stdin);
     let out = drain(child.stdout.take().expect("stdout is piped"));
     let err = drain(child.stderr.take().expect("stderr is piped"));
     let status = wait_or_kill(&mut child, DEADLINE, &what);
@@ -159,17 +148,8 @@ pub fn run_command(mut command: Command, args: &[&str], stdin: &[u8]) -> Run {
 
 /// Like [`run_command`], for a command whose stdout and stderr are already set up
 /// (the [`Run`] holds neither).
-pub fn run_command_with_output(mut command: Command, args: &[&str], stdin: &[u8]) -> Run {
-    let what = format!("master {}", args.join(" "));
-    let mut child = command
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
-    let input = stdin.to_vec();
-    let mut pipe_in = child.stdin.take().expect("stdin is piped");
-    let writer = thread::spawn(move || {
-        let _ = pipe_in.write_all(&input);
-    });
+pub fn run_command_with_output(command: Command, args: &[&str], stdin: &[u8]) -> Run {
+    let (what, mut child, writer) = start(command, args, stdin);
     let status = wait_or_kill(&mut child, DEADLINE, &what);
     let _ = writer.join();
     Run {
@@ -178,6 +158,37 @@ pub fn run_command_with_output(mut command: Command, args: &[&str], stdin: &[u8]
         stderr: Vec::new(),
         code: status.code(),
     }
+}
+
+/// Starts `command` (`master ARGS`) and feeds it `stdin` from a thread of its own.
+fn start(mut command: Command, args: &[&str], stdin: &[u8]) -> (String, Child, JoinHandle<()>) {
+    let what = format!("master {}", args.join(" "));
+    let mut child = command
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    let input = stdin.to_vec();
+    let mut pipe_in = child.stdin.take().expect("stdin is piped");
+    // The master may stop reading (KillAll, a usage error): a broken pipe is expected.
+    let writer = thread::spawn(move || {
+        let _ = pipe_in.write_all(&input);
+    });
+    (what, child, writer)
+}
+
+/// Sends the lines of `pipe` (a master's stdout) as they come, from a thread of its
+/// own, until it ends or nobody listens.
+pub fn lines(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, lines) = mpsc::channel();
+    thread::spawn(move || {
+        for line in std::io::BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
 }
 
 /// Reads `pipe` to its end on a thread of its own.
