@@ -94,11 +94,7 @@ impl Master {
     }
 
     fn feed(&mut self, text: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin is open");
-        stdin
-            .write_all(text.as_bytes())
-            .and_then(|()| stdin.flush())
-            .unwrap_or_else(|e| panic!("cannot feed the master {text:?}: {e}"));
+        support::feed(self.stdin.as_mut(), text, "the master");
     }
 
     /// Feeds `sync`, a line answered with `ERR_SEND`, and waits for the answer.

@@ -176,6 +176,15 @@ fn start(mut command: Command, args: &[&str], stdin: &[u8]) -> (String, Child, J
     (what, child, writer)
 }
 
+/// Writes `text` to a running master's standard input, which must still be open.
+pub fn feed(stdin: Option<&mut std::process::ChildStdin>, text: &str, what: &str) {
+    let stdin = stdin.expect("stdin is open");
+    stdin
+        .write_all(text.as_bytes())
+        .and_then(|()| stdin.flush())
+        .unwrap_or_else(|e| panic!("{what}: cannot write {text:?}: {e}"));
+}
+
 /// Sends the lines of `pipe` (a master's stdout) as they come, from a thread of its
 /// own, until it ends or nobody listens.
 pub fn lines(pipe: impl Read + Send + 'static) -> mpsc::Receiver<String> {
