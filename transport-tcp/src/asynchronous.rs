@@ -252,15 +252,15 @@ where
     /// Fails if the key is empty or the address cannot be bound. Must be called
     /// within a tokio runtime (with I/O and time enabled).
     pub async fn bind(local: Endpoint, config: TcpConfig) -> Result<Self, TransportError> {
-        Self::bind_with_readers(local, config, None).await
+        Self::bind_with_handover(local, config, None).await
     }
 
-    /// As [`bind`](Self::bind), but the readers of authenticated connections run on
-    /// `readers` (when given) rather than on the current runtime.
-    pub(crate) async fn bind_with_readers(
+    /// As [`bind`](Self::bind), but authenticated connections go to `handover` (when
+    /// given), whose thread reads them, rather than to reader tasks.
+    pub(crate) async fn bind_with_handover(
         local: Endpoint,
         config: TcpConfig,
-        readers: Option<tokio::runtime::Handle>,
+        handover: Option<Arc<crate::direct::Handover>>,
     ) -> Result<Self, TransportError> {
         if config.key.is_empty() {
             return Err(TransportError::Io {
@@ -281,7 +281,7 @@ where
             max_frame: config.max_frame,
             hello_timeout: config.hello_timeout,
             incoming: Mutex::new(HashSet::new()),
-            readers,
+            handover,
         });
         let (inbox_tx, inbox) = mpsc::unbounded_channel();
         let (shutdown, shutdown_rx) = watch::channel(());
@@ -520,6 +520,19 @@ impl<F> AsyncTcpTransport<F> {
         Ok(())
     }
 
+    /// Notes that the application has been handed a frame from `peer`: a flush
+    /// writes to it first ([`try_flush`](Self::try_flush)).
+    pub(crate) fn received_from(&mut self, peer: Endpoint) {
+        self.batch_from = peer;
+    }
+
+    /// The connection from `peer` has ended: the pair is closed both ways (our
+    /// connection to it too, once its writer has written what it holds). Says whether
+    /// the application is yet to be told.
+    pub(crate) fn ended(&mut self, peer: Endpoint) -> bool {
+        self.lose(peer)
+    }
+
     /// Hands out the next frame of the current batch, or takes in `event`.
     fn take(&mut self, event: Event<F>) -> Option<Result<(Endpoint, F), TransportError>> {
         match event {
@@ -529,9 +542,7 @@ impl<F> AsyncTcpTransport<F> {
                 self.batch.next().map(|frame| Ok((from, frame)))
             }
             Event::Ended(peer) => {
-                // The pair is closed both ways: our connection to the peer (if any)
-                // is closed too, once its writer has written what it holds.
-                if self.lose(peer) {
+                if self.ended(peer) {
                     Some(Err(TransportError::Disconnected(peer)))
                 } else {
                     None

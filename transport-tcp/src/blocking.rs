@@ -1,10 +1,14 @@
-//! The synchronous form: an [`AsyncTcpTransport`] on a tokio runtime of its own.
+//! The synchronous form: an [`AsyncTcpTransport`] on a tokio runtime of its own, whose
+//! connections the calling thread reads itself.
 
+use crate::asynchronous::Stall;
+use crate::direct::{Arrival, Inbound};
 use crate::{AsyncTcpTransport, TcpConfig};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use snapshot_core::{Endpoint, Transport, TransportError};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
 
@@ -15,42 +19,44 @@ pub const LINGER: Duration = Duration::from_secs(5);
 /// One endpoint talking TCP, for synchronous code: implements
 /// [`snapshot_core::Transport`].
 ///
-/// It owns two tokio runtimes:
+/// Its I/O is shared between two threads:
 ///
-/// - one with a worker thread of its own, which runs the listener, the handshakes and
-///   the writers while the application does something else, so that peers can always
-///   connect and flushed frames always leave;
-/// - one driven by the calling thread, inside the calls that wait
-///   ([`recv`](Transport::recv), a [`send`](Transport::send) or
-///   [`flush`](Transport::flush) held back by a writer that is behind), which reads the
-///   authenticated connections. A frame that arrives while the application sleeps in
-///   `recv` therefore costs one wake-up (of that thread), not two (a reader's, then
-///   the application's).
+/// - a tokio runtime on a worker thread of its own runs the listener, the handshakes
+///   and the writers, so that peers can always connect, and flushed frames always
+///   leave, while the application does something else. A connection that has proved
+///   itself is handed to the calling thread.
+/// - the calling thread reads the authenticated connections itself, with a `mio`
+///   poll, inside the calls that wait ([`recv`](Transport::recv), and a
+///   [`send`](Transport::send) or [`flush`](Transport::flush) held back by a writer
+///   that is behind). A frame that arrives while the application sleeps in `recv`
+///   therefore costs one wake-up of that thread and one read, with no scheduler or
+///   task in between.
 ///
 /// Connections are read only while the application is inside such a call: bytes that
 /// arrive meanwhile wait in the socket, and a peer that sends more than the socket
 /// holds waits for the application to receive (its own calls that wait go on reading
 /// its connections, so two endpoints sending each other large volumes cannot
-/// deadlock). Sends that need no waiting do not touch either runtime: they encode
-/// into a buffer.
+/// deadlock). Sends that need no waiting do not touch the runtime: they encode into a
+/// buffer, and a flush writes it to the socket from the calling thread when the
+/// writer is idle.
 ///
 /// Its methods must not be called from within an asynchronous context (a tokio task):
 /// they block, and tokio refuses that. Applications on tokio use
 /// [`AsyncTcpTransport`] instead.
 ///
 /// Dropping it flushes, closes its connections once their writers have written
-/// everything (waiting up to [`LINGER`] for them), stops the runtimes and joins their
-/// threads: nothing is left running.
+/// everything (waiting up to [`LINGER`] for them), stops the runtime and joins its
+/// thread: nothing is left running.
 ///
 /// See the [crate documentation](crate) for how it works and what it guarantees.
 pub struct TcpTransport<F> {
+    local: Endpoint,
     inner: AsyncTcpTransport<F>,
     /// The listener, handshakes and writers, on a thread of their own. Always there
     /// until the transport is dropped.
     runtime: Option<Runtime>,
-    /// The readers, driven by the calling thread. Always there until the transport is
-    /// dropped.
-    readers: Option<Runtime>,
+    /// The authenticated connections, read by the calling thread.
+    inbound: Inbound<F>,
     spin: Duration,
 }
 
@@ -82,23 +88,20 @@ where
                 context: format!("starting the runtime of {local}"),
                 source,
             })?;
-        let readers = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .enable_time()
-            .build()
-            .map_err(|source| TransportError::Io {
-                context: format!("starting the readers' runtime of {local}"),
-                source,
-            })?;
-        let inner = runtime.block_on(AsyncTcpTransport::bind_with_readers(
+        let inbound = Inbound::new(config.max_frame).map_err(|source| TransportError::Io {
+            context: format!("starting the poll of {local}"),
+            source,
+        })?;
+        let inner = runtime.block_on(AsyncTcpTransport::bind_with_handover(
             local,
             config,
-            Some(readers.handle().clone()),
+            Some(Arc::clone(inbound.handover())),
         ))?;
         Ok(TcpTransport {
+            local,
             inner,
             runtime: Some(runtime),
-            readers: Some(readers),
+            inbound,
             spin: Duration::ZERO,
         })
     }
@@ -121,59 +124,90 @@ impl<F> TcpTransport<F> {
     pub fn set_spin(&mut self, spin: Duration) {
         self.spin = spin;
     }
+}
 
-    fn readers(&self) -> Result<&Runtime, TransportError> {
-        self.readers.as_ref().ok_or(TransportError::Closed)
+impl<F> TcpTransport<F>
+where
+    F: DeserializeOwned,
+{
+    /// Hands out `arrival`, or takes it in and says there is nothing to hand out.
+    fn take(&mut self, arrival: Arrival<F>) -> Option<Result<(Endpoint, F), TransportError>> {
+        match arrival {
+            Arrival::Frame(from, frame) => {
+                self.inner.received_from(from);
+                Some(Ok((from, frame)))
+            }
+            Arrival::Ended(peer) => self
+                .inner
+                .ended(peer)
+                .then_some(Err(TransportError::Disconnected(peer))),
+        }
     }
 
+    /// Waits for the next frame until `deadline` (`None`: for ever), spinning first
+    /// for up to [`spin`](Self::set_spin).
     fn next(&mut self, deadline: Option<Instant>) -> Result<Option<(Endpoint, F)>, TransportError> {
         self.flush_all()?;
-        // Frames that have arrived are taken without entering the runtime.
-        if let Some(item) = self.inner.try_next()? {
-            return Ok(Some(item));
-        }
-        // With neither spin nor deadline, the runtime reads the sockets while it waits.
-        if self.spin.is_zero() && deadline.is_none() {
-            let readers = self.readers.as_ref().ok_or(TransportError::Closed)?;
-            return readers.block_on(self.inner.next(None));
-        }
-        // Looks at the sockets without sleeping for a while (`spin`), and at least
-        // long enough for what has already arrived to be read: two turns of the
-        // readers' runtime, one to see the sockets ready and one to run their readers.
-        // A zero timeout is answered from that alone, not by the runtime's timer,
-        // whose resolution is a millisecond.
-        let start = Instant::now();
-        let spin = deadline.map_or(self.spin, |deadline| {
-            self.spin.min(deadline.saturating_duration_since(start))
-        });
-        let readers = self.readers.as_ref().ok_or(TransportError::Closed)?;
-        let inner = &mut self.inner;
-        let spun = readers.block_on(async {
-            let mut turns = 0;
-            loop {
-                tokio::task::yield_now().await;
-                turns += 1;
-                if let Some(item) = inner.try_next()? {
-                    return Ok(Some(item));
-                }
-                if turns >= 2 && start.elapsed() >= spin {
-                    return Ok::<_, TransportError>(None);
+        // `Some(None)`: a spin too long to represent, which never ends.
+        let spin_until = (!self.spin.is_zero()).then(|| Instant::now().checked_add(self.spin));
+        loop {
+            while let Some(arrival) = self.inbound.pop() {
+                if let Some(result) = self.take(arrival) {
+                    return result.map(Some);
                 }
             }
-        })?;
-        if spun.is_some() {
-            return Ok(spun);
+            let now = Instant::now();
+            let spinning = spin_until.is_some_and(|until| until.is_none_or(|until| now < until));
+            let (timeout, last) = match deadline {
+                // One last look, then give up.
+                Some(deadline) if now >= deadline => (Some(Duration::ZERO), true),
+                _ if spinning => (Some(Duration::ZERO), false),
+                Some(deadline) => (Some(deadline - now), false),
+                None => (None, false),
+            };
+            self.wait(timeout)?;
+            if !self.inbound.has_arrivals() {
+                if last {
+                    return Ok(None);
+                }
+                if spinning {
+                    std::hint::spin_loop();
+                }
+            }
         }
-        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
-            return Ok(None);
+    }
+
+    /// [`Inbound::wait`], with errors as the transport reports them.
+    fn wait(&mut self, timeout: Option<Duration>) -> Result<(), TransportError> {
+        self.inbound
+            .wait(timeout)
+            .map_err(|source| TransportError::Io {
+                context: format!("waiting on the connections of {}", self.local),
+                source,
+            })
+    }
+
+    /// Waits until the writer behind `stall` can take another batch, reading the
+    /// connections meanwhile: a peer that is writing to us at the same time gets on,
+    /// and then reads what we write.
+    fn wait_for_writer(&mut self, stall: Stall) -> Result<(), TransportError> {
+        let runtime = self.runtime.as_ref().ok_or(TransportError::Closed)?;
+        let handover = Arc::clone(self.inbound.handover());
+        handover.expect_writer();
+        let notify = Arc::clone(&handover);
+        runtime.spawn(async move {
+            stall.wait().await;
+            notify.writer_ready();
+        });
+        while !handover.is_writer_ready() {
+            self.wait(None)?;
         }
-        readers.block_on(self.inner.next(deadline))
+        Ok(())
     }
 
     fn flush_all(&mut self) -> Result<(), TransportError> {
         while let Some(stall) = self.inner.try_flush()? {
-            // Waiting for a writer, the readers go on reading.
-            self.readers()?.block_on(stall.wait());
+            self.wait_for_writer(stall)?;
         }
         Ok(())
     }
@@ -184,7 +218,7 @@ where
     F: Serialize + DeserializeOwned + Send + 'static,
 {
     fn local(&self) -> Endpoint {
-        crate::AsyncTransport::local(&self.inner)
+        self.local
     }
 
     /// Queues `frame` for `to`, which must have been [connected](Self::connect)
@@ -195,7 +229,7 @@ where
     /// [`TcpConfig::max_frame`] (nothing is queued then, and the connection stays up).
     fn send(&mut self, to: Endpoint, frame: F) -> Result<(), TransportError> {
         if let Some(stall) = self.inner.queue(to, &frame)? {
-            self.readers()?.block_on(stall.wait());
+            self.wait_for_writer(stall)?;
         }
         Ok(())
     }
@@ -244,16 +278,12 @@ where
 
 impl<F> Drop for TcpTransport<F> {
     fn drop(&mut self) {
-        let readers = self.readers.take();
         let Some(runtime) = self.runtime.take() else {
             return;
         };
         if tokio::runtime::Handle::try_current().is_ok() {
-            // Blocking here would panic: let the runtimes go without waiting.
+            // Blocking here would panic: let the runtime go without waiting.
             runtime.shutdown_background();
-            if let Some(readers) = readers {
-                readers.shutdown_background();
-            }
             return;
         }
         // The timer is made inside the runtime, which it needs.
@@ -262,8 +292,7 @@ impl<F> Drop for TcpTransport<F> {
         if let Ok(Err(error)) = finished {
             tracing::debug!(local = %self.inner.local_addr(), %error, "closing");
         }
-        // Dropping the runtimes cancels what is left and joins their threads.
+        // Dropping the runtime cancels what is left and joins its thread.
         drop(runtime);
-        drop(readers);
     }
 }

@@ -1,9 +1,10 @@
 //! The tasks behind an endpoint: the listener, one reader per incoming connection, one
 //! writer per outgoing connection.
 //!
-//! Readers drain their connection into the endpoint's inbox. They run where the
-//! endpoint says ([`Shared::readers`](crate::Shared)): on the runtime that accepted the
-//! connection, or on another one that the application drives while it waits.
+//! Readers drain their connection into the endpoint's inbox, on the runtime that
+//! accepted the connection, unless the endpoint reads its connections itself
+//! ([`Shared::handover`](crate::Shared)): then they are handed over after the
+//! handshake.
 
 use crate::Shared;
 use crate::handshake;
@@ -130,29 +131,12 @@ async fn serve<F>(
         }
     };
     tracing::debug!(%local, %peer, %remote, "accepted a connection");
-    let Some(readers) = shared.readers.clone() else {
+    let Some(handover) = shared.handover.clone() else {
         read_frames(peer, stream, &shared, inbox, shutdown).await;
         return;
     };
-    // Handed over to the readers' runtime: the socket leaves this runtime's driver
-    // and joins that one's.
-    let stream = match stream.into_std() {
-        Ok(stream) => stream,
-        Err(error) => {
-            tracing::warn!(%local, %peer, %error, "could not hand the connection over");
-            let _ = inbox.send(Event::Ended(peer));
-            return;
-        }
-    };
-    readers.spawn(async move {
-        match TcpStream::from_std(stream) {
-            Ok(stream) => read_frames(peer, stream, &shared, inbox, shutdown).await,
-            Err(error) => {
-                tracing::warn!(%local, %peer, %error, "could not take the connection over");
-                let _ = inbox.send(Event::Ended(peer));
-            }
-        }
-    });
+    // Handed over to the thread that reads: the socket leaves this runtime.
+    handover.deliver(peer, stream.into_std());
 }
 
 /// Sends [`Event::Ended`] however the reader leaves, a panic in a frame's

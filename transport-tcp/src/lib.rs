@@ -55,22 +55,24 @@
 //!   were sent to. `TCP_NODELAY`
 //!   is set: the batching is ours. A sender faster than the network is held back: at
 //!   most 8 buffers wait for a writer task.
-//! - A reader task per incoming connection drains it into the endpoint's inbox.
-//!   [`AsyncTcpTransport`]'s readers run on the application's runtime, whatever the
-//!   application is doing. [`TcpTransport`]'s run on the calling thread, inside the
-//!   calls that wait (`recv`, and a `send` or `flush` waiting for a writer), which
-//!   spares a wake-up per frame (see [Latency](#latency)); bytes that come meanwhile
-//!   wait in the socket. Either way, an endpoint waiting to send goes on reading, so
-//!   two endpoints sending each other large volumes cannot deadlock; one that does
-//!   not receive at all holds its senders back once the sockets are full, as the
-//!   [`Transport`] contract allows.
+//! - Incoming connections are read in two ways. [`AsyncTcpTransport`] has a reader
+//!   task per connection, on the application's runtime, which drains it into the
+//!   endpoint's inbox whatever the application is doing. [`TcpTransport`] hands each
+//!   connection, once it has proved itself, from its worker thread to the calling
+//!   thread, which reads it with a `mio` poll inside the calls that wait (`recv`, and
+//!   a `send` or `flush` waiting for a writer): a frame costs one wake-up of that
+//!   thread and one read, with no task or scheduler in between (see
+//!   [Latency](#latency)), and bytes that come meanwhile wait in the socket. Either
+//!   way, an endpoint waiting to send goes on reading, so two endpoints sending each
+//!   other large volumes cannot deadlock; one that does not receive at all holds its
+//!   senders back once the sockets are full, as the [`Transport`] contract allows.
 //!
 //! # Guarantees
 //!
 //! As [`Transport`] asks:
 //!
-//! - **FIFO per ordered pair**: one connection per ordered pair and one reader task
-//!   on it; its bytes are written in order, by the sending thread while nothing waits
+//! - **FIFO per ordered pair**: one connection per ordered pair and one reader on
+//!   it; its bytes are written in order, by the sending thread while nothing waits
 //!   for the writer task and by the writer task alone while something does, so frames
 //!   from `a` to `b` arrive in the order `a` sent them.
 //! - **No loss, no duplication** while both ends are alive. A peer that goes away is
@@ -116,15 +118,16 @@
 //! # Cleaning up
 //!
 //! Dropping a [`TcpTransport`] flushes, lets its writers finish (up to [`LINGER`]),
-//! closes every connection and the listener, stops its runtimes and joins its thread.
+//! closes every connection and the listener, stops its runtime and joins its thread.
 //! Dropping an [`AsyncTcpTransport`] stops its listener and readers at once and lets
 //! its writers finish in the background; [`AsyncTcpTransport::close`] waits for them.
 //!
 //! # Platform
 //!
-//! Written and tested for Linux; it relies on nothing Linux-only, but writes through a
-//! duplicate of each socket's descriptor (`std::os::fd` on Unix, `std::os::windows`
-//! on Windows), which is all the platform code there is.
+//! Written and tested for Linux; it relies on nothing Linux-only: tokio and `mio` do
+//! the polling, and writes go through a duplicate of each socket's descriptor
+//! (`std::os::fd` on Unix, `std::os::windows` on Windows), which is all the platform
+//! code there is.
 
 #![deny(missing_docs)]
 
@@ -132,6 +135,7 @@ mod asynchronous;
 mod blocking;
 mod config;
 mod connection;
+mod direct;
 mod handshake;
 
 pub use asynchronous::{AsyncTcpTransport, AsyncTransport};
@@ -155,7 +159,7 @@ pub(crate) struct Shared {
     /// The peers that have connected to this endpoint, gone or not: each may connect
     /// once.
     incoming: Mutex<HashSet<Endpoint>>,
-    /// Where authenticated connections are read: the runtime the endpoint was bound
-    /// on when `None`, this one otherwise.
-    readers: Option<tokio::runtime::Handle>,
+    /// Where authenticated connections are read: by a task on the runtime the
+    /// endpoint was bound on when `None`, by the thread behind this handover otherwise.
+    handover: Option<std::sync::Arc<direct::Handover>>,
 }
