@@ -156,14 +156,16 @@ where
                     return result.map(Some);
                 }
             }
-            let now = Instant::now();
-            let spinning = spin_until.is_some_and(|until| until.is_none_or(|until| now < until));
-            let (timeout, last) = match deadline {
+            // The clock is read only when there is a deadline or a spin to check.
+            let now = (deadline.is_some() || spin_until.is_some()).then(Instant::now);
+            let spinning = spin_until
+                .is_some_and(|until| until.is_none_or(|until| now.is_some_and(|now| now < until)));
+            let (timeout, last) = match (deadline, now) {
                 // One last look, then give up.
-                Some(deadline) if now >= deadline => (Some(Duration::ZERO), true),
+                (Some(deadline), Some(now)) if now >= deadline => (Some(Duration::ZERO), true),
                 _ if spinning => (Some(Duration::ZERO), false),
-                Some(deadline) => (Some(deadline - now), false),
-                None => (None, false),
+                (Some(deadline), Some(now)) => (Some(deadline - now), false),
+                _ => (None, false),
             };
             self.wait(timeout)?;
             if !self.inbound.has_arrivals() {
