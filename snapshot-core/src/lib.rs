@@ -146,4 +146,4 @@ pub use id::{Endpoint, NodeId, SnapshotId};
 pub use node::{Event, Node, NodeError, NodeEvent, NodeFrame, NodeSnapshot, Outcome};
 pub use process::{Outbox, Process};
 pub use snapshot::{ChannelRecord, Collector, GlobalSnapshot, LocalSnapshot, SnapshotError};
-pub use transport::{Transport, TransportError};
+pub use transport::{Look, Patience, Transport, TransportError};

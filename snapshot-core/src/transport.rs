@@ -1,7 +1,7 @@
 //! Moving frames between endpoints.
 
 use crate::Endpoint;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use thiserror::Error;
 
 /// Why a transport could not move a frame.
@@ -121,5 +121,114 @@ impl<F, T: Transport<F> + ?Sized> Transport<F> for Box<T> {
     }
     fn address(&self) -> Option<String> {
         (**self).address()
+    }
+}
+
+/// How long a transport's receive waits at each look, for those who write a
+/// [`Transport`]: polls without sleeping for a while (the spin), then sleeps until a
+/// deadline, if there is one, or for ever.
+///
+/// Make one per call to `recv` or `recv_timeout`, and ask it before each wait:
+///
+/// ```
+/// use snapshot_core::Patience;
+/// use std::time::{Duration, Instant};
+///
+/// let patience = Patience::new(Some(Instant::now()), Duration::ZERO);
+/// // A deadline already passed: one last look that does not wait.
+/// let look = patience.look();
+/// assert_eq!((look.timeout, look.last), (Some(Duration::ZERO), true));
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Patience {
+    deadline: Option<Instant>,
+    /// `Some(None)`: a spin too long to represent, which never ends.
+    spin_until: Option<Option<Instant>>,
+}
+
+/// What to do at one look: see [`Patience::look`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Look {
+    /// How long to wait for something to arrive: `None` for ever, zero not at all.
+    pub timeout: Option<Duration>,
+    /// The deadline has passed: if this look finds nothing, give up.
+    pub last: bool,
+    /// Still spinning: if this look finds nothing, look again at once (after
+    /// [`std::hint::spin_loop`]).
+    pub spinning: bool,
+}
+
+impl Patience {
+    /// Until `deadline` (`None`: for ever), spinning for `spin` first.
+    pub fn new(deadline: Option<Instant>, spin: Duration) -> Self {
+        Patience {
+            deadline,
+            spin_until: (!spin.is_zero()).then(|| Instant::now().checked_add(spin)),
+        }
+    }
+
+    /// What the next wait should be. Reads the clock only if there is a deadline or a
+    /// spin.
+    pub fn look(&self) -> Look {
+        let now = (self.deadline.is_some() || self.spin_until.is_some()).then(Instant::now);
+        let spinning = self
+            .spin_until
+            .is_some_and(|until| until.is_none_or(|until| now.is_some_and(|now| now < until)));
+        let (timeout, last) = match (self.deadline, now) {
+            // One last look, then give up.
+            (Some(deadline), Some(now)) if now >= deadline => (Some(Duration::ZERO), true),
+            _ if spinning => (Some(Duration::ZERO), false),
+            (Some(deadline), Some(now)) => (Some(deadline - now), false),
+            _ => (None, false),
+        };
+        Look {
+            timeout,
+            last,
+            spinning,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_deadline_or_spin_a_look_waits_for_ever() {
+        let look = Patience::new(None, Duration::ZERO).look();
+        assert_eq!(
+            look,
+            Look {
+                timeout: None,
+                last: false,
+                spinning: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_spin_polls_first_and_a_deadline_bounds_the_wait() {
+        let far = Instant::now() + Duration::from_secs(3600);
+        let look = Patience::new(Some(far), Duration::from_secs(60)).look();
+        assert_eq!(
+            (look.timeout, look.last, look.spinning),
+            (Some(Duration::ZERO), false, true)
+        );
+        let look = Patience::new(Some(far), Duration::ZERO).look();
+        assert!(!look.last && !look.spinning);
+        assert!(look.timeout.is_some_and(|t| t > Duration::from_secs(3500)));
+        // A spin too long to represent never ends; without a deadline it never gives up.
+        let look = Patience::new(None, Duration::MAX).look();
+        assert_eq!(
+            (look.timeout, look.last, look.spinning),
+            (Some(Duration::ZERO), false, true)
+        );
+    }
+
+    #[test]
+    fn a_passed_deadline_gives_one_last_look_even_while_spinning() {
+        let patience = Patience::new(Some(Instant::now()), Duration::from_secs(60));
+        let look = patience.look();
+        assert_eq!((look.timeout, look.last), (Some(Duration::ZERO), true));
     }
 }

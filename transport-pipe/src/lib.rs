@@ -144,7 +144,7 @@ use fifo::FileId;
 use reader::{Arrival, Inbound};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use snapshot_core::{Endpoint, Transport, TransportError};
+use snapshot_core::{Endpoint, Patience, Transport, TransportError};
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::RawFd;
@@ -354,8 +354,7 @@ where
     /// for up to [`spin`](Self::set_spin).
     fn next(&mut self, deadline: Option<Instant>) -> Result<Option<(Endpoint, F)>, TransportError> {
         self.flush()?;
-        // `Some(None)`: a spin too long to represent, which never ends.
-        let spin_until = (!self.spin.is_zero()).then(|| Instant::now().checked_add(self.spin));
+        let patience = Patience::new(deadline, self.spin);
         loop {
             while let Some(arrival) = self.inbound.pop() {
                 if let Some(result) = self.take(arrival) {
@@ -365,23 +364,13 @@ where
             if self.live_readers == 0 {
                 return Err(TransportError::Closed);
             }
-            // The clock is read only when there is a deadline or a spin to check.
-            let now = (deadline.is_some() || spin_until.is_some()).then(Instant::now);
-            let spinning = spin_until
-                .is_some_and(|until| until.is_none_or(|until| now.is_some_and(|now| now < until)));
-            let (timeout, last) = match (deadline, now) {
-                // One last look, then give up.
-                (Some(deadline), Some(now)) if now >= deadline => (Some(Duration::ZERO), true),
-                _ if spinning => (Some(Duration::ZERO), false),
-                (Some(deadline), Some(now)) => (Some(deadline - now), false),
-                _ => (None, false),
-            };
-            self.wait(None, timeout)?;
+            let look = patience.look();
+            self.wait(None, look.timeout)?;
             if !self.inbound.has_arrivals() {
-                if last {
+                if look.last {
                     return Ok(None);
                 }
-                if spinning {
+                if look.spinning {
                     std::hint::spin_loop();
                 }
             }

@@ -6,7 +6,7 @@ use crate::direct::{Arrival, Inbound};
 use crate::{AsyncTcpTransport, TcpConfig};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use snapshot_core::{Endpoint, Transport, TransportError};
+use snapshot_core::{Endpoint, Patience, Transport, TransportError};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -148,31 +148,20 @@ where
     /// for up to [`spin`](Self::set_spin).
     fn next(&mut self, deadline: Option<Instant>) -> Result<Option<(Endpoint, F)>, TransportError> {
         self.flush_all()?;
-        // `Some(None)`: a spin too long to represent, which never ends.
-        let spin_until = (!self.spin.is_zero()).then(|| Instant::now().checked_add(self.spin));
+        let patience = Patience::new(deadline, self.spin);
         loop {
             while let Some(arrival) = self.inbound.pop() {
                 if let Some(result) = self.take(arrival) {
                     return result.map(Some);
                 }
             }
-            // The clock is read only when there is a deadline or a spin to check.
-            let now = (deadline.is_some() || spin_until.is_some()).then(Instant::now);
-            let spinning = spin_until
-                .is_some_and(|until| until.is_none_or(|until| now.is_some_and(|now| now < until)));
-            let (timeout, last) = match (deadline, now) {
-                // One last look, then give up.
-                (Some(deadline), Some(now)) if now >= deadline => (Some(Duration::ZERO), true),
-                _ if spinning => (Some(Duration::ZERO), false),
-                (Some(deadline), Some(now)) => (Some(deadline - now), false),
-                _ => (None, false),
-            };
-            self.wait(timeout)?;
+            let look = patience.look();
+            self.wait(look.timeout)?;
             if !self.inbound.has_arrivals() {
-                if last {
+                if look.last {
                     return Ok(None);
                 }
-                if spinning {
+                if look.spinning {
                     std::hint::spin_loop();
                 }
             }
