@@ -552,7 +552,7 @@ impl<F> AsyncTcpTransport<F> {
     }
 
     /// The next frame, if one has arrived; never waits.
-    pub(crate) fn try_next(&mut self) -> Result<Option<(Endpoint, F)>, TransportError> {
+    fn try_next(&mut self) -> Result<Option<(Endpoint, F)>, TransportError> {
         loop {
             if let Some(frame) = self.batch.next() {
                 return Ok(Some((self.batch_from, frame)));
@@ -570,7 +570,7 @@ impl<F> AsyncTcpTransport<F> {
 
     /// Waits for the next frame until `deadline` (`None`: for ever). Cancel-safe:
     /// nothing is taken from the inbox but what is returned.
-    pub(crate) async fn next(
+    async fn next(
         &mut self,
         deadline: Option<Instant>,
     ) -> Result<Option<(Endpoint, F)>, TransportError> {

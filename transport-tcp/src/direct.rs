@@ -56,14 +56,16 @@ impl Handover {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push((peer, stream));
-        if let Err(error) = self.waker.wake() {
-            tracing::warn!(%error, "could not wake the endpoint's thread");
-        }
+        self.wake();
     }
 
     /// Tells the reading thread that the writer it waits for has room (or has stopped).
     pub(crate) fn writer_ready(&self) {
         self.writer_ready.store(true, Ordering::Release);
+        self.wake();
+    }
+
+    fn wake(&self) {
         if let Err(error) = self.waker.wake() {
             tracing::warn!(%error, "could not wake the endpoint's thread");
         }
