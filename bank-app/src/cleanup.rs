@@ -21,12 +21,16 @@ struct Run {
     dir: Option<PathBuf>,
     /// Children exiting now are expected to.
     stopping: bool,
+    /// A thread has reported how the run ends and is ending the process: nobody else
+    /// reports anything.
+    exiting: bool,
 }
 
 static RUN: Mutex<Run> = Mutex::new(Run {
     children: Vec::new(),
     dir: None,
     stopping: false,
+    exiting: false,
 });
 
 /// Signalled whenever a child is marked as exited.
@@ -85,7 +89,14 @@ fn watch(role: Role, pid: libc::pid_t) {
         // SAFETY: reaps our own child, now marked so that nobody signals its pid.
         unsafe { libc::waitpid(pid, &mut status, 0) };
         EXITED.notify_all();
-        !run.stopping
+        // Claimed under the lock: a failure the main thread is reporting, or a signal,
+        // or another child's death, is the one reported, not this one as well.
+        let unexpected = !run.stopping;
+        if unexpected {
+            run.stopping = true;
+            run.exiting = true;
+        }
+        unexpected
     };
     if unexpected {
         let _ = crate::output::flush();
@@ -110,6 +121,26 @@ pub fn stopping() {
     run().stopping = true;
 }
 
+/// Claims the report of a failure for the calling thread: from now on, children that
+/// exit are expected to. Says `false` if another thread is already ending the process
+/// with a report of its own (a child that died, a signal): the caller then reports
+/// nothing more, and should [wait for the end](wait_for_exit).
+///
+/// Without it, a child killed by another thread's ending would be reported as well, as
+/// if it had failed.
+pub fn claim_failure() -> bool {
+    let mut run = run();
+    run.stopping = true;
+    !run.exiting
+}
+
+/// Waits for the thread that is ending the process.
+pub fn wait_for_exit() -> ! {
+    loop {
+        std::thread::park();
+    }
+}
+
 /// Waits up to `grace` for every tracked child to exit; says whether they all did.
 pub fn wait_for_children(grace: Duration) -> bool {
     let deadline = Instant::now() + grace;
@@ -129,16 +160,15 @@ pub fn wait_for_children(grace: Duration) -> bool {
 
 /// Kills every child still running and removes the run's directory.
 pub fn clean_up() {
-    let dir = {
-        let mut run = run();
-        run.stopping = true;
-        for child in run.children.iter().filter(|c| !c.exited) {
-            // SAFETY: an unmarked child is not reaped, so its pid is still ours.
-            unsafe { libc::kill(child.pid, libc::SIGKILL) };
-        }
-        run.dir.take()
-    };
-    if let Some(dir) = dir
+    let mut run = run();
+    run.stopping = true;
+    for child in run.children.iter().filter(|c| !c.exited) {
+        // SAFETY: an unmarked child is not reaped, so its pid is still ours.
+        unsafe { libc::kill(child.pid, libc::SIGKILL) };
+    }
+    // Removed under the lock: a thread that exits the process after its own clean-up
+    // (a signal) waits for this removal rather than cut it short.
+    if let Some(dir) = run.dir.take()
         && let Err(error) = std::fs::remove_dir_all(&dir)
         && error.kind() != std::io::ErrorKind::NotFound
     {
@@ -149,6 +179,11 @@ pub fn clean_up() {
 /// Cleans up and exits the process with `code`, after what it printed.
 pub fn exit(code: i32) -> ! {
     let _ = crate::output::flush();
+    {
+        let mut run = run();
+        run.stopping = true;
+        run.exiting = true;
+    }
     clean_up();
     std::process::exit(code)
 }

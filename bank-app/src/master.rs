@@ -559,6 +559,12 @@ pub fn run_script<W: Write>(master: &mut Master<W>, input: &mut dyn std::io::Buf
             }
             Err(Refusal::OutputClosed) => break,
             Err(Refusal::Failed { who, cause }) => {
+                if !crate::cleanup::claim_failure() {
+                    // Another thread reports why the run ends, and ends the process;
+                    // what this thread saw is a consequence (the run's processes being
+                    // killed).
+                    crate::cleanup::wait_for_exit();
+                }
                 let _ = master.flush_output();
                 eprintln!("{who}: {cause}");
                 master.shutdown();

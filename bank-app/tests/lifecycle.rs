@@ -474,3 +474,65 @@ fn a_dead_node_is_not_blamed_on_the_node_the_master_waits_for() {
 fn a_node_paying_a_dead_peer_does_not_take_the_blame() {
     node_2_is_never_blamed("Send 2 1 5\n");
 }
+
+/// A master that has seen a node die ends the run: it kills the other roles and removes
+/// the run's directory, then exits. Meanwhile its main thread may still be handling a
+/// line, and find that node 2 (killed by that very clean-up) has gone: node 2 must not
+/// be named as a second failure.
+///
+/// The window is made wide and certain: the run's directory is filled with files, so
+/// that removing it takes a while, and the line that makes the master talk to node 2
+/// comes only once node 2 is dead and the master is still there.
+#[test]
+fn roles_killed_by_the_end_of_a_failed_run_are_not_blamed() {
+    const BALLAST: usize = 10_000;
+    let mut run = opened("pipe", 5);
+    let dirs: Vec<_> = std::fs::read_dir(run.tmp.path())
+        .expect("the run's TMPDIR")
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.is_dir())
+        .collect();
+    let [dir] = dirs.as_slice() else {
+        panic!("{}: not one run directory: {dirs:?}", run.what);
+    };
+    for i in 0..BALLAST {
+        std::fs::File::create(dir.join(format!("ballast-{i}"))).expect("a ballast file");
+    }
+    let victim = run.node_pid(1);
+    let bystander = run.node_pid(2);
+    // SAFETY: kill(2) on a live process of this run, found a moment ago.
+    let rc = unsafe { libc::kill(victim, libc::SIGKILL) };
+    let killed = Instant::now();
+    assert_eq!(rc, 0, "{}: cannot kill node 1", run.what);
+    let bystander_dead = poll_until(killed + NODE_DEATH_DEADLINE, || {
+        procfs::process(bystander).is_none_or(|p| p.exited())
+    });
+    assert!(bystander_dead, "{}: node 2 was not killed", run.what);
+    assert!(
+        matches!(run.master.try_wait(), Ok(None)),
+        "{}: the master exited before the test could speak to it: removing \
+         {BALLAST} files was too quick to widen the window",
+        run.what
+    );
+    if let Some(stdin) = run.stdin.as_mut() {
+        // The master may be gone already: a broken pipe is fine.
+        let _ = stdin
+            .write_all(b"Send 2 1 5\n")
+            .and_then(|()| stdin.flush());
+    }
+    let status = run.wait(NODE_DEATH_DEADLINE.saturating_sub(killed.elapsed()));
+    let (_, stderr) = run.output();
+    assert_eq!(status.code(), Some(3), "{}: {status}\n{stderr}", run.what);
+    assert!(
+        names(&stderr, 1),
+        "{}: node 1 is not named:\n{stderr}",
+        run.what
+    );
+    assert!(
+        !names(&stderr, 2),
+        "{}: node 2 is blamed:\n{stderr}",
+        run.what
+    );
+    run.assert_nothing_left();
+}
