@@ -374,34 +374,51 @@ fn sigkill_to_the_master_leaves_nothing_behind() {
 }
 
 /// Kills node `victim` with SIGKILL once the run is up, then feeds `more` (and keeps
-/// the input open): the master must exit with status 3 within
-/// [`NODE_DEATH_DEADLINE`], its stderr must name the dead node, and nothing may be
-/// left. Returns the stderr.
+/// the input open): see [`LiveRun::ends_blaming`]. Returns the stderr.
 fn node_killed(transport: &'static str, victim: u32, more: &str) -> String {
     let mut run = opened(transport, 5);
-    let pid = run.node_pid(victim);
-    // SAFETY: kill(2) on a live process of this run, found a moment ago.
-    let rc = unsafe { libc::kill(pid, libc::SIGKILL) };
-    let killed = Instant::now();
-    assert_eq!(rc, 0, "{}: cannot kill node {victim}", run.what);
-    if !more.is_empty() {
-        // The master may be gone already: a broken pipe is fine.
-        if let Some(stdin) = run.stdin.as_mut() {
+    let killed = run.kill_node(victim);
+    run.feed_if_open(more);
+    run.ends_blaming(victim, killed)
+}
+
+impl LiveRun {
+    /// Kills node `id` with SIGKILL; returns when.
+    fn kill_node(&mut self, id: u32) -> Instant {
+        let pid = self.node_pid(id);
+        // SAFETY: kill(2) on a live process of this run, found a moment ago.
+        let rc = unsafe { libc::kill(pid, libc::SIGKILL) };
+        assert_eq!(rc, 0, "{}: cannot kill node {id}", self.what);
+        Instant::now()
+    }
+
+    /// Feeds `text`, if there is any, to a master that may have gone already (a broken
+    /// pipe is fine).
+    fn feed_if_open(&mut self, text: &str) {
+        if let Some(stdin) = self.stdin.as_mut()
+            && !text.is_empty()
+        {
             let _ = stdin
-                .write_all(more.as_bytes())
+                .write_all(text.as_bytes())
                 .and_then(|()| stdin.flush());
         }
     }
-    let status = run.wait(NODE_DEATH_DEADLINE.saturating_sub(killed.elapsed()));
-    let (_, stderr) = run.output();
-    assert_eq!(status.code(), Some(3), "{}: {status}\n{stderr}", run.what);
-    assert!(
-        names(&stderr, victim),
-        "{}: stderr does not name node {victim}, which was killed:\n{stderr}",
-        run.what
-    );
-    run.assert_nothing_left();
-    stderr
+
+    /// After node `victim` was killed at `killed`: the master must exit with status 3
+    /// within [`NODE_DEATH_DEADLINE`], its stderr must name the dead node, and nothing
+    /// may be left. Returns the stderr.
+    fn ends_blaming(&mut self, victim: u32, killed: Instant) -> String {
+        let status = self.wait(NODE_DEATH_DEADLINE.saturating_sub(killed.elapsed()));
+        let (_, stderr) = self.output();
+        assert_eq!(status.code(), Some(3), "{}: {status}\n{stderr}", self.what);
+        assert!(
+            names(&stderr, victim),
+            "{}: stderr does not name node {victim}, which was killed:\n{stderr}",
+            self.what
+        );
+        self.assert_nothing_left();
+        stderr
+    }
 }
 
 /// Whether `text` names node `id` (`node ID` not followed by another digit).
@@ -499,12 +516,8 @@ fn roles_killed_by_the_end_of_a_failed_run_are_not_blamed() {
     for i in 0..BALLAST {
         std::fs::File::create(dir.join(format!("ballast-{i}"))).expect("a ballast file");
     }
-    let victim = run.node_pid(1);
     let bystander = run.node_pid(2);
-    // SAFETY: kill(2) on a live process of this run, found a moment ago.
-    let rc = unsafe { libc::kill(victim, libc::SIGKILL) };
-    let killed = Instant::now();
-    assert_eq!(rc, 0, "{}: cannot kill node 1", run.what);
+    let killed = run.kill_node(1);
     let bystander_dead = poll_until(killed + NODE_DEATH_DEADLINE, || {
         procfs::process(bystander).is_none_or(|p| p.exited())
     });
@@ -515,24 +528,11 @@ fn roles_killed_by_the_end_of_a_failed_run_are_not_blamed() {
          {BALLAST} files was too quick to widen the window",
         run.what
     );
-    if let Some(stdin) = run.stdin.as_mut() {
-        // The master may be gone already: a broken pipe is fine.
-        let _ = stdin
-            .write_all(b"Send 2 1 5\n")
-            .and_then(|()| stdin.flush());
-    }
-    let status = run.wait(NODE_DEATH_DEADLINE.saturating_sub(killed.elapsed()));
-    let (_, stderr) = run.output();
-    assert_eq!(status.code(), Some(3), "{}: {status}\n{stderr}", run.what);
-    assert!(
-        names(&stderr, 1),
-        "{}: node 1 is not named:\n{stderr}",
-        run.what
-    );
+    run.feed_if_open("Send 2 1 5\n");
+    let stderr = run.ends_blaming(1, killed);
     assert!(
         !names(&stderr, 2),
         "{}: node 2 is blamed:\n{stderr}",
         run.what
     );
-    run.assert_nothing_left();
 }
