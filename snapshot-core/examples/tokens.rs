@@ -22,8 +22,8 @@
 //! one of them is accounted for does not.
 
 use snapshot_core::{
-    Endpoint, Frame, GlobalSnapshot, LocalSnapshot, Node, NodeError, NodeId, Outbox, Process,
-    Transport, TransportError,
+    Endpoint, Frame, GlobalSnapshot, Incoming, LocalSnapshot, Node, NodeError, NodeId, Outbox,
+    Process, Transport, TransportError,
 };
 use std::collections::BTreeMap;
 use std::error::Error;
@@ -163,13 +163,25 @@ impl Transport<F> for MpscTransport {
         Ok(()) // nothing is buffered
     }
 
-    fn recv(&mut self) -> Result<(Endpoint, F), TransportError> {
-        self.inbox.recv().map_err(|_| TransportError::Closed)
+    fn address(&self) -> String {
+        String::new() // every route is made by `mesh`
     }
 
-    fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<(Endpoint, F)>, TransportError> {
+    fn connect(&mut self, peer: Endpoint, _: &str) -> Result<(), TransportError> {
+        match self.routes.contains_key(&peer) {
+            true => Ok(()),
+            false => Err(TransportError::UnknownEndpoint(peer)),
+        }
+    }
+
+    fn recv(&mut self) -> Result<Incoming<F>, TransportError> {
+        let (from, frame) = self.inbox.recv().map_err(|_| TransportError::Closed)?;
+        Ok(Incoming::Frame(from, frame))
+    }
+
+    fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Incoming<F>>, TransportError> {
         match self.inbox.recv_timeout(timeout) {
-            Ok(received) => Ok(Some(received)),
+            Ok((from, frame)) => Ok(Some(Incoming::Frame(from, frame))),
             Err(RecvTimeoutError::Timeout) => Ok(None),
             Err(RecvTimeoutError::Disconnected) => Err(TransportError::Closed),
         }
@@ -196,7 +208,11 @@ fn run_node(
         transport.send(Endpoint::Observer, Frame::Control(ctl))
     };
     loop {
-        match transport.recv()? {
+        let Incoming::Frame(from, frame) = transport.recv()? else {
+            // Every endpoint outlives the run: nobody departs.
+            continue;
+        };
+        match (from, frame) {
             (Endpoint::Node(from), Frame::Peer(envelope)) => {
                 let held = node.process().held;
                 let outcome = node.deliver(&mut transport, from, envelope)?;
@@ -275,7 +291,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let mut locals = Vec::new();
     let mut settled = 0;
     while locals.len() < ids.len() || settled < TOKENS {
-        let Some((from, frame)) = observer.recv_timeout(STALL)? else {
+        let Some(Incoming::Frame(from, frame)) = observer.recv_timeout(STALL)? else {
             return Err(format!("stuck: {} reports, {settled} settled", locals.len()).into());
         };
         match frame {

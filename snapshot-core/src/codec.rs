@@ -2,6 +2,7 @@
 //! little-endian length, then the value in postcard. Pure functions over buffers; the
 //! transports do the reading and writing.
 
+use crate::TransportError;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use thiserror::Error;
@@ -28,6 +29,21 @@ pub enum CodecError {
         /// The bound.
         limit: usize,
     },
+}
+
+impl CodecError {
+    /// The error as a transport reports it: [`TransportError::FrameTooLarge`] for a
+    /// frame over the bound, [`TransportError::Codec`] (with `context`, saying where
+    /// the frame was going or came from) for the rest.
+    pub fn into_transport(self, context: impl FnOnce() -> String) -> TransportError {
+        match self {
+            CodecError::TooLarge { size, limit } => TransportError::FrameTooLarge { size, limit },
+            other => TransportError::Codec {
+                context: context(),
+                reason: other.to_string(),
+            },
+        }
+    }
 }
 
 /// Appends `value` to `out` as one frame.

@@ -21,6 +21,9 @@
 //!   object-safe, so the medium can be chosen at run time.
 //! - [`Node`]: a driver that joins a process, its engine and a transport, and does the
 //!   counting that is easy to get wrong by hand.
+//!   With the `async` feature, `AsyncTransport` is the transport's asynchronous twin
+//!   and `Node` has async twins of its methods (`next_event_async`, ...), for nodes
+//!   run as tasks on any runtime.
 //! - [`GlobalSnapshot`]: local snapshots assembled into one, serializable with serde,
 //!   that can [check](GlobalSnapshot::check_cut) that it is a consistent cut.
 //!
@@ -130,20 +133,27 @@
 
 #![deny(missing_docs)]
 
+#[cfg(feature = "async")]
+mod asynchronous;
 #[cfg(feature = "codec")]
 pub mod codec;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod engine;
 mod frame;
 mod id;
 mod node;
 mod process;
 mod snapshot;
+pub mod stream;
 mod transport;
 
+#[cfg(feature = "async")]
+pub use asynchronous::AsyncTransport;
 pub use engine::{Action, EngineError, SnapshotEngine};
 pub use frame::{Envelope, Frame};
 pub use id::{Endpoint, NodeId, SnapshotId};
 pub use node::{Event, Node, NodeError, NodeEvent, NodeFrame, NodeSnapshot, Outcome};
 pub use process::{Outbox, Process};
 pub use snapshot::{ChannelRecord, Collector, GlobalSnapshot, LocalSnapshot, SnapshotError};
-pub use transport::{Look, Patience, Transport, TransportError};
+pub use transport::{Incoming, Transport, TransportError};

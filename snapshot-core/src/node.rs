@@ -1,12 +1,15 @@
 //! A driver that joins a [`Process`], its [`SnapshotEngine`] and a [`Transport`].
 
 use crate::{
-    Action, Endpoint, EngineError, Envelope, Frame, LocalSnapshot, NodeId, Outbox, Process,
-    SnapshotEngine, SnapshotId, Transport, TransportError,
+    Action, Endpoint, EngineError, Envelope, Frame, Incoming, LocalSnapshot, NodeId, Outbox,
+    Process, SnapshotEngine, SnapshotId, Transport, TransportError,
 };
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 use thiserror::Error;
+
+#[cfg(feature = "async")]
+mod asynchronous;
 
 /// Why a [`Node`] could not carry out a step.
 #[derive(Debug, Error)]
@@ -51,6 +54,9 @@ pub enum Event<C, S, R> {
     },
     /// This node's part of a snapshot is complete (typically sent on to a collector).
     Completed(LocalSnapshot<S, R>),
+    /// A peer has gone (see [`Incoming::Departed`]). A node whose peer departs can
+    /// finish no snapshot that needs a marker from it.
+    Departed(Endpoint),
 }
 
 /// The frames a node's transport carries, for a process `P` and control traffic `C`.
@@ -78,6 +84,11 @@ pub type NodeSnapshot<P> = LocalSnapshot<<P as Process>::State, <P as Process>::
 /// - on command (to simulate delay and reordering, as a test harness or the bank
 ///   does): [`hold`](Self::hold) it, and later [`take_held`](Self::take_held) and
 ///   [`deliver`](Self::deliver) the head of a chosen channel.
+///
+/// With the `async` feature, the methods that use a transport have twins over an
+/// `AsyncTransport` (`send_async`, `initiate_async`, `deliver_async`,
+/// `next_event_async`), so that an application on an asynchronous runtime runs its
+/// nodes as tasks, without a thread each. They do the same steps, in the same order.
 pub struct Node<P: Process> {
     process: P,
     engine: SnapshotEngine<P>,
@@ -162,20 +173,9 @@ impl<P: Process> Node<P> {
     where
         T: Transport<NodeFrame<P, C>> + ?Sized,
     {
-        // Checked first and counted last, so that a message the transport refuses is
-        // not counted as sent.
-        if !self.engine.has_outgoing(to) {
-            let me = self.id();
-            return Err(EngineError::UnknownChannel {
-                node: me,
-                from: me,
-                to,
-            }
-            .into());
-        }
+        self.check_outgoing(to)?;
         transport.send(Endpoint::Node(to), Frame::Peer(Envelope::App(message)))?;
-        self.engine.on_send(to)?;
-        Ok(())
+        self.sent(to)
     }
 
     /// Starts a new snapshot at this node. Returns its id, and this node's part of it
@@ -187,8 +187,8 @@ impl<P: Process> Node<P> {
     where
         T: Transport<NodeFrame<P, C>> + ?Sized,
     {
-        let (id, actions) = self.engine.initiate(&self.process);
-        let outcome = Self::carry_out(transport, actions)?;
+        let (id, step) = self.start_snapshot();
+        let outcome = Self::send_markers(transport, step)?;
         Ok((id, outcome.completed))
     }
 
@@ -244,8 +244,7 @@ impl<P: Process> Node<P> {
     where
         T: Transport<NodeFrame<P, C>> + ?Sized,
     {
-        self.engine.on_message(from, &message, &self.process)?;
-        self.process.handle(from, message, &mut self.outbox);
+        self.take_message(from, message)?;
         if self.outbox.is_empty() {
             return Ok(());
         }
@@ -267,13 +266,13 @@ impl<P: Process> Node<P> {
     where
         T: Transport<NodeFrame<P, C>> + ?Sized,
     {
-        let actions = self.engine.on_marker(from, id, &self.process)?;
-        Self::carry_out(transport, actions)
+        let step = self.take_marker(from, id)?;
+        Self::send_markers(transport, step)
     }
 
     /// Runs the node free: receives frames and handles node-to-node traffic as it
-    /// arrives, until something needs the application: a control frame, or the
-    /// completion of this node's part of a snapshot.
+    /// arrives, until something needs the application: a control frame, the
+    /// completion of this node's part of a snapshot, or a peer's departure.
     ///
     /// A node-to-node frame from an endpoint that is not a node is refused as a
     /// protocol error, and so is anything the engine refuses.
@@ -325,20 +324,22 @@ impl<P: Process> Node<P> {
     ///
     /// /// Frames that have already arrived, and nowhere to send to.
     /// struct Arrived(VecDeque<(Endpoint, Frame<u64, &'static str>)>);
+    /// # use snapshot_core::{Incoming, TransportError};
     /// # impl Transport<Frame<u64, &'static str>> for Arrived {
     /// #     fn local(&self) -> Endpoint { Endpoint::Node(NodeId(2)) }
+    /// #     fn address(&self) -> String { String::new() }
+    /// #     fn connect(&mut self, _: Endpoint, _: &str) -> Result<(), TransportError> { Ok(()) }
     /// #     fn send(&mut self, to: Endpoint, _: Frame<u64, &'static str>)
-    /// #         -> Result<(), snapshot_core::TransportError> {
-    /// #         Err(snapshot_core::TransportError::UnknownEndpoint(to))
+    /// #         -> Result<(), TransportError> {
+    /// #         Err(TransportError::UnknownEndpoint(to))
     /// #     }
-    /// #     fn flush(&mut self) -> Result<(), snapshot_core::TransportError> { Ok(()) }
-    /// #     fn recv(&mut self)
-    /// #         -> Result<(Endpoint, Frame<u64, &'static str>), snapshot_core::TransportError> {
-    /// #         self.0.pop_front().ok_or(snapshot_core::TransportError::Closed)
+    /// #     fn flush(&mut self) -> Result<(), TransportError> { Ok(()) }
+    /// #     fn recv(&mut self) -> Result<Incoming<Frame<u64, &'static str>>, TransportError> {
+    /// #         self.recv_timeout(Duration::ZERO)?.ok_or(TransportError::Closed)
     /// #     }
-    /// #     fn recv_timeout(&mut self, _: Duration) -> Result<
-    /// #         Option<(Endpoint, Frame<u64, &'static str>)>, snapshot_core::TransportError> {
-    /// #         Ok(self.0.pop_front())
+    /// #     fn recv_timeout(&mut self, _: Duration)
+    /// #         -> Result<Option<Incoming<Frame<u64, &'static str>>>, TransportError> {
+    /// #         Ok(self.0.pop_front().map(|(from, frame)| Incoming::Frame(from, frame)))
     /// #     }
     /// # }
     ///
@@ -418,45 +419,138 @@ impl<P: Process> Node<P> {
     fn on_frame<C, T>(
         &mut self,
         transport: &mut T,
-        (from, frame): (Endpoint, NodeFrame<P, C>),
+        incoming: Incoming<NodeFrame<P, C>>,
     ) -> Result<Option<NodeEvent<P, C>>, NodeError>
     where
         T: Transport<NodeFrame<P, C>> + ?Sized,
     {
-        match (from, frame) {
-            (Endpoint::Node(from), Frame::Peer(Envelope::App(message))) => {
+        match Self::sort(incoming)? {
+            Arrival::Message(from, message) => {
                 self.deliver_message(transport, from, message)?;
                 Ok(None)
             }
-            (Endpoint::Node(from), Frame::Peer(Envelope::Marker(id))) => Ok(self
+            Arrival::Marker(from, id) => Ok(self
                 .deliver_marker(transport, from, id)?
                 .completed
                 .map(Event::Completed)),
-            (from, Frame::Control(control)) => Ok(Some(Event::Control { from, control })),
+            Arrival::Event(event) => Ok(Some(event)),
+        }
+    }
+
+    /// Sends the markers of `step`, in order; returns its outcome.
+    fn send_markers<C, T>(
+        transport: &mut T,
+        step: Step<P>,
+    ) -> Result<Outcome<P::State, P::Record>, NodeError>
+    where
+        T: Transport<NodeFrame<P, C>> + ?Sized,
+    {
+        for (to, id) in step.markers {
+            transport.send(Endpoint::Node(to), Frame::Peer(Envelope::Marker(id)))?;
+        }
+        Ok(step.outcome)
+    }
+}
+
+// The steps both drivers share, the sync one above and the async one (feature
+// `async`): everything but the calls to the transport.
+
+/// What the engine's answer to one input has the driver do: send these markers, in
+/// order, and report this outcome.
+struct Step<P: Process> {
+    markers: Vec<(NodeId, SnapshotId)>,
+    outcome: Outcome<P::State, P::Record>,
+}
+
+impl<P: Process> Step<P> {
+    fn new(actions: Vec<Action<P::State, P::Record>>) -> Self {
+        let mut step = Step {
+            markers: Vec::new(),
+            outcome: Outcome::default(),
+        };
+        for action in actions {
+            match action {
+                Action::Recorded { id } => step.outcome.started = Some(id),
+                Action::SendMarker { to, id } => step.markers.push((to, id)),
+                Action::Complete(local) => step.outcome.completed = Some(local),
+            }
+        }
+        step
+    }
+}
+
+/// A received frame or departure, by what the node does with it.
+enum Arrival<P: Process, C> {
+    /// An application message on the channel from that node.
+    Message(NodeId, P::Message),
+    /// A marker on the channel from that node.
+    Marker(NodeId, SnapshotId),
+    /// What needs the application.
+    Event(NodeEvent<P, C>),
+}
+
+impl<P: Process> Node<P> {
+    /// Refuses a message for a channel this node does not have. Checked before the
+    /// transport is given the message, and [counted](Self::sent) only once it has
+    /// accepted it, so that a message the transport refuses is not counted as sent.
+    fn check_outgoing(&self, to: NodeId) -> Result<(), NodeError> {
+        if self.engine.has_outgoing(to) {
+            return Ok(());
+        }
+        let me = self.id();
+        Err(EngineError::UnknownChannel {
+            node: me,
+            from: me,
+            to,
+        }
+        .into())
+    }
+
+    /// Counts an application message to `to` that the transport has accepted.
+    fn sent(&mut self, to: NodeId) -> Result<(), NodeError> {
+        self.engine.on_send(to)?;
+        Ok(())
+    }
+
+    /// Records this node's state for a new snapshot: its id, and the markers to send.
+    fn start_snapshot(&mut self) -> (SnapshotId, Step<P>) {
+        let (id, actions) = self.engine.initiate(&self.process);
+        (id, Step::new(actions))
+    }
+
+    /// An application message from `from`, through the engine (counted, recorded) to
+    /// the process. Its replies wait in the outbox, to be sent.
+    fn take_message(&mut self, from: NodeId, message: P::Message) -> Result<(), NodeError> {
+        self.engine.on_message(from, &message, &self.process)?;
+        self.process.handle(from, message, &mut self.outbox);
+        Ok(())
+    }
+
+    /// A marker from `from`, through the engine.
+    fn take_marker(&mut self, from: NodeId, id: SnapshotId) -> Result<Step<P>, NodeError> {
+        let actions = self.engine.on_marker(from, id, &self.process)?;
+        Ok(Step::new(actions))
+    }
+
+    /// Sorts what a free-running node received. A node-to-node frame from an
+    /// endpoint that is not a node is a protocol error.
+    fn sort<C>(incoming: Incoming<NodeFrame<P, C>>) -> Result<Arrival<P, C>, NodeError> {
+        let (from, frame) = match incoming {
+            Incoming::Frame(from, frame) => (from, frame),
+            Incoming::Departed(peer) => return Ok(Arrival::Event(Event::Departed(peer))),
+        };
+        match (from, frame) {
+            (Endpoint::Node(from), Frame::Peer(Envelope::App(message))) => {
+                Ok(Arrival::Message(from, message))
+            }
+            (Endpoint::Node(from), Frame::Peer(Envelope::Marker(id))) => {
+                Ok(Arrival::Marker(from, id))
+            }
+            (from, Frame::Control(control)) => Ok(Arrival::Event(Event::Control { from, control })),
             (from, Frame::Peer(_)) => Err(TransportError::Protocol(format!(
                 "{from} sent node-to-node traffic but is not a node"
             ))
             .into()),
         }
-    }
-
-    fn carry_out<C, T>(
-        transport: &mut T,
-        actions: Vec<Action<P::State, P::Record>>,
-    ) -> Result<Outcome<P::State, P::Record>, NodeError>
-    where
-        T: Transport<NodeFrame<P, C>> + ?Sized,
-    {
-        let mut outcome = Outcome::default();
-        for action in actions {
-            match action {
-                Action::Recorded { id } => outcome.started = Some(id),
-                Action::SendMarker { to, id } => {
-                    transport.send(Endpoint::Node(to), Frame::Peer(Envelope::Marker(id)))?;
-                }
-                Action::Complete(local) => outcome.completed = Some(local),
-            }
-        }
-        Ok(outcome)
     }
 }

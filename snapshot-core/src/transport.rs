@@ -1,22 +1,33 @@
-//! Moving frames between endpoints.
+//! Moving frames between endpoints: the [`Transport`] contract.
 
 use crate::Endpoint;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use thiserror::Error;
 
-/// Why a transport could not move a frame.
+/// Why a transport could not do what it was asked.
+///
+/// A peer that goes away is not an error: receiving reports it as
+/// [`Incoming::Departed`]. Only a send to a peer the transport already knows has gone
+/// fails, with [`Disconnected`](Self::Disconnected).
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum TransportError {
-    /// No route is known to the endpoint.
+    /// The endpoint is not connected, or does not exist.
     #[error("no route to {0}")]
     UnknownEndpoint(Endpoint),
-    /// The peer has gone away (closed its end, exited, or the connection broke).
+    /// A send to a peer that has departed.
     #[error("{0} is gone")]
     Disconnected(Endpoint),
-    /// This endpoint's own receiving side is closed: nothing more can arrive.
-    #[error("the transport is closed")]
+    /// Every peer of this endpoint has departed: nothing can arrive until a new one
+    /// comes.
+    #[error("every peer has gone")]
     Closed,
+    /// The endpoint is already taken by another transport of the same network.
+    #[error("{0} has already joined")]
+    AlreadyJoined(Endpoint),
+    /// The transport was given settings it cannot work with.
+    #[error("invalid configuration: {0}")]
+    Config(String),
     /// An operating-system error while talking to a peer.
     #[error("{context}: {source}")]
     Io {
@@ -48,61 +59,119 @@ pub enum TransportError {
     Protocol(String),
 }
 
+/// What receiving returns: a frame, or the news that a peer has gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming<F> {
+    /// A frame, and who sent it.
+    Frame(Endpoint, F),
+    /// The peer has gone: it dropped its transport, its process ended, its connection
+    /// broke, or it broke the transport's framing. Comes once per peer, after every
+    /// frame that peer sent; nothing more comes from it, and sends to it fail with
+    /// [`TransportError::Disconnected`].
+    Departed(Endpoint),
+}
+
+impl<F> Incoming<F> {
+    /// The endpoint this is about: the sender of a frame, or the peer that departed.
+    pub fn peer(&self) -> Endpoint {
+        match self {
+            Incoming::Frame(from, _) | Incoming::Departed(from) => *from,
+        }
+    }
+
+    /// The frame and its sender, if this is a frame.
+    pub fn into_frame(self) -> Option<(Endpoint, F)> {
+        match self {
+            Incoming::Frame(from, frame) => Some((from, frame)),
+            Incoming::Departed(_) => None,
+        }
+    }
+}
+
 /// Moves frames of type `F` between [`Endpoint`]s.
 ///
-/// Every implementation guarantees, and documents and tests:
+/// # The contract
 ///
-/// - **FIFO per ordered pair**: frames sent by `a` to `b` arrive at `b` in the order
-///   `a` sent them; nothing is promised between different pairs;
-/// - **no loss, no duplication** while both ends are alive; a peer that goes away is
-///   reported as [`TransportError::Disconnected`], never silently.
+/// Every implementation in this workspace keeps it, and
+/// `snapshot_core::conformance` (feature `conformance`) checks it for any other.
 ///
-/// [`send`](Self::send) may buffer; buffered frames leave on
-/// [`flush`](Self::flush), and `recv`/`recv_timeout` flush before they wait, so a
-/// request followed by waiting for its reply never stalls on a buffer.
+/// - **Endpoints and peers.** Each endpoint has its own transport. Its *peers* are the
+///   endpoints it has [connected](Self::connect) to and those whose frames it has
+///   received.
+/// - **Connecting.** Before two endpoints exchange frames, *each* calls
+///   `connect(other, address)`, with the address the other's
+///   [`address`](Self::address) returned, whichever way the frames will flow. Each
+///   transport opens there what it needs for the pair (a FIFO to read, a connection
+///   to write, a route), without waiting for the other side's `connect`. A transport
+///   may refuse to connect to an endpoint that does not exist yet
+///   ([`TransportError::UnknownEndpoint`], or an I/O error): create every endpoint
+///   before connecting them. Connecting to a peer again does nothing, even after it
+///   has departed.
+/// - **Sending.** [`send`](Self::send) to an endpoint this one has not connected to
+///   fails with [`TransportError::UnknownEndpoint`]. The first send to a peer may wait,
+///   for a bounded time, for that peer's own `connect`.
+/// - **FIFO per ordered pair.** Frames sent by `a` to `b` arrive at `b` in the order
+///   `a` sent them; nothing is promised between different pairs.
+/// - **No loss, no duplication** while both ends are alive.
+/// - **Departures are events, not errors.** When a peer goes (drops its transport, its
+///   process dies, its connection breaks, it sends what does not decode),
+///   [`recv`](Self::recv) returns [`Incoming::Departed`] for it, once, after every
+///   frame it sent. From then on sends to it fail with
+///   [`TransportError::Disconnected`]; frames sent to it before the transport knew
+///   are lost with it. [`flush`](Self::flush) does not report departures.
+/// - **No peer left.** Once every peer has departed, and each departure has been
+///   returned, `recv` and `recv_timeout` return [`TransportError::Closed`]: nothing
+///   can arrive until a new peer comes (a later `connect`, or a peer connecting to
+///   this one, where the medium allows it), and a later call returns what it sends.
+///   Before an endpoint has any peer, they wait, as for any frame.
+/// - **Flush before wait.** `send` may buffer; buffered frames leave on `flush`, and
+///   `recv` and `recv_timeout` flush before they wait, so a request followed by
+///   waiting for its reply never stalls on a buffer.
+/// - **Bounded memory.** A transport buffers a bounded amount for an endpoint that
+///   does not call it (each transport documents its bound and how to set it); once
+///   that is full, sends to the endpoint wait. An endpoint waiting in `send` or
+///   `flush` goes on taking in what is sent to it, so endpoints that keep receiving
+///   while they send never deadlock, however much each sends; what it takes in while
+///   it waits is held for its next `recv`.
 ///
-/// Flow control is the medium's. A `send` or `flush` may wait while the medium holds
-/// as much for the peer as it will (a socket's or a pipe's buffer); while it waits, an
-/// implementation goes on taking in the frames sent to its own endpoint, so endpoints
-/// that send to each other at once cannot deadlock. An endpoint that stops receiving
-/// altogether eventually holds up those that send to it, as a socket would.
-///
-/// The trait is object-safe so that the medium can be picked at run time
+/// The trait is dyn-compatible so that the medium can be picked at run time
 /// (`Box<dyn Transport<F>>`).
 pub trait Transport<F>: Send {
     /// The endpoint this transport sends from and receives for.
     fn local(&self) -> Endpoint;
 
-    /// Queues `frame` for `to`.
+    /// Where peers reach this endpoint: what they pass to [`connect`](Self::connect).
+    fn address(&self) -> String;
+
+    /// Makes `peer`, reachable at `address`, a peer of this endpoint: see the
+    /// contract above.
+    fn connect(&mut self, peer: Endpoint, address: &str) -> Result<(), TransportError>;
+
+    /// Queues `frame` for `to`. May wait while the medium holds as much for `to` as
+    /// it will, taking in what arrives meanwhile.
     fn send(&mut self, to: Endpoint, frame: F) -> Result<(), TransportError>;
 
-    /// Hands every queued frame to the medium.
+    /// Hands every queued frame to the medium. Frames for peers that have departed
+    /// are dropped: their departure is reported by receiving.
     fn flush(&mut self) -> Result<(), TransportError>;
 
-    /// Waits for the next frame from any peer and says who sent it.
-    fn recv(&mut self) -> Result<(Endpoint, F), TransportError>;
+    /// Flushes, then waits for the next frame or departure.
+    fn recv(&mut self) -> Result<Incoming<F>, TransportError>;
 
-    /// Like [`recv`](Self::recv), but gives up after `timeout` with `Ok(None)`.
-    fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<(Endpoint, F)>, TransportError>;
-
-    /// Makes `peer` reachable at `address` (as given by that peer's
-    /// [`address`](Self::address)). Transports that find peers by themselves accept
-    /// any address.
-    fn connect(&mut self, peer: Endpoint, address: &str) -> Result<(), TransportError> {
-        let _ = (peer, address);
-        Ok(())
-    }
-
-    /// Where peers can reach this endpoint, for transports that need to be told
-    /// (see [`connect`](Self::connect)).
-    fn address(&self) -> Option<String> {
-        None
-    }
+    /// Like [`recv`](Self::recv), but gives up after `timeout` with `Ok(None)`. A zero
+    /// timeout takes what has already arrived and does not wait.
+    fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Incoming<F>>, TransportError>;
 }
 
 impl<F, T: Transport<F> + ?Sized> Transport<F> for Box<T> {
     fn local(&self) -> Endpoint {
         (**self).local()
+    }
+    fn address(&self) -> String {
+        (**self).address()
+    }
+    fn connect(&mut self, peer: Endpoint, address: &str) -> Result<(), TransportError> {
+        (**self).connect(peer, address)
     }
     fn send(&mut self, to: Endpoint, frame: F) -> Result<(), TransportError> {
         (**self).send(to, frame)
@@ -110,125 +179,10 @@ impl<F, T: Transport<F> + ?Sized> Transport<F> for Box<T> {
     fn flush(&mut self) -> Result<(), TransportError> {
         (**self).flush()
     }
-    fn recv(&mut self) -> Result<(Endpoint, F), TransportError> {
+    fn recv(&mut self) -> Result<Incoming<F>, TransportError> {
         (**self).recv()
     }
-    fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<(Endpoint, F)>, TransportError> {
+    fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Incoming<F>>, TransportError> {
         (**self).recv_timeout(timeout)
-    }
-    fn connect(&mut self, peer: Endpoint, address: &str) -> Result<(), TransportError> {
-        (**self).connect(peer, address)
-    }
-    fn address(&self) -> Option<String> {
-        (**self).address()
-    }
-}
-
-/// How long a transport's receive waits at each look, for those who write a
-/// [`Transport`]: polls without sleeping for a while (the spin), then sleeps until a
-/// deadline, if there is one, or for ever.
-///
-/// Make one per call to `recv` or `recv_timeout`, and ask it before each wait:
-///
-/// ```
-/// use snapshot_core::Patience;
-/// use std::time::{Duration, Instant};
-///
-/// let patience = Patience::new(Some(Instant::now()), Duration::ZERO);
-/// // A deadline already passed: one last look that does not wait.
-/// let look = patience.look();
-/// assert_eq!((look.timeout, look.last), (Some(Duration::ZERO), true));
-/// ```
-#[derive(Debug, Clone, Copy)]
-pub struct Patience {
-    deadline: Option<Instant>,
-    /// `Some(None)`: a spin too long to represent, which never ends.
-    spin_until: Option<Option<Instant>>,
-}
-
-/// What to do at one look: see [`Patience::look`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Look {
-    /// How long to wait for something to arrive: `None` for ever, zero not at all.
-    pub timeout: Option<Duration>,
-    /// The deadline has passed: if this look finds nothing, give up.
-    pub last: bool,
-    /// Still spinning: if this look finds nothing, look again at once (after
-    /// [`std::hint::spin_loop`]).
-    pub spinning: bool,
-}
-
-impl Patience {
-    /// Until `deadline` (`None`: for ever), spinning for `spin` first.
-    pub fn new(deadline: Option<Instant>, spin: Duration) -> Self {
-        Patience {
-            deadline,
-            spin_until: (!spin.is_zero()).then(|| Instant::now().checked_add(spin)),
-        }
-    }
-
-    /// What the next wait should be. Reads the clock only if there is a deadline or a
-    /// spin.
-    pub fn look(&self) -> Look {
-        let now = (self.deadline.is_some() || self.spin_until.is_some()).then(Instant::now);
-        let spinning = self
-            .spin_until
-            .is_some_and(|until| until.is_none_or(|until| now.is_some_and(|now| now < until)));
-        let (timeout, last) = match (self.deadline, now) {
-            // One last look, then give up.
-            (Some(deadline), Some(now)) if now >= deadline => (Some(Duration::ZERO), true),
-            _ if spinning => (Some(Duration::ZERO), false),
-            (Some(deadline), Some(now)) => (Some(deadline - now), false),
-            _ => (None, false),
-        };
-        Look {
-            timeout,
-            last,
-            spinning,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn without_deadline_or_spin_a_look_waits_for_ever() {
-        let look = Patience::new(None, Duration::ZERO).look();
-        assert_eq!(
-            look,
-            Look {
-                timeout: None,
-                last: false,
-                spinning: false
-            }
-        );
-    }
-
-    #[test]
-    fn a_spin_polls_first_and_a_deadline_bounds_the_wait() {
-        let far = Instant::now() + Duration::from_secs(3600);
-        let look = Patience::new(Some(far), Duration::from_secs(60)).look();
-        assert_eq!(
-            (look.timeout, look.last, look.spinning),
-            (Some(Duration::ZERO), false, true)
-        );
-        let look = Patience::new(Some(far), Duration::ZERO).look();
-        assert!(!look.last && !look.spinning);
-        assert!(look.timeout.is_some_and(|t| t > Duration::from_secs(3500)));
-        // A spin too long to represent never ends; without a deadline it never gives up.
-        let look = Patience::new(None, Duration::MAX).look();
-        assert_eq!(
-            (look.timeout, look.last, look.spinning),
-            (Some(Duration::ZERO), false, true)
-        );
-    }
-
-    #[test]
-    fn a_passed_deadline_gives_one_last_look_even_while_spinning() {
-        let patience = Patience::new(Some(Instant::now()), Duration::from_secs(60));
-        let look = patience.look();
-        assert_eq!((look.timeout, look.last), (Some(Duration::ZERO), true));
     }
 }

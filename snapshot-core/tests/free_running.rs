@@ -3,7 +3,7 @@
 //! messages bounce around still accounts for every one of them.
 
 use snapshot_core::{
-    Endpoint, Event, Frame, GlobalSnapshot, Node, NodeId, Outbox, Process, Transport,
+    Endpoint, Event, Frame, GlobalSnapshot, Incoming, Node, NodeId, Outbox, Process, Transport,
     TransportError,
 };
 use std::collections::VecDeque;
@@ -69,13 +69,22 @@ impl Transport<Wire> for Side<'_> {
     fn flush(&mut self) -> Result<(), TransportError> {
         Ok(())
     }
-    fn recv(&mut self) -> Result<(Endpoint, Wire), TransportError> {
+    fn address(&self) -> String {
+        String::new()
+    }
+    fn connect(&mut self, _: Endpoint, _: &str) -> Result<(), TransportError> {
+        Ok(())
+    }
+    fn recv(&mut self) -> Result<Incoming<Wire>, TransportError> {
         self.pair.inbox[self.me]
             .pop_front()
+            .map(|(from, frame)| Incoming::Frame(from, frame))
             .ok_or(TransportError::Closed)
     }
-    fn recv_timeout(&mut self, _: Duration) -> Result<Option<(Endpoint, Wire)>, TransportError> {
-        Ok(self.pair.inbox[self.me].pop_front())
+    fn recv_timeout(&mut self, _: Duration) -> Result<Option<Incoming<Wire>>, TransportError> {
+        Ok(self.pair.inbox[self.me]
+            .pop_front()
+            .map(|(from, frame)| Incoming::Frame(from, frame)))
     }
 }
 
@@ -120,6 +129,7 @@ fn a_free_running_pair_conserves_balls_through_a_snapshot() {
             match node.next_event(&mut side) {
                 Ok(Event::Completed(local)) => completed.push(local),
                 Ok(Event::Control { from, control }) => controls.push((me, from, control)),
+                Ok(Event::Departed(peer)) => panic!("{peer} departed: nobody leaves the pair"),
                 Err(snapshot_core::NodeError::Transport(TransportError::Closed)) => {}
                 Err(other) => panic!("{other}"),
             }

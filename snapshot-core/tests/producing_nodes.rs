@@ -13,8 +13,8 @@
 //! positive timeout still brings it back.
 
 use snapshot_core::{
-    Collector, Endpoint, Envelope, Event, Frame, GlobalSnapshot, Node, NodeId, Outbox, Process,
-    Transport, TransportError,
+    Collector, Endpoint, Envelope, Event, Frame, GlobalSnapshot, Incoming, Node, NodeId, Outbox,
+    Process, Transport, TransportError,
 };
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -99,14 +99,23 @@ impl Transport<Wire> for Port<'_> {
     fn flush(&mut self) -> Result<(), TransportError> {
         Ok(())
     }
-    fn recv(&mut self) -> Result<(Endpoint, Wire), TransportError> {
+    fn address(&self) -> String {
+        String::new()
+    }
+    fn connect(&mut self, _: Endpoint, _: &str) -> Result<(), TransportError> {
+        Ok(())
+    }
+    fn recv(&mut self) -> Result<Incoming<Wire>, TransportError> {
         self.network.inbox[self.me]
             .pop_front()
+            .map(|(from, frame)| Incoming::Frame(from, frame))
             .ok_or(TransportError::Closed)
     }
-    fn recv_timeout(&mut self, _: Duration) -> Result<Option<(Endpoint, Wire)>, TransportError> {
+    fn recv_timeout(&mut self, _: Duration) -> Result<Option<Incoming<Wire>>, TransportError> {
         // Nothing else can arrive while this thread waits: no wait is needed.
-        Ok(self.network.inbox[self.me].pop_front())
+        Ok(self.network.inbox[self.me]
+            .pop_front()
+            .map(|(from, frame)| Incoming::Frame(from, frame)))
     }
 }
 
@@ -159,6 +168,7 @@ fn run(seed: u64, steps: usize) -> Run {
                 ..
             } => node.initiate(port).unwrap().1,
             Event::Completed(local) => Some(local),
+            Event::Departed(peer) => panic!("{peer} departed: nobody leaves this network"),
         };
         if let Some(global) = local.and_then(|local| collector.add(local).unwrap()) {
             check(&global);
@@ -267,11 +277,17 @@ impl Transport<Wire> for Firehose {
     fn flush(&mut self) -> Result<(), TransportError> {
         Ok(())
     }
-    fn recv(&mut self) -> Result<(Endpoint, Wire), TransportError> {
-        self.sent += 1;
-        Ok((endpoint(0), Frame::Peer(Envelope::App(1))))
+    fn address(&self) -> String {
+        String::new()
     }
-    fn recv_timeout(&mut self, _: Duration) -> Result<Option<(Endpoint, Wire)>, TransportError> {
+    fn connect(&mut self, _: Endpoint, _: &str) -> Result<(), TransportError> {
+        Ok(())
+    }
+    fn recv(&mut self) -> Result<Incoming<Wire>, TransportError> {
+        self.sent += 1;
+        Ok(Incoming::Frame(endpoint(0), Frame::Peer(Envelope::App(1))))
+    }
+    fn recv_timeout(&mut self, _: Duration) -> Result<Option<Incoming<Wire>>, TransportError> {
         self.recv().map(Some)
     }
 }

@@ -1,0 +1,175 @@
+//! The asynchronous driver: the [`Node`] methods that use a transport, over an
+//! [`AsyncTransport`]. Runtime-agnostic: it awaits the transport and nothing else.
+//!
+//! The steps are the sync driver's ([`Step`], [`Arrival`] and the private helpers of
+//! `node.rs`); only the calls to the transport differ.
+
+use super::{Arrival, Node, NodeError, NodeEvent, NodeFrame, NodeSnapshot, Step};
+use crate::{AsyncTransport, Endpoint, Envelope, Event, Frame, NodeId, Outcome, Process};
+use crate::{Incoming, SnapshotId};
+
+impl<P: Process> Node<P> {
+    /// Sends the application message `message` on the channel `self -> to`: the twin
+    /// of [`send`](Self::send). The message is counted once the transport has
+    /// accepted it.
+    pub async fn send_async<C, T>(
+        &mut self,
+        transport: &mut T,
+        to: NodeId,
+        message: P::Message,
+    ) -> Result<(), NodeError>
+    where
+        T: AsyncTransport<NodeFrame<P, C>> + ?Sized,
+        NodeFrame<P, C>: Send + 'static,
+    {
+        self.check_outgoing(to)?;
+        transport
+            .send(Endpoint::Node(to), Frame::Peer(Envelope::App(message)))
+            .await?;
+        self.sent(to)
+    }
+
+    /// Starts a new snapshot at this node: the twin of [`initiate`](Self::initiate).
+    /// Returns its id, and this node's part of it if that is already complete.
+    pub async fn initiate_async<C, T>(
+        &mut self,
+        transport: &mut T,
+    ) -> Result<(SnapshotId, Option<NodeSnapshot<P>>), NodeError>
+    where
+        T: AsyncTransport<NodeFrame<P, C>> + ?Sized,
+        NodeFrame<P, C>: Send + 'static,
+    {
+        let (id, step) = self.start_snapshot();
+        let outcome = Self::send_markers_async(transport, step).await?;
+        Ok((id, outcome.completed))
+    }
+
+    /// Handles `envelope`, taken from the channel `from -> self`: the twin of
+    /// [`deliver`](Self::deliver).
+    pub async fn deliver_async<C, T>(
+        &mut self,
+        transport: &mut T,
+        from: NodeId,
+        envelope: Envelope<P::Message>,
+    ) -> Result<Outcome<P::State, P::Record>, NodeError>
+    where
+        T: AsyncTransport<NodeFrame<P, C>> + ?Sized,
+        NodeFrame<P, C>: Send + 'static,
+    {
+        match envelope {
+            Envelope::App(message) => {
+                self.deliver_message_async(transport, from, message).await?;
+                Ok(Outcome::default())
+            }
+            Envelope::Marker(id) => self.deliver_marker_async(transport, from, id).await,
+        }
+    }
+
+    /// Runs the node free until something needs the application: the twin of
+    /// [`next_event`](Self::next_event).
+    ///
+    /// Not cancel-safe: a frame received and not yet handled when the future is
+    /// dropped is lost. Run it to completion (a node task loops on it), rather than
+    /// racing it with other futures.
+    pub async fn next_event_async<C, T>(
+        &mut self,
+        transport: &mut T,
+    ) -> Result<NodeEvent<P, C>, NodeError>
+    where
+        T: AsyncTransport<NodeFrame<P, C>> + ?Sized,
+        NodeFrame<P, C>: Send + 'static,
+    {
+        loop {
+            let received = transport.recv().await?;
+            if let Some(event) = self.on_frame_async(transport, received).await? {
+                return Ok(event);
+            }
+        }
+    }
+
+    /// Handles one received frame; returns what needs the application, if anything.
+    async fn on_frame_async<C, T>(
+        &mut self,
+        transport: &mut T,
+        incoming: Incoming<NodeFrame<P, C>>,
+    ) -> Result<Option<NodeEvent<P, C>>, NodeError>
+    where
+        T: AsyncTransport<NodeFrame<P, C>> + ?Sized,
+        NodeFrame<P, C>: Send + 'static,
+    {
+        match Self::sort(incoming)? {
+            Arrival::Message(from, message) => {
+                self.deliver_message_async(transport, from, message).await?;
+                Ok(None)
+            }
+            Arrival::Marker(from, id) => Ok(self
+                .deliver_marker_async(transport, from, id)
+                .await?
+                .completed
+                .map(Event::Completed)),
+            Arrival::Event(event) => Ok(Some(event)),
+        }
+    }
+
+    /// An application message from `from`: counted and recorded by the engine,
+    /// handled by the process, whose replies are sent.
+    async fn deliver_message_async<C, T>(
+        &mut self,
+        transport: &mut T,
+        from: NodeId,
+        message: P::Message,
+    ) -> Result<(), NodeError>
+    where
+        T: AsyncTransport<NodeFrame<P, C>> + ?Sized,
+        NodeFrame<P, C>: Send + 'static,
+    {
+        self.take_message(from, message)?;
+        if self.outbox.is_empty() {
+            return Ok(());
+        }
+        let mut outbox = std::mem::take(&mut self.outbox);
+        let mut sent = Ok(());
+        for (to, reply) in outbox.drain() {
+            sent = self.send_async(transport, to, reply).await;
+            if sent.is_err() {
+                break;
+            }
+        }
+        // The outbox goes back, emptied (a drain empties it even when left early),
+        // with its allocation.
+        self.outbox = outbox;
+        sent
+    }
+
+    /// A marker from `from`: to the engine, whose markers are sent.
+    async fn deliver_marker_async<C, T>(
+        &mut self,
+        transport: &mut T,
+        from: NodeId,
+        id: SnapshotId,
+    ) -> Result<Outcome<P::State, P::Record>, NodeError>
+    where
+        T: AsyncTransport<NodeFrame<P, C>> + ?Sized,
+        NodeFrame<P, C>: Send + 'static,
+    {
+        let step = self.take_marker(from, id)?;
+        Self::send_markers_async(transport, step).await
+    }
+
+    /// Sends the markers of `step`, in order; returns its outcome.
+    async fn send_markers_async<C, T>(
+        transport: &mut T,
+        step: Step<P>,
+    ) -> Result<Outcome<P::State, P::Record>, NodeError>
+    where
+        T: AsyncTransport<NodeFrame<P, C>> + ?Sized,
+        NodeFrame<P, C>: Send + 'static,
+    {
+        for (to, id) in step.markers {
+            transport
+                .send(Endpoint::Node(to), Frame::Peer(Envelope::Marker(id)))
+                .await?;
+        }
+        Ok(step.outcome)
+    }
+}
