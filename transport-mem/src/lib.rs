@@ -1,26 +1,45 @@
 //! An in-process [`Transport`] for `snapshot-core`: endpoints are threads of one
-//! process, and frames move through unbounded crossbeam channels without being
+//! process, and frames move through bounded crossbeam channels without being
 //! serialized.
 //!
 //! A [`MemNetwork`] is the directory of endpoints; each endpoint takes its
 //! [`MemTransport`] from it and may be moved to a thread of its own. Endpoints can join
-//! at any time, and every other endpoint can reach them at once.
-//!
-//! Guarantees, as [`Transport`] asks: frames from one endpoint to another arrive in the
-//! order they were sent (every ordered pair of endpoints uses one FIFO channel);
-//! nothing is lost or duplicated while both ends are alive; sending to an endpoint
-//! that has gone away fails with [`TransportError::Disconnected`].
+//! at any time; as the [`Transport`] contract asks, two endpoints
+//! [connect](Transport::connect) to each other before they exchange frames (the
+//! address is ignored: the directory knows every endpoint).
 //!
 //! ```
-//! use snapshot_core::{Endpoint, NodeId, Transport};
+//! use snapshot_core::{Endpoint, Incoming, NodeId, Transport};
 //! use transport_mem::MemNetwork;
 //!
 //! let network = MemNetwork::<String>::new();
 //! let mut a = network.endpoint(Endpoint::Node(NodeId(1))).unwrap();
 //! let mut b = network.endpoint(Endpoint::Node(NodeId(2))).unwrap();
+//! a.connect(b.local(), &b.address()).unwrap();
+//! b.connect(a.local(), &a.address()).unwrap();
 //! a.send(b.local(), "hello".to_string()).unwrap();
-//! assert_eq!(b.recv().unwrap(), (a.local(), "hello".to_string()));
+//! assert_eq!(b.recv().unwrap(), Incoming::Frame(a.local(), "hello".to_string()));
+//! drop(a);
+//! assert_eq!(b.recv().unwrap(), Incoming::Departed(Endpoint::Node(NodeId(1))));
 //! ```
+//!
+//! # Guarantees
+//!
+//! The [`Transport`] contract, as `tests/conformance.rs` checks it:
+//!
+//! - **FIFO per ordered pair**: every ordered pair of endpoints uses one channel, in
+//!   order (a node's frames to a node use the receiver's deferred channel on a network
+//!   that defers them, always that one).
+//! - **Departures**: dropping a [`MemTransport`] tells its peers (those it connected
+//!   to and those it received from) that it has gone, behind every frame it sent;
+//!   they receive [`Incoming::Departed`]. A send that finds a peer gone fails with
+//!   [`TransportError::Disconnected`], and the peer's departure is then reported by
+//!   `recv` too.
+//! - **Bounded memory**: each endpoint's channels hold at most
+//!   [`MemOptions::capacity`] parcels (a parcel is one frame, or one batch of up to
+//!   [`BATCH`] frames on a batching network); a send to a full channel waits, taking
+//!   in meanwhile what is sent to its own endpoint, so endpoints that send to each
+//!   other cannot deadlock.
 //!
 //! # Wake-ups
 //!
@@ -28,47 +47,121 @@
 //! waking the thread that waits for it, not moving the frame. Two options trade CPU
 //! for fewer wake-ups where an application's pattern allows it:
 //!
-//! - [`MemNetwork::with_deferred_node_frames`]: node-to-node frames do not wake a
-//!   node; it finds them when it next wakes for anything else. For applications whose
-//!   nodes take node-to-node traffic only when told to (the bank of `bank-app`).
+//! - [`MemOptions::defer_node_frames`]: node-to-node frames do not wake a node; it
+//!   finds them when it next wakes for anything else. For applications whose nodes
+//!   take node-to-node traffic only when told to (the bank of `bank-app`).
 //! - [`MemTransport::set_spin`]: an endpoint polls its inbox for a while before it
 //!   sleeps. For one endpoint that waits for quick replies (a master driving the
 //!   nodes) when a core is free to spin on.
 //!
 //! # Batching
 //!
-//! By default every `send` crosses its channel at once. A network made with
-//! [`MemNetwork::with_batching`] gathers frames per peer and hands them over as one
-//! item on `flush` (which `recv` does first) or when [`BATCH`] are waiting: for
+//! By default every `send` crosses its channel at once. With
+//! [`MemOptions::batching`] an endpoint gathers frames per peer and hands them over as
+//! one parcel on `flush` (which `recv` does first) or when [`BATCH`] are waiting: for
 //! streams of small frames, where the channel's own cost per item is most of the
 //! cost, that multiplies throughput (see `BENCHMARKS.md`).
 
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, unbounded};
-use snapshot_core::{Endpoint, Transport, TransportError};
-use std::collections::HashMap;
+use crossbeam_channel::{Receiver, Select, SendError, Sender, TrySendError, bounded, unbounded};
+use snapshot_core::stream::Peers;
+use snapshot_core::{Endpoint, Incoming, Transport, TransportError};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
-
-/// What travels on a queue: one frame, or a batch of frames from one sender.
-enum Parcel<F> {
-    One(Endpoint, F),
-    Batch(Endpoint, Vec<F>),
-}
-
-type Queue<F> = Sender<Parcel<F>>;
 
 /// How many frames a batching endpoint gathers for a peer before it hands them over
 /// without waiting for a flush.
 pub const BATCH: usize = 256;
 
-/// The queues an endpoint receives on.
+/// How many parcels, by default, an endpoint's channel holds before senders wait.
+pub const DEFAULT_CAPACITY: usize = 1024;
+
+/// What travels on a data channel: one frame, or a batch of frames from one sender.
+enum Parcel<F> {
+    One(Endpoint, F),
+    Batch(Endpoint, Vec<F>),
+}
+
+/// The settings of a [`MemNetwork`]: start from [`MemOptions::default`].
+///
+/// ```
+/// use transport_mem::{MemNetwork, MemOptions};
+///
+/// let network = MemNetwork::<u64>::with_options(MemOptions::default().batching().capacity(64));
+/// # drop(network);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MemOptions {
+    /// How many parcels each channel of an endpoint holds before senders wait: the
+    /// bound on what the network buffers for an endpoint that does not receive
+    /// (times [`BATCH`] frames on a batching network, plus what each sender gathers).
+    /// At least 1. Default: [`DEFAULT_CAPACITY`].
+    pub capacity: usize,
+    /// Whether endpoints gather frames per peer (see [Batching](crate#batching)).
+    pub batch: bool,
+    /// Whether node-to-node frames wake their receiver (see
+    /// [`defer_node_frames`](Self::defer_node_frames)).
+    pub defer_node_frames: bool,
+}
+
+impl Default for MemOptions {
+    fn default() -> Self {
+        MemOptions {
+            capacity: DEFAULT_CAPACITY,
+            batch: false,
+            defer_node_frames: false,
+        }
+    }
+}
+
+impl MemOptions {
+    /// These options with [`capacity`](Self::capacity) set to `parcels`.
+    pub fn capacity(mut self, parcels: usize) -> Self {
+        self.capacity = parcels;
+        self
+    }
+
+    /// These options with batching on.
+    ///
+    /// A sent frame waits in a per-peer buffer until [`flush`](Transport::flush),
+    /// [`recv`](Transport::recv) or [`recv_timeout`](Transport::recv_timeout) (which
+    /// flush first), or until [`BATCH`] frames are waiting for that peer; the batch
+    /// then crosses the channel as one parcel.
+    pub fn batching(mut self) -> Self {
+        self.batch = true;
+        self
+    }
+
+    /// These options with node-to-node frames that do not wake their receiver.
+    ///
+    /// A frame from one [`Endpoint::Node`] to another waits, in order, until the
+    /// receiving node returns from [`recv`](Transport::recv) for another reason (a
+    /// frame from a non-node endpoint, a departure, or one already queued): a node
+    /// blocked in `recv` is not woken for it. That saves an OS wake-up per
+    /// node-to-node frame for an application whose nodes take node-to-node traffic
+    /// only when another endpoint tells them to, and whose telling always follows the
+    /// frame (the bank's master asks a node to take a transfer only after the sender
+    /// has acknowledged sending it). An application whose nodes react to node-to-node
+    /// traffic by themselves must not use it: they would sleep through it.
+    pub fn defer_node_frames(mut self) -> Self {
+        self.defer_node_frames = true;
+        self
+    }
+}
+
+/// The channels an endpoint receives on, as its peers reach them.
 struct Mailbox<F> {
     /// Frames that wake the endpoint.
-    inbox: Queue<F>,
+    inbox: Sender<Parcel<F>>,
     /// Node-to-node frames, on a network that defers them.
-    deferred: Option<Queue<F>>,
+    deferred: Option<Sender<Parcel<F>>>,
+    /// Departures: unbounded, so that an endpoint going away never waits, and read
+    /// only after the data channels are drained, so that they come after the frames.
+    departures: Sender<Endpoint>,
 }
 
 impl<F> Clone for Mailbox<F> {
@@ -76,14 +169,14 @@ impl<F> Clone for Mailbox<F> {
         Mailbox {
             inbox: self.inbox.clone(),
             deferred: self.deferred.clone(),
+            departures: self.departures.clone(),
         }
     }
 }
 
 struct Directory<F> {
     mailboxes: HashMap<Endpoint, Mailbox<F>>,
-    defer_node_frames: bool,
-    batch: bool,
+    options: MemOptions,
 }
 
 /// The directory of the endpoints of one in-process system.
@@ -103,58 +196,27 @@ impl<F> Clone for MemNetwork<F> {
 
 impl<F> Default for MemNetwork<F> {
     fn default() -> Self {
-        MemNetwork {
-            directory: Arc::new(Mutex::new(Directory {
-                mailboxes: HashMap::new(),
-                defer_node_frames: false,
-                batch: false,
-            })),
-        }
+        Self::with_options(MemOptions::default())
     }
 }
 
 impl<F> std::fmt::Debug for MemNetwork<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemNetwork").finish_non_exhaustive()
+        f.debug_struct("MemNetwork")
+            .field("options", &self.lock().options)
+            .finish_non_exhaustive()
     }
 }
 
-impl<F: Send> MemNetwork<F> {
-    /// An empty network.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// An empty network whose node-to-node frames do not wake their receiver.
-    ///
-    /// A frame from one [`Endpoint::Node`] to another waits, in order, until the
-    /// receiving node returns from [`recv`](Transport::recv) for another reason (a
-    /// frame from a non-node endpoint, or one already queued): a node blocked in
-    /// `recv` is not woken for it. That saves an OS wake-up per node-to-node frame for
-    /// an application whose nodes take node-to-node traffic only when another endpoint
-    /// tells them to, and whose telling always follows the frame (the bank's master
-    /// asks a node to take a transfer only after the sender has acknowledged sending
-    /// it). An application whose nodes react to node-to-node traffic by themselves
-    /// must not use it: they would sleep through it.
-    pub fn with_deferred_node_frames() -> Self {
-        let network = Self::default();
-        network.lock().defer_node_frames = true;
-        network
-    }
-
-    /// An empty network whose endpoints batch what they send.
-    ///
-    /// A sent frame waits in a per-peer buffer until [`flush`](Transport::flush),
-    /// [`recv`](Transport::recv) or [`recv_timeout`](Transport::recv_timeout) (which
-    /// flush first), or until [`BATCH`] frames are waiting for that peer; the batch
-    /// then crosses the channel as one item. That divides the channel's cost per
-    /// frame, which is most of the cost of a stream of small frames, at the price of
-    /// the flushes the [`Transport`] contract asks for anyway. A send to a peer that
-    /// has gone fails at the flush that hands its batch over.
-    pub fn with_batching() -> Self {
-        let network = Self::default();
-        network.lock().batch = true;
-        network
+impl<F> MemNetwork<F> {
+    /// An empty network with `options`.
+    pub fn with_options(options: MemOptions) -> Self {
+        MemNetwork {
+            directory: Arc::new(Mutex::new(Directory {
+                mailboxes: HashMap::new(),
+                options,
+            })),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Directory<F>> {
@@ -163,57 +225,95 @@ impl<F: Send> MemNetwork<F> {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Joins the network as `endpoint`. Fails if that endpoint is already taken.
-    pub fn endpoint(&self, endpoint: Endpoint) -> Result<MemTransport<F>, TransportError> {
-        let mut directory = self.lock();
-        if directory.mailboxes.contains_key(&endpoint) {
-            return Err(TransportError::Protocol(format!(
-                "{endpoint} has already joined this network"
-            )));
-        }
-        let (inbox, inbox_rx) = unbounded();
-        let (deferred, deferred_rx) =
-            if directory.defer_node_frames && matches!(endpoint, Endpoint::Node(_)) {
-                let (tx, rx) = unbounded();
-                (Some(tx), Some(rx))
-            } else {
-                (None, None)
-            };
-        directory
-            .mailboxes
-            .insert(endpoint, Mailbox { inbox, deferred });
-        Ok(MemTransport {
-            local: endpoint,
-            inbox: inbox_rx,
-            deferred: deferred_rx,
-            network: self.clone(),
-            routes: HashMap::new(),
-            spin: Duration::ZERO,
-            batch: directory.batch,
-            dirty: Vec::new(),
-            current: Vec::new().into_iter(),
-            current_from: endpoint,
-        })
-    }
-
     fn mailbox(&self, to: Endpoint) -> Option<Mailbox<F>> {
         self.lock().mailboxes.get(&to).cloned()
     }
 }
 
+impl<F: Send> MemNetwork<F> {
+    /// An empty network with the default options.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty network whose node-to-node frames do not wake their receiver (see
+    /// [`MemOptions::defer_node_frames`]).
+    pub fn with_deferred_node_frames() -> Self {
+        Self::with_options(MemOptions::default().defer_node_frames())
+    }
+
+    /// An empty network whose endpoints batch what they send (see
+    /// [`MemOptions::batching`]).
+    pub fn with_batching() -> Self {
+        Self::with_options(MemOptions::default().batching())
+    }
+
+    /// Joins the network as `endpoint`. Fails with [`TransportError::AlreadyJoined`]
+    /// if that endpoint is taken, and with [`TransportError::Config`] if the
+    /// network's capacity is zero.
+    pub fn endpoint(&self, endpoint: Endpoint) -> Result<MemTransport<F>, TransportError> {
+        let mut directory = self.lock();
+        if directory.mailboxes.contains_key(&endpoint) {
+            return Err(TransportError::AlreadyJoined(endpoint));
+        }
+        let options = directory.options.clone();
+        if options.capacity == 0 {
+            return Err(TransportError::Config(
+                "a network's capacity must be at least one parcel".to_owned(),
+            ));
+        }
+        let (inbox, inbox_rx) = bounded(options.capacity);
+        let (deferred, deferred_rx) =
+            if options.defer_node_frames && matches!(endpoint, Endpoint::Node(_)) {
+                let (tx, rx) = bounded(options.capacity);
+                (Some(tx), Some(rx))
+            } else {
+                (None, None)
+            };
+        let (departures, departures_rx) = unbounded();
+        directory.mailboxes.insert(
+            endpoint,
+            Mailbox {
+                inbox,
+                deferred,
+                departures,
+            },
+        );
+        Ok(MemTransport {
+            local: endpoint,
+            inbox: inbox_rx,
+            deferred: deferred_rx,
+            departures: departures_rx,
+            network: self.clone(),
+            routes: HashMap::new(),
+            peers: Peers::default(),
+            arrived: VecDeque::new(),
+            spin: Duration::ZERO,
+            batch: options.batch,
+            dirty: Vec::new(),
+            current: Vec::new().into_iter(),
+            current_from: endpoint,
+        })
+    }
+}
+
 /// One endpoint of a [`MemNetwork`].
 ///
-/// Dropping it takes the endpoint out of the network: frames sent to it afterwards
-/// fail with [`TransportError::Disconnected`].
+/// Dropping it takes the endpoint out of the network and tells its peers.
 pub struct MemTransport<F> {
     local: Endpoint,
     inbox: Receiver<Parcel<F>>,
     deferred: Option<Receiver<Parcel<F>>>,
+    departures: Receiver<Endpoint>,
     network: MemNetwork<F>,
-    /// The queue each peer is reached on, once looked up, so that a send takes no
-    /// lock, and the frames waiting for it (batching only). Every ordered pair of
-    /// endpoints always uses the same queue, which is what keeps it FIFO.
+    /// The channel each connected peer is reached on, and the frames waiting for it
+    /// (batching only). Every ordered pair of endpoints always uses the same channel,
+    /// which is what keeps it FIFO.
     routes: HashMap<Endpoint, Route<F>>,
+    peers: Peers,
+    /// Taken in but not handed out yet: frames taken while a send waited, and
+    /// departures behind the frames before them.
+    arrived: VecDeque<Incoming<F>>,
     spin: Duration,
     /// Whether sends are batched.
     batch: bool,
@@ -226,7 +326,7 @@ pub struct MemTransport<F> {
 
 /// How a peer is reached.
 struct Route<F> {
-    queue: Queue<F>,
+    queue: Sender<Parcel<F>>,
     /// Frames waiting to be handed over (batching only).
     waiting: Vec<F>,
 }
@@ -241,11 +341,12 @@ impl<F> std::fmt::Debug for MemTransport<F> {
 
 impl<F> Drop for MemTransport<F> {
     fn drop(&mut self) {
-        // What was sent arrives: a batch still waiting goes now (to peers still there).
+        // What was sent arrives: a batch still waiting goes now, if there is room
+        // (a drop cannot wait for a peer that does not receive).
         for route in self.routes.values_mut() {
             if !route.waiting.is_empty() {
                 let batch = std::mem::take(&mut route.waiting);
-                let _ = route.queue.send(Parcel::Batch(self.local, batch));
+                let _ = route.queue.try_send(Parcel::Batch(self.local, batch));
             }
         }
         let mut directory = self
@@ -254,6 +355,13 @@ impl<F> Drop for MemTransport<F> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         directory.mailboxes.remove(&self.local);
+        // Every peer hears that this endpoint has gone, behind its frames.
+        let peers = self.routes.keys().copied().chain(self.peers.live());
+        for peer in peers {
+            if let Some(mailbox) = directory.mailboxes.get(&peer) {
+                let _ = mailbox.departures.send(self.local);
+            }
+        }
     }
 }
 
@@ -268,35 +376,138 @@ impl<F> MemTransport<F> {
         self.spin = spin;
     }
 
-    /// The first frame of `parcel`; the rest of a batch is kept for the next calls.
-    fn open(&mut self, parcel: Parcel<F>) -> Option<(Endpoint, F)> {
+    /// Takes `parcel` in: its frames go behind what has arrived.
+    fn take_in(&mut self, parcel: Parcel<F>) {
         match parcel {
-            Parcel::One(from, frame) => Some((from, frame)),
+            Parcel::One(from, frame) => {
+                self.peers.add(from);
+                self.arrived.push_back(Incoming::Frame(from, frame));
+            }
             Parcel::Batch(from, frames) => {
-                self.current = frames.into_iter();
-                self.current_from = from;
-                self.current.next().map(|frame| (from, frame))
+                self.peers.add(from);
+                self.arrived
+                    .extend(frames.into_iter().map(|frame| Incoming::Frame(from, frame)));
             }
         }
     }
 
-    fn try_take(&mut self) -> Result<Option<(Endpoint, F)>, TransportError> {
-        loop {
-            if let Some(frame) = self.current.next() {
-                return Ok(Some((self.current_from, frame)));
+    /// Takes in every parcel of the data channels, without waiting.
+    fn drain_data(&mut self) {
+        while let Some(Ok(parcel)) = self.deferred.as_ref().map(Receiver::try_recv) {
+            self.take_in(parcel);
+        }
+        while let Ok(parcel) = self.inbox.try_recv() {
+            self.take_in(parcel);
+        }
+    }
+
+    /// `peer` has gone: its departure goes behind every frame it sent, which is in
+    /// the data channels by now.
+    fn departed(&mut self, peer: Endpoint) {
+        if !self.peers.is_live(peer) && !self.routes.contains_key(&peer) {
+            return; // not a peer of ours
+        }
+        self.drain_data();
+        self.routes.remove(&peer);
+        self.dirty.retain(|&p| p != peer);
+        if self.peers.depart(peer) {
+            self.arrived.push_back(Incoming::Departed(peer));
+        }
+    }
+
+    /// The next frame or departure already here, without waiting.
+    fn try_take(&mut self) -> Option<Incoming<F>> {
+        if let Some(frame) = self.current.next() {
+            return Some(Incoming::Frame(self.current_from, frame));
+        }
+        if let Some(incoming) = self.arrived.pop_front() {
+            return Some(incoming);
+        }
+        let parcel = match self.deferred.as_ref().map(Receiver::try_recv) {
+            Some(Ok(parcel)) => Some(parcel),
+            _ => self.inbox.try_recv().ok(),
+        };
+        if let Some(parcel) = parcel {
+            return Some(self.open(parcel));
+        }
+        if let Ok(peer) = self.departures.try_recv() {
+            self.departed(peer);
+            return self.arrived.pop_front();
+        }
+        None
+    }
+
+    /// The first frame of `parcel`; the rest of a batch is kept for the next calls.
+    fn open(&mut self, parcel: Parcel<F>) -> Incoming<F> {
+        match parcel {
+            Parcel::One(from, frame) => {
+                self.peers.add(from);
+                Incoming::Frame(from, frame)
             }
-            let parcel = match self.deferred.as_ref().map(Receiver::try_recv) {
-                Some(Ok(parcel)) => parcel,
-                _ => match self.inbox.try_recv() {
-                    Ok(parcel) => parcel,
-                    Err(TryRecvError::Empty) => return Ok(None),
-                    Err(TryRecvError::Disconnected) => return Err(TransportError::Closed),
-                },
-            };
-            if let Some(item) = self.open(parcel) {
-                return Ok(Some(item));
+            Parcel::Batch(from, frames) => {
+                self.peers.add(from);
+                self.current = frames.into_iter();
+                self.current_from = from;
+                match self.current.next() {
+                    Some(frame) => Incoming::Frame(from, frame),
+                    // Never sent: a batch is handed over only when it holds frames.
+                    None => Incoming::Departed(from),
+                }
             }
         }
+    }
+
+    /// Puts `parcel` on the channel to `to`, waiting while it is full and taking in
+    /// meanwhile what comes for this endpoint.
+    fn put(&mut self, to: Endpoint, parcel: Parcel<F>) -> Result<(), TransportError> {
+        let Some(route) = self.routes.get(&to) else {
+            return Err(TransportError::UnknownEndpoint(to));
+        };
+        let queue = route.queue.clone();
+        let mut parcel = match queue.try_send(parcel) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Full(parcel)) => parcel,
+            Err(TrySendError::Disconnected(_)) => return Err(self.gone(to)),
+        };
+        loop {
+            let mut select = Select::new();
+            let send = select.send(&queue);
+            let inbox = select.recv(&self.inbox);
+            if let Some(deferred) = &self.deferred {
+                select.recv(deferred);
+            }
+            let operation = select.select();
+            let index = operation.index();
+            let arrived = if index == send {
+                return match operation.send(&queue, parcel) {
+                    Ok(()) => Ok(()),
+                    Err(SendError(_)) => Err(self.gone(to)),
+                };
+            } else if index == inbox {
+                operation.recv(&self.inbox)
+            } else {
+                match &self.deferred {
+                    Some(deferred) => operation.recv(deferred),
+                    None => continue, // not an index this select has
+                }
+            };
+            if let Ok(arrived) = arrived {
+                self.take_in(arrived);
+            }
+            // Room may have come while this endpoint took things in.
+            parcel = match queue.try_send(parcel) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Full(parcel)) => parcel,
+                Err(TrySendError::Disconnected(_)) => return Err(self.gone(to)),
+            };
+        }
+    }
+
+    /// A send found `to` gone: from now on it is departed.
+    fn gone(&mut self, to: Endpoint) -> TransportError {
+        self.peers.add(to);
+        self.departed(to);
+        TransportError::Disconnected(to)
     }
 
     /// Hands the frames waiting for `to` over.
@@ -308,30 +519,71 @@ impl<F> MemTransport<F> {
             return Ok(());
         }
         let batch = std::mem::replace(&mut route.waiting, Vec::with_capacity(BATCH));
-        if route.queue.send(Parcel::Batch(self.local, batch)).is_err() {
-            self.routes.remove(&to);
-            return Err(TransportError::Disconnected(to));
+        self.put(to, Parcel::Batch(self.local, batch))
+    }
+
+    fn flush_all(&mut self) -> Result<(), TransportError> {
+        let dirty = std::mem::take(&mut self.dirty);
+        for to in dirty {
+            match self.hand_over(to) {
+                Ok(()) | Err(TransportError::Disconnected(_)) => {}
+                Err(error) => return Err(error),
+            }
         }
         Ok(())
     }
 
-    fn spin_for(&mut self) -> Result<Option<(Endpoint, F)>, TransportError> {
-        if let Some(item) = self.try_take()? {
-            return Ok(Some(item));
-        }
-        if self.spin.is_zero() {
-            return Ok(None);
-        }
-        let start = Instant::now();
-        loop {
-            for _ in 0..64 {
-                std::hint::spin_loop();
-                if let Some(item) = self.try_take()? {
-                    return Ok(Some(item));
+    /// Waits for a parcel or a departure until `deadline` (`None`: for ever), after
+    /// spinning for up to [`spin`](Self::set_spin). Node-to-node frames on a network
+    /// that defers them do not end the wait.
+    fn wait(&mut self, deadline: Option<Instant>) -> Option<Incoming<F>> {
+        if !self.spin.is_zero() {
+            let start = Instant::now();
+            loop {
+                for _ in 0..64 {
+                    std::hint::spin_loop();
+                    if let Some(incoming) = self.try_take() {
+                        return Some(incoming);
+                    }
+                }
+                if start.elapsed() >= self.spin || deadline.is_some_and(|d| Instant::now() >= d) {
+                    break;
                 }
             }
-            if start.elapsed() >= self.spin {
-                return Ok(None);
+        }
+        let mut select = Select::new();
+        let inbox = select.recv(&self.inbox);
+        select.recv(&self.departures);
+        let operation = match deadline {
+            None => select.select(),
+            Some(deadline) => select.select_deadline(deadline).ok()?,
+        };
+        if operation.index() == inbox {
+            return operation
+                .recv(&self.inbox)
+                .ok()
+                .map(|parcel| self.open(parcel));
+        }
+        let peer = operation.recv(&self.departures).ok()?;
+        self.departed(peer);
+        self.arrived.pop_front()
+    }
+
+    /// The next frame or departure, waiting until `deadline` (`None`: for ever).
+    fn next(&mut self, deadline: Option<Instant>) -> Result<Option<Incoming<F>>, TransportError> {
+        self.flush_all()?;
+        loop {
+            if let Some(incoming) = self.try_take() {
+                return Ok(Some(incoming));
+            }
+            if self.peers.is_closed() {
+                return Err(TransportError::Closed);
+            }
+            if let Some(incoming) = self.wait(deadline) {
+                return Ok(Some(incoming));
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(self.try_take());
             }
         }
     }
@@ -342,79 +594,78 @@ impl<F: Send> Transport<F> for MemTransport<F> {
         self.local
     }
 
-    fn send(&mut self, to: Endpoint, frame: F) -> Result<(), TransportError> {
-        let route = match self.routes.get_mut(&to) {
-            Some(route) => route,
-            None => {
-                let mailbox = self
-                    .network
-                    .mailbox(to)
-                    .ok_or(TransportError::UnknownEndpoint(to))?;
-                let route = match (self.local, mailbox.deferred) {
-                    (Endpoint::Node(_), Some(deferred)) => deferred,
-                    _ => mailbox.inbox,
-                };
-                self.routes.entry(to).or_insert(Route {
-                    queue: route,
-                    waiting: Vec::new(),
-                })
-            }
-        };
-        if self.batch {
-            if route.waiting.is_empty() {
-                self.dirty.push(to);
-            }
-            route.waiting.push(frame);
-            if route.waiting.len() >= BATCH {
-                return self.hand_over(to);
-            }
+    /// The endpoint's name: the directory finds endpoints by themselves, so
+    /// [`connect`](Transport::connect) ignores addresses.
+    fn address(&self) -> String {
+        self.local.to_string()
+    }
+
+    /// Makes `peer` reachable. Fails with [`TransportError::UnknownEndpoint`] if it
+    /// has not joined the network (yet). Connecting again does nothing.
+    fn connect(&mut self, peer: Endpoint, _address: &str) -> Result<(), TransportError> {
+        if self.routes.contains_key(&peer) || self.peers.has_departed(peer) {
             return Ok(());
         }
-        if route.queue.send(Parcel::One(self.local, frame)).is_err() {
-            self.routes.remove(&to);
-            return Err(TransportError::Disconnected(to));
+        let mailbox = self
+            .network
+            .mailbox(peer)
+            .ok_or(TransportError::UnknownEndpoint(peer))?;
+        let queue = match (self.local, mailbox.deferred) {
+            (Endpoint::Node(_), Some(deferred)) => deferred,
+            _ => mailbox.inbox,
+        };
+        self.routes.insert(
+            peer,
+            Route {
+                queue,
+                waiting: Vec::new(),
+            },
+        );
+        self.peers.add(peer);
+        Ok(())
+    }
+
+    fn send(&mut self, to: Endpoint, frame: F) -> Result<(), TransportError> {
+        let Some(route) = self.routes.get_mut(&to) else {
+            return Err(if self.peers.has_departed(to) {
+                TransportError::Disconnected(to)
+            } else {
+                TransportError::UnknownEndpoint(to)
+            });
+        };
+        if !self.batch {
+            return self.put(to, Parcel::One(self.local, frame));
+        }
+        if route.waiting.is_empty() {
+            self.dirty.push(to);
+        }
+        route.waiting.push(frame);
+        if route.waiting.len() >= BATCH {
+            return self.hand_over(to);
         }
         Ok(())
     }
 
     /// Hands every waiting batch over (batching only; otherwise frames leave on
-    /// `send`). If several peers have gone, the first is reported and the others by
-    /// the following calls.
+    /// `send`). Batches for peers that have gone are dropped: `recv` reports them.
     fn flush(&mut self) -> Result<(), TransportError> {
-        let mut result = Ok(());
-        let dirty = std::mem::take(&mut self.dirty);
-        for (at, &to) in dirty.iter().enumerate() {
-            if let Err(error) = self.hand_over(to) {
-                self.dirty.extend_from_slice(&dirty[at + 1..]);
-                result = Err(error);
-                break;
-            }
-        }
-        result
+        self.flush_all()
     }
 
-    fn recv(&mut self) -> Result<(Endpoint, F), TransportError> {
-        self.flush()?;
+    fn recv(&mut self) -> Result<Incoming<F>, TransportError> {
         loop {
-            if let Some(item) = self.spin_for()? {
-                return Ok(item);
-            }
-            let parcel = self.inbox.recv().map_err(|_| TransportError::Closed)?;
-            if let Some(item) = self.open(parcel) {
-                return Ok(item);
+            if let Some(incoming) = self.next(None)? {
+                return Ok(incoming);
             }
         }
     }
 
-    fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<(Endpoint, F)>, TransportError> {
-        self.flush()?;
-        if let Some(item) = self.spin_for()? {
-            return Ok(Some(item));
-        }
-        match self.inbox.recv_timeout(timeout) {
-            Ok(parcel) => Ok(self.open(parcel)),
-            Err(RecvTimeoutError::Timeout) => Ok(None),
-            Err(RecvTimeoutError::Disconnected) => Err(TransportError::Closed),
+    fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Incoming<F>>, TransportError> {
+        // A timeout too long to represent is no timeout.
+        let deadline = Instant::now().checked_add(timeout);
+        match deadline {
+            Some(deadline) => self.next(Some(deadline)),
+            None => self.recv().map(Some),
         }
     }
 }
