@@ -7,7 +7,7 @@
 //! cargo run --release -p transport-pipe --example pipe_throughput [frames]
 //! ```
 
-use snapshot_core::{Endpoint, NodeId, Transport};
+use snapshot_core::{Endpoint, Incoming, NodeId, Transport};
 use std::io::{Read, Write};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -30,6 +30,7 @@ fn transport(frames: u64) -> Result<Duration, Box<dyn std::error::Error>> {
     let mut receiver = PipeTransport::<Frame>::new(dir.path(), Endpoint::Observer)?;
     let mut sender = PipeTransport::<Frame>::new(dir.path(), from)?;
     receiver.connect(from, &run)?;
+    sender.connect(Endpoint::Observer, &run)?;
     let start = Instant::now();
     let sending = thread::spawn(move || -> Result<_, snapshot_core::TransportError> {
         for seq in 0..frames {
@@ -39,8 +40,7 @@ fn transport(frames: u64) -> Result<Duration, Box<dyn std::error::Error>> {
         Ok(sender)
     });
     for seq in 0..frames {
-        let (who, f) = receiver.recv()?;
-        if who != from || f != frame(seq) {
+        if receiver.recv()? != Incoming::Frame(from, frame(seq)) {
             return Err(format!("frame {seq} out of order").into());
         }
     }
@@ -87,8 +87,10 @@ fn round_trips(rounds: u64, spin: Duration) -> Result<Duration, Box<dyn std::err
     echo.connect(Endpoint::Master, &run)?;
     let echoing = thread::spawn(move || -> Result<_, snapshot_core::TransportError> {
         for _ in 0..rounds {
-            let (from, f) = echo.recv()?;
-            echo.send(from, f)?;
+            match echo.recv()? {
+                Incoming::Frame(from, f) => echo.send(from, f)?,
+                Incoming::Departed(_) => break,
+            }
         }
         echo.flush()?;
         Ok(echo)
@@ -96,7 +98,7 @@ fn round_trips(rounds: u64, spin: Duration) -> Result<Duration, Box<dyn std::err
     let start = Instant::now();
     for seq in 0..rounds {
         master.send(node, frame(seq))?;
-        if master.recv()? != (node, frame(seq)) {
+        if master.recv()? != Incoming::Frame(node, frame(seq)) {
             return Err(format!("round {seq}: wrong reply").into());
         }
     }

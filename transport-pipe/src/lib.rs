@@ -4,7 +4,7 @@
 //! ([`snapshot_core::codec`]).
 //!
 //! ```
-//! use snapshot_core::{Endpoint, NodeId, Transport};
+//! use snapshot_core::{Endpoint, Incoming, NodeId, Transport};
 //! use transport_pipe::PipeTransport;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -12,13 +12,13 @@
 //! let dir = tempfile::tempdir()?;
 //! let mut master = PipeTransport::<String>::new(dir.path(), Endpoint::Master)?;
 //! let mut node = PipeTransport::<String>::new(dir.path(), Endpoint::Node(NodeId(1)))?;
-//! let address = master.address().unwrap_or_default();
+//! let address = master.address();
 //! master.connect(node.local(), &address)?;
 //! node.connect(Endpoint::Master, &address)?;
 //!
 //! node.send(Endpoint::Master, "hello".to_string())?;
 //! node.flush()?;
-//! assert_eq!(master.recv()?, (node.local(), "hello".to_string()));
+//! assert_eq!(master.recv()?, Incoming::Frame(node.local(), "hello".to_string()));
 //! drop((master, node));
 //! assert_eq!(std::fs::read_dir(dir.path())?.count(), 0, "no FIFO is left behind");
 //! # Ok(())
@@ -66,38 +66,34 @@
 //!
 //! # Guarantees
 //!
-//! As [`Transport`] asks:
+//! The [`Transport`] contract, as `tests/conformance.rs` checks it:
 //!
 //! - **FIFO per ordered pair**: one pipe per ordered pair, written by one endpoint and
 //!   read by one, its bytes decoded in order, so frames from `a` to `b` arrive in the
 //!   order `a` sent them. Frames from different peers are handed out in the order
 //!   they were read.
-//! - **No loss, no duplication** while both ends are alive. A peer that goes away is
-//!   reported as [`TransportError::Disconnected`], never silently, and **once**: by the
-//!   first call that notices it. After that the pair is closed both ways (our write end
-//!   to it is closed too), sends to it fail at once with `Disconnected`, and `recv`
-//!   goes on with the other peers. What notices it:
-//!   - `recv`, once the peer's FIFO has reached its end (the peer dropped its
-//!     transport, exited or was killed), after every frame the peer sent before;
-//!   - the call that writes a batch to a peer that has closed its read end (`flush`,
-//!     `recv`, or a `send` that fills the batch): the frames of that batch are lost
-//!     with it;
-//!   - the first `send` to a peer whose FIFO to us has already ended.
-//!
-//!   A peer that never wrote to us has no write end to close: when it drops its
-//!   transport, it opens and closes the FIFO to every peer it was connected to, so
-//!   that they notice. A process killed before it ever sent us anything is noticed
-//!   only when we write to it.
+//! - **No loss, no duplication** while both ends are alive.
+//! - **Departures**: `recv` returns [`Incoming::Departed`] once per peer, after every
+//!   frame it sent, when its FIFO to us reaches its end (the peer dropped its
+//!   transport, exited or was killed) or a write finds its read end closed (then its
+//!   FIFO to us is read to its end first). After that the pair is closed both ways
+//!   (our write end to it is closed too), and sends to it fail with
+//!   [`TransportError::Disconnected`]. A flush drops the frames of a peer that has
+//!   gone. A peer that never wrote to us has no write end to close: when it drops its
+//!   transport, it opens and closes the FIFO to every peer it was connected to, so that
+//!   they notice. A process killed before it ever sent us anything is noticed only
+//!   when we write to it.
 //! - **Garbage**: a peer that sends bytes that do not decode, or announces a frame over
 //!   [`PipeOptions::max_frame`], is logged (`tracing::warn!`) and dropped: its FIFO is
-//!   closed and it is reported as [`TransportError::Disconnected`], exactly as if it
-//!   had gone away. Frames it sent before the bad one are delivered first. Nothing a
-//!   peer writes makes the transport panic.
-//! - A peer that has gone stays gone for this transport: connecting to it again does
-//!   nothing.
-//! - `recv` and `recv_timeout` return [`TransportError::Closed`] when nothing can
-//!   arrive any more: no peer is connected (none yet, or every one has gone).
-//!
+//!   closed and it departs, exactly as if it had gone away. Frames it sent before the
+//!   bad one are delivered first. Nothing a peer writes makes the transport panic.
+//! - **No peer left**: once every peer has departed, `recv` and `recv_timeout` return
+//!   [`TransportError::Closed`]; before the first [`connect`](Transport::connect) they
+//!   wait (there is nothing to read until then).
+//! - **Bounded memory**: what waits for an endpoint that does not call its transport
+//!   is what its pipes hold, [`PipeOptions::pipe_size`] per peer, plus what each
+//!   sender has buffered for it (up to a 64 KiB batch and one frame).
+
 //! # Latency
 //!
 //! A frame that comes while `recv` sleeps in `poll(2)` costs one wake-up, of the
@@ -141,11 +137,12 @@ pub use fifo::fifo_path;
 pub use options::{DEFAULT_OPEN_TIMEOUT, DEFAULT_PIPE_SIZE, PipeOptions};
 
 use fifo::FileId;
-use reader::{Arrival, Inbound};
+use reader::Reader;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use snapshot_core::{Endpoint, Patience, Transport, TransportError};
-use std::collections::{HashMap, VecDeque};
+use snapshot_core::stream::{Patience, flush_order};
+use snapshot_core::{Endpoint, Incoming, Transport, TransportError};
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
@@ -158,10 +155,11 @@ pub const LINGER: Duration = Duration::from_secs(5);
 
 /// The sending side of a pair, as far as this endpoint knows.
 enum Route {
+    /// Connected; the write end opens on the first send.
+    Connected,
     /// The write end is open.
     Open(Writer),
-    /// The peer has gone, and the application has been told: sends to it fail at
-    /// once, and the end of its FIFO is not reported a second time.
+    /// The peer has gone: sends to it fail at once.
     Gone,
 }
 
@@ -172,17 +170,13 @@ pub struct PipeTransport<F> {
     dir: PathBuf,
     local: Endpoint,
     options: PipeOptions,
-    /// Write ends, per peer.
+    /// The sending side, per connected peer.
     routes: HashMap<Endpoint, Route>,
     /// The peers whose buffers may hold frames, each once, in the order they were
     /// first sent to since the last flush.
     dirty: Vec<Endpoint>,
-    /// Errors met while flushing several peers, not yet returned.
-    failures: VecDeque<TransportError>,
     /// The incoming FIFOs and what has been read from them.
-    inbound: Inbound<F>,
-    /// Incoming FIFOs whose end has not been handed out yet.
-    live_readers: usize,
+    reader: Reader<F>,
     /// Who sent the frame handed out last.
     last_from: Endpoint,
     /// How long `recv` polls before it sleeps.
@@ -223,12 +217,10 @@ where
         Ok(PipeTransport {
             dir: dir.into(),
             local,
+            reader: Reader::new(options.max_frame),
             options,
             routes: HashMap::new(),
             dirty: Vec::new(),
-            failures: VecDeque::new(),
-            inbound: Inbound::new(),
-            live_readers: 0,
             last_from: local,
             spin: Duration::ZERO,
             created: HashMap::new(),
@@ -303,70 +295,55 @@ where
         }
     }
 
-    /// Opens the write end to `to`, for its first send. A peer whose FIFO to us has
-    /// already ended is `Disconnected` at once, and from then on.
+    /// Opens the write end to `to`, for its first send.
     fn open_route(&mut self, to: Endpoint) -> Result<Writer, TransportError> {
-        let opened = if self.inbound.has_ended(to) {
-            Err(TransportError::Disconnected(to))
-        } else {
-            let inbound = &mut self.inbound;
-            Writer::open(
-                &self.dir,
-                self.local,
-                to,
-                self.options.open_timeout,
-                self.options.pipe_size,
-                &mut self.created,
-                || {
-                    // Takes in what has come meanwhile: the peer may have gone. A
-                    // failure to look is not a departure; the open goes on trying.
-                    let _ = inbound.wait(None, Some(Duration::ZERO));
-                    inbound.has_ended(to)
-                },
-            )
-        };
-        if let Err(TransportError::Disconnected(_)) = opened {
-            self.routes.insert(to, Route::Gone);
-        }
-        opened
+        let reader = &mut self.reader;
+        Writer::open(
+            &self.dir,
+            self.local,
+            to,
+            self.options.open_timeout,
+            self.options.pipe_size,
+            &mut self.created,
+            || {
+                // Takes in what has come meanwhile: the peer may have gone. A failure
+                // to look is not a departure; the open goes on trying.
+                let _ = reader.wait(None, Some(Duration::ZERO));
+                reader.inbound.peers().has_departed(to)
+            },
+        )
     }
 
-    /// Hands out `arrival`, or takes it in and says there is nothing to hand out.
-    fn take(&mut self, arrival: Arrival<F>) -> Option<Result<(Endpoint, F), TransportError>> {
-        match arrival {
-            Arrival::Frame(from, frame) => {
-                self.last_from = from;
-                Some(Ok((from, frame)))
-            }
-            Arrival::Ended(peer) => {
-                self.live_readers = self.live_readers.saturating_sub(1);
-                // The pair is closed both ways: close our write end too, so that the
-                // peer (if it is still there, having sent garbage) sees us go.
-                match self.routes.insert(peer, Route::Gone) {
-                    Some(Route::Gone) => None, // already reported, by a send or flush
-                    _ => Some(Err(TransportError::Disconnected(peer))),
-                }
-            }
-        }
+    /// `peer` has gone (a write found its read end closed): what it sent comes first,
+    /// then its departure; sends to it fail from now on.
+    fn lose(&mut self, peer: Endpoint) {
+        self.routes.insert(peer, Route::Gone);
+        self.reader.finish(peer);
     }
 
-    /// Waits for the next frame until `deadline` (`None`: for ever), spinning first
-    /// for up to [`spin`](Self::set_spin).
-    fn next(&mut self, deadline: Option<Instant>) -> Result<Option<(Endpoint, F)>, TransportError> {
-        self.flush()?;
+    /// Waits for the next frame or departure until `deadline` (`None`: for ever),
+    /// spinning first for up to [`spin`](Self::set_spin).
+    fn next(&mut self, deadline: Option<Instant>) -> Result<Option<Incoming<F>>, TransportError> {
+        self.flush_all()?;
         let patience = Patience::new(deadline, self.spin);
         loop {
-            while let Some(arrival) = self.inbound.pop() {
-                if let Some(result) = self.take(arrival) {
-                    return result.map(Some);
+            if let Some(incoming) = self.reader.inbound.pop() {
+                match incoming {
+                    Incoming::Frame(from, _) => self.last_from = from,
+                    // The pair is closed both ways: our write end closes too, so that
+                    // the peer (if it is still there, having sent garbage) sees us go.
+                    Incoming::Departed(peer) => {
+                        self.routes.insert(peer, Route::Gone);
+                    }
                 }
+                return Ok(Some(incoming));
             }
-            if self.live_readers == 0 {
+            if self.reader.inbound.is_closed() {
                 return Err(TransportError::Closed);
             }
             let look = patience.look();
             self.wait(None, look.timeout)?;
-            if !self.inbound.has_arrivals() {
+            if !self.reader.inbound.has_arrivals() {
                 if look.last {
                     return Ok(None);
                 }
@@ -377,13 +354,13 @@ where
         }
     }
 
-    /// [`Inbound::wait`], with errors as the transport reports them.
+    /// [`Reader::wait`], with errors as the transport reports them.
     fn wait(
         &mut self,
         write: Option<RawFd>,
         timeout: Option<Duration>,
     ) -> Result<bool, TransportError> {
-        self.inbound
+        self.reader
             .wait(write, timeout)
             .map_err(|source| TransportError::Io {
                 context: format!("waiting on the FIFOs of {}", self.local),
@@ -392,8 +369,8 @@ where
     }
 
     /// Writes everything buffered for `peer`, waiting for its pipe to drain (reading
-    /// the incoming FIFOs meanwhile) for as long as it takes. A peer that fails is
-    /// marked gone, and its error returned.
+    /// the incoming FIFOs meanwhile) for as long as it takes. A peer that has gone is
+    /// marked so, and its frames dropped: receiving reports its departure.
     fn write_out(&mut self, peer: Endpoint) -> Result<(), TransportError> {
         loop {
             let Some(Route::Open(writer)) = self.routes.get_mut(&peer) else {
@@ -403,8 +380,12 @@ where
             match writer.write_some() {
                 Ok(true) => return Ok(()),
                 Ok(false) => {}
+                Err(TransportError::Disconnected(_)) => {
+                    self.lose(peer);
+                    return Ok(());
+                }
                 Err(error) => {
-                    self.routes.insert(peer, Route::Gone);
+                    self.lose(peer);
                     return Err(error);
                 }
             }
@@ -412,6 +393,22 @@ where
             // writing to us at the same time get on, and then read what we write.
             while !self.wait(Some(fd), None)? {}
         }
+    }
+
+    fn flush_all(&mut self) -> Result<(), TransportError> {
+        if self.dirty.is_empty() {
+            return Ok(());
+        }
+        flush_order(&mut self.dirty, self.last_from);
+        let dirty = std::mem::take(&mut self.dirty);
+        for (at, &peer) in dirty.iter().enumerate() {
+            if let Err(error) = self.write_out(peer) {
+                // What is left stays buffered for next time.
+                self.dirty = dirty[at + 1..].to_vec();
+                return Err(error);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -423,6 +420,31 @@ where
         self.local
     }
 
+    /// The run directory, which every endpoint of the run passes to `connect`.
+    fn address(&self) -> String {
+        self.dir.to_string_lossy().into_owned()
+    }
+
+    /// Makes `peer` a peer: creates `dir/<peer>-to-<local>` unless the peer already
+    /// has, and opens it for reading; the FIFO the other way opens on the first send.
+    /// `address` must name this endpoint's run directory (what
+    /// [`address`](Transport::address) returns); another directory is refused with
+    /// [`TransportError::Protocol`].
+    ///
+    /// Connecting to a peer already connected does nothing, even if it has gone
+    /// since: a peer that has gone stays gone for this transport.
+    fn connect(&mut self, peer: Endpoint, address: &str) -> Result<(), TransportError> {
+        self.check_address(peer, address)?;
+        if self.routes.contains_key(&peer) {
+            return Ok(());
+        }
+        let fifo = self.open_incoming(peer)?;
+        self.reader.add(peer, fifo);
+        self.routes.insert(peer, Route::Connected);
+        tracing::debug!(local = %self.local, %peer, "connected");
+        Ok(())
+    }
+
     /// Queues `frame` for `to`. The first send to a peer opens the FIFO to it, waiting
     /// up to [`PipeOptions::open_timeout`] for the peer to connect (then
     /// [`TransportError::UnknownEndpoint`]). A batch's worth of frames is written at
@@ -432,8 +454,16 @@ where
         let writer = match self.routes.get_mut(&to) {
             Some(Route::Open(writer)) => writer,
             Some(Route::Gone) => return Err(TransportError::Disconnected(to)),
-            None => {
-                let writer = self.open_route(to)?;
+            None => return Err(TransportError::UnknownEndpoint(to)),
+            Some(Route::Connected) => {
+                let writer = match self.open_route(to) {
+                    Ok(writer) => writer,
+                    Err(TransportError::Disconnected(_)) => {
+                        self.lose(to);
+                        return Err(TransportError::Disconnected(to));
+                    }
+                    Err(error) => return Err(error),
+                };
                 match self
                     .routes
                     .entry(to)
@@ -441,7 +471,7 @@ where
                     .into_mut()
                 {
                     Route::Open(writer) => writer,
-                    Route::Gone => return Err(TransportError::Disconnected(to)),
+                    _ => return Err(TransportError::Disconnected(to)),
                 }
             }
         };
@@ -459,68 +489,25 @@ where
     /// Writes every buffered frame, waiting for full pipes to drain (reading the
     /// frames sent to this endpoint meanwhile). The peer whose frame was received last
     /// goes first: in request-reply traffic it is the one waiting, for the reply just
-    /// queued. If several peers fail, the first error is returned and the others by
-    /// the following calls.
+    /// queued. Frames for peers that have gone are dropped: receiving reports them.
     fn flush(&mut self) -> Result<(), TransportError> {
-        if !self.dirty.is_empty() {
-            if let Some(at) = self.dirty.iter().position(|&p| p == self.last_from) {
-                self.dirty[..=at].rotate_right(1);
-            }
-            let dirty = std::mem::take(&mut self.dirty);
-            for (at, &peer) in dirty.iter().enumerate() {
-                match self.write_out(peer) {
-                    Ok(()) => {}
-                    Err(error) if matches!(self.routes.get(&peer), Some(Route::Gone)) => {
-                        self.failures.push_back(error);
-                    }
-                    Err(error) => {
-                        // Waiting failed: what is left stays buffered for next time.
-                        self.dirty = dirty[at..].to_vec();
-                        return Err(error);
-                    }
-                }
+        self.flush_all()
+    }
+
+    fn recv(&mut self) -> Result<Incoming<F>, TransportError> {
+        loop {
+            if let Some(incoming) = self.next(None)? {
+                return Ok(incoming);
             }
         }
-        match self.failures.pop_front() {
-            Some(error) => Err(error),
-            None => Ok(()),
+    }
+
+    fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Incoming<F>>, TransportError> {
+        match Instant::now().checked_add(timeout) {
+            Some(deadline) => self.next(Some(deadline)),
+            // A timeout too long to represent is no timeout.
+            None => self.recv().map(Some),
         }
-    }
-
-    fn recv(&mut self) -> Result<(Endpoint, F), TransportError> {
-        match self.next(None)? {
-            Some(item) => Ok(item),
-            None => Err(TransportError::Closed),
-        }
-    }
-
-    fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<(Endpoint, F)>, TransportError> {
-        // A timeout too long to represent is no timeout.
-        self.next(Instant::now().checked_add(timeout))
-    }
-
-    /// Makes `peer` able to send to this endpoint: creates `dir/<peer>-to-<local>`
-    /// unless the peer already has, and opens it for reading. `address` must name this
-    /// endpoint's run directory (what [`address`](Transport::address) returns);
-    /// another directory is refused with [`TransportError::Protocol`].
-    ///
-    /// Connecting to a peer already connected does nothing, even if it has gone
-    /// since: a peer that has gone stays gone for this transport.
-    fn connect(&mut self, peer: Endpoint, address: &str) -> Result<(), TransportError> {
-        self.check_address(peer, address)?;
-        if self.inbound.knows(peer) {
-            return Ok(());
-        }
-        let fifo = self.open_incoming(peer)?;
-        self.inbound.add(peer, fifo, self.options.max_frame);
-        self.live_readers += 1;
-        tracing::debug!(local = %self.local, %peer, "connected");
-        Ok(())
-    }
-
-    /// The run directory, which every endpoint of the run passes to `connect`.
-    fn address(&self) -> Option<String> {
-        Some(self.dir.to_string_lossy().into_owned())
     }
 }
 
@@ -529,7 +516,7 @@ impl<F> Drop for PipeTransport<F> {
         let deadline = Instant::now() + LINGER;
         let mut peers: Vec<Endpoint> = self.routes.keys().copied().collect();
         peers.sort();
-        for peer in peers {
+        for &peer in &peers {
             // Best effort: a peer that has gone, or stays full past the linger,
             // cannot be helped.
             while let Some(Route::Open(writer)) = self.routes.get_mut(&peer) {
@@ -544,7 +531,7 @@ impl<F> Drop for PipeTransport<F> {
                 // A peer may be waiting to write to us while we wait to write to it:
                 // what it sends is read, and thrown away.
                 if self
-                    .inbound
+                    .reader
                     .wait_discarding(Some(fd), Some(deadline - now))
                     .is_err()
                 {
@@ -552,11 +539,10 @@ impl<F> Drop for PipeTransport<F> {
                 }
             }
         }
-        // Closing the write ends tells the peers we have gone. Peers that connected to
-        // us but were never sent anything are told by opening and closing theirs.
-        let peers: Vec<Endpoint> = self.inbound.peers().collect();
+        // Closing the write ends tells the peers we have gone. Peers we connected to
+        // but never sent anything are told by opening and closing theirs.
         for peer in peers {
-            if !self.routes.contains_key(&peer) && !self.inbound.has_ended(peer) {
+            if matches!(self.routes.get(&peer), Some(Route::Connected)) {
                 writer::farewell(&self.dir, self.local, peer);
             }
         }

@@ -3,7 +3,7 @@
 
 use crate::fifo::{self, FileId};
 use serde::Serialize;
-use snapshot_core::codec::{self, CodecError};
+use snapshot_core::codec;
 use snapshot_core::{Endpoint, TransportError};
 use std::collections::HashMap;
 use std::fs::File;
@@ -96,13 +96,8 @@ impl Writer {
         frame: &F,
         max_frame: usize,
     ) -> Result<bool, TransportError> {
-        codec::encode_into(frame, &mut self.buffer, max_frame).map_err(|error| match error {
-            CodecError::TooLarge { size, limit } => TransportError::FrameTooLarge { size, limit },
-            other => TransportError::Codec {
-                context: format!("frame for {}", self.peer),
-                reason: other.to_string(),
-            },
-        })?;
+        codec::encode_into(frame, &mut self.buffer, max_frame)
+            .map_err(|error| error.into_transport(|| format!("frame for {}", self.peer)))?;
         Ok(self.buffer.len() - self.written >= BATCH)
     }
 

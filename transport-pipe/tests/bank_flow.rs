@@ -5,9 +5,9 @@
 
 mod common;
 
-use common::{address, assert_empty, recv};
+use common::{address, assert_empty, recv, recv_frame};
 use serde::{Deserialize, Serialize};
-use snapshot_core::{Endpoint, NodeId, Transport, TransportError};
+use snapshot_core::{Endpoint, Incoming, NodeId, Transport, TransportError};
 use std::path::PathBuf;
 use std::thread;
 use transport_pipe::PipeTransport;
@@ -56,23 +56,25 @@ fn run_node(dir: PathBuf, id: u32) {
     let mut report_at = None;
     loop {
         match recv(&mut t) {
-            Ok((Endpoint::Master, Msg::Connect(k))) => {
+            Ok(Incoming::Frame(Endpoint::Master, Msg::Connect(k))) => {
                 t.connect(node(k), &run).unwrap();
                 t.send(Endpoint::Master, Msg::Connected).unwrap();
             }
-            Ok((Endpoint::Master, Msg::Transfer { to, amount })) => {
+            Ok(Incoming::Frame(Endpoint::Master, Msg::Transfer { to, amount })) => {
                 balance -= amount;
                 t.send(node(to), Msg::Money(amount)).unwrap();
                 t.send(Endpoint::Master, Msg::Sent).unwrap();
             }
-            Ok((Endpoint::Node(_), Msg::Money(amount))) => {
+            Ok(Incoming::Frame(Endpoint::Node(_), Msg::Money(amount))) => {
                 balance += amount;
                 arrived += 1;
             }
-            Ok((Endpoint::Master, Msg::Report { transfers })) => report_at = Some(transfers),
-            Ok((Endpoint::Master, Msg::Stop)) => return,
+            Ok(Incoming::Frame(Endpoint::Master, Msg::Report { transfers })) => {
+                report_at = Some(transfers)
+            }
+            Ok(Incoming::Frame(Endpoint::Master, Msg::Stop)) => return,
             // The others may stop before we are told to.
-            Err(TransportError::Disconnected(Endpoint::Node(_) | Endpoint::Observer)) => {}
+            Ok(Incoming::Departed(Endpoint::Node(_) | Endpoint::Observer)) => {}
             other => panic!("node {id}: unexpected {other:?}"),
         }
         if report_at == Some(arrived) {
@@ -89,26 +91,26 @@ fn run_observer(dir: PathBuf) {
     let (mut total, mut reports) = (0, 0);
     loop {
         match recv(&mut t) {
-            Ok((Endpoint::Master, Msg::Joined(n))) => {
+            Ok(Incoming::Frame(Endpoint::Master, Msg::Joined(n))) => {
                 t.connect(node(n), &run).unwrap();
                 t.send(Endpoint::Master, Msg::Connected).unwrap();
             }
-            Ok((Endpoint::Node(_), Msg::Balance(b))) => {
+            Ok(Incoming::Frame(Endpoint::Node(_), Msg::Balance(b))) => {
                 total += b;
                 reports += 1;
                 if reports == NODES {
                     t.send(Endpoint::Master, Msg::Total(total)).unwrap();
                 }
             }
-            Ok((Endpoint::Master, Msg::Stop)) => return,
-            Err(TransportError::Disconnected(Endpoint::Node(_))) => {}
+            Ok(Incoming::Frame(Endpoint::Master, Msg::Stop)) => return,
+            Ok(Incoming::Departed(Endpoint::Node(_))) => {}
             other => panic!("observer: unexpected {other:?}"),
         }
     }
 }
 
 fn expect(t: &mut PipeTransport<Msg>, from: Endpoint, msg: Msg) {
-    assert_eq!(recv(t).unwrap(), (from, msg));
+    assert_eq!(recv(t).unwrap(), Incoming::Frame(from, msg));
 }
 
 #[test]
@@ -135,7 +137,7 @@ fn the_bank_set_up_order_works() {
         }
         for _ in 1..n {
             for _ in 0..2 {
-                let (from, msg) = recv(&mut master).unwrap();
+                let (from, msg) = recv_frame(&mut master);
                 assert!(matches!(from, Endpoint::Node(_)));
                 assert_eq!(msg, Msg::Connected);
             }
@@ -175,7 +177,7 @@ fn the_bank_set_up_order_works() {
     let mut gone = Vec::new();
     loop {
         match recv(&mut master) {
-            Err(TransportError::Disconnected(p)) => gone.push(p),
+            Ok(Incoming::Departed(p)) => gone.push(p),
             Err(TransportError::Closed) => break,
             other => panic!("unexpected {other:?}"),
         }

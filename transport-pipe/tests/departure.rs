@@ -1,9 +1,10 @@
-//! A peer that goes away is reported, once, and never silently.
+//! A peer that goes away is reported by receiving, once, after its frames, and never
+//! silently; sends to it then fail.
 
 mod common;
 
 use common::{address, assert_empty, recv};
-use snapshot_core::{Endpoint, NodeId, Transport, TransportError};
+use snapshot_core::{Endpoint, Incoming, NodeId, Transport, TransportError};
 use std::time::Duration;
 use transport_pipe::PipeTransport;
 
@@ -34,20 +35,27 @@ fn a_departed_peer_is_reported_once_after_its_frames_and_others_go_on() {
     // c has a write end open to a before a leaves.
     c.send(node(1), 0).unwrap();
     c.flush().unwrap();
-    assert_eq!(recv(&mut a).unwrap(), (Endpoint::Observer, 0));
+    assert_eq!(
+        recv(&mut a).unwrap(),
+        Incoming::Frame(Endpoint::Observer, 0)
+    );
 
     for n in 1..=3 {
         a.send(Endpoint::Observer, n).unwrap();
     }
     drop(a); // flushes, then closes
     for n in 1..=3 {
-        assert_eq!(recv(&mut c).unwrap(), (node(1), n));
+        assert_eq!(recv(&mut c).unwrap(), Incoming::Frame(node(1), n));
     }
-    assert!(matches!(recv(&mut c), Err(TransportError::Disconnected(p)) if p == node(1)));
+    assert_eq!(recv(&mut c).unwrap(), Incoming::Departed(node(1)));
 
     b.send(Endpoint::Observer, 10).unwrap();
     b.flush().unwrap();
-    assert_eq!(recv(&mut c).unwrap(), (node(2), 10), "the others go on");
+    assert_eq!(
+        recv(&mut c).unwrap(),
+        Incoming::Frame(node(2), 10),
+        "the others go on"
+    );
     assert_eq!(
         c.recv_timeout(Duration::from_millis(20)).unwrap(),
         None,
@@ -62,21 +70,34 @@ fn a_departed_peer_is_reported_once_after_its_frames_and_others_go_on() {
 }
 
 #[test]
-fn writing_to_a_departed_peer_is_disconnected_and_reported_once() {
+fn writing_to_a_departed_peer_drops_the_frames_and_recv_reports_it_once() {
     let dir = tempfile::tempdir().unwrap();
     let [mut a, b, mut c] = triangle(dir.path());
     a.send(node(2), 1).unwrap();
     a.flush().unwrap();
     drop(b);
-    // The write is what tells a.
+    // The write is what tells a; the flush does not report it, and drops the frame.
     a.send(node(2), 2).unwrap();
-    assert!(matches!(a.flush(), Err(TransportError::Disconnected(p)) if p == node(2)));
-    assert!(matches!(a.send(node(2), 3), Err(TransportError::Disconnected(p)) if p == node(2)));
-    assert!(a.flush().is_ok(), "the failed write is reported once");
+    a.flush().unwrap();
+    assert!(
+        matches!(a.send(node(2), 3), Err(TransportError::Disconnected(p)) if p == node(2)),
+        "once the transport knows, sends to the peer fail at once"
+    );
+    a.flush().unwrap();
+    assert_eq!(
+        recv(&mut a).unwrap(),
+        Incoming::Departed(node(2)),
+        "receiving reports the departure the write found"
+    );
+    assert_eq!(
+        a.recv_timeout(Duration::from_millis(20)).unwrap(),
+        None,
+        "once; and c is still there"
+    );
 
     // b never wrote to c, yet c hears of its departure (b said goodbye), and sending
     // to it then fails at once.
-    assert!(matches!(recv(&mut c), Err(TransportError::Disconnected(p)) if p == node(2)));
+    assert_eq!(recv(&mut c).unwrap(), Incoming::Departed(node(2)));
     assert!(matches!(c.send(node(2), 1), Err(TransportError::Disconnected(p)) if p == node(2)));
     drop(c);
 
@@ -86,25 +107,38 @@ fn writing_to_a_departed_peer_is_disconnected_and_reported_once() {
         a.send(Endpoint::Observer, 5),
         Err(TransportError::Disconnected(Endpoint::Observer))
     ));
+    assert_eq!(
+        recv(&mut a).unwrap(),
+        Incoming::Departed(Endpoint::Observer),
+        "the departure the send found is still reported by receiving"
+    );
     assert!(
         matches!(a.recv(), Err(TransportError::Closed)),
-        "both departures were reported already; with every peer gone nothing can arrive"
+        "both departures were reported; with every peer gone nothing can arrive"
+    );
+    assert!(
+        matches!(
+            a.recv_timeout(Duration::from_millis(20)),
+            Err(TransportError::Closed)
+        ),
+        "recv_timeout says so too, without waiting for its timeout"
     );
     drop(a);
     assert_empty(dir.path());
 }
 
 #[test]
-fn recv_returns_a_failed_flush_instead_of_waiting() {
+fn recv_reports_a_departure_its_flush_finds_instead_of_waiting() {
     let dir = tempfile::tempdir().unwrap();
     let [mut a, b, c] = triangle(dir.path());
     a.send(node(2), 1).unwrap();
     a.flush().unwrap();
     drop(b);
     a.send(node(2), 2).unwrap();
-    assert!(matches!(a.recv(), Err(TransportError::Disconnected(p)) if p == node(2)));
+    assert_eq!(a.recv().unwrap(), Incoming::Departed(node(2)));
     // c is still there: nothing to receive, no second report.
     assert_eq!(a.recv_timeout(Duration::from_millis(20)).unwrap(), None);
+    assert!(matches!(a.send(node(2), 3), Err(TransportError::Disconnected(p)) if p == node(2)));
     drop((a, c));
     assert_empty(dir.path());
 }
@@ -115,9 +149,66 @@ fn connecting_again_to_a_departed_peer_does_nothing() {
     let run = address(dir.path());
     let [mut a, b, c] = triangle(dir.path());
     drop(b);
-    assert!(matches!(recv(&mut a), Err(TransportError::Disconnected(p)) if p == node(2)));
+    assert_eq!(recv(&mut a).unwrap(), Incoming::Departed(node(2)));
     a.connect(node(2), &run).unwrap();
     assert!(matches!(a.send(node(2), 1), Err(TransportError::Disconnected(p)) if p == node(2)));
+    assert_eq!(
+        a.recv_timeout(Duration::from_millis(20)).unwrap(),
+        None,
+        "no second report"
+    );
     drop((a, c));
+    assert_empty(dir.path());
+}
+
+/// Before any peer, receiving waits; once every peer has departed and each departure
+/// has been returned, it is `Closed`; a new peer opens it again.
+#[test]
+fn closed_only_once_every_peer_departed_and_a_new_peer_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = address(dir.path());
+    let mut a = PipeTransport::<u32>::new(dir.path(), node(1)).unwrap();
+    for timeout in [Duration::ZERO, Duration::from_millis(20)] {
+        assert_eq!(
+            a.recv_timeout(timeout).unwrap(),
+            None,
+            "no peer yet: wait, as for any frame"
+        );
+    }
+
+    let mut b = PipeTransport::<u32>::new(dir.path(), node(2)).unwrap();
+    a.connect(node(2), &run).unwrap();
+    b.connect(node(1), &run).unwrap();
+    b.send(node(1), 7).unwrap();
+    drop(b);
+    assert_eq!(recv(&mut a).unwrap(), Incoming::Frame(node(2), 7));
+    assert_eq!(recv(&mut a).unwrap(), Incoming::Departed(node(2)));
+    assert!(matches!(a.recv(), Err(TransportError::Closed)));
+    assert!(
+        matches!(a.recv(), Err(TransportError::Closed)),
+        "and stays closed"
+    );
+
+    let mut c = PipeTransport::<u32>::new(dir.path(), Endpoint::Observer).unwrap();
+    a.connect(Endpoint::Observer, &run).unwrap();
+    assert_eq!(
+        a.recv_timeout(Duration::from_millis(20)).unwrap(),
+        None,
+        "a new peer: wait for it again"
+    );
+    c.connect(node(1), &run).unwrap();
+    c.send(node(1), 8).unwrap();
+    c.flush().unwrap();
+    assert_eq!(
+        recv(&mut a).unwrap(),
+        Incoming::Frame(Endpoint::Observer, 8)
+    );
+    drop(c);
+    assert_eq!(
+        recv(&mut a).unwrap(),
+        Incoming::Departed(Endpoint::Observer)
+    );
+    assert!(matches!(a.recv(), Err(TransportError::Closed)));
+    drop(a);
     assert_empty(dir.path());
 }

@@ -3,11 +3,11 @@
 
 mod common;
 
-use common::{PATIENCE, address, assert_empty, listing, recv};
-use snapshot_core::{Endpoint, NodeId, Transport, TransportError};
+use common::{PATIENCE, address, assert_empty, listing, recv, recv_frame};
+use snapshot_core::{Endpoint, Incoming, NodeId, Transport, TransportError};
 use std::thread;
-use std::time::Duration;
-use transport_pipe::{PipeOptions, PipeTransport};
+use std::time::{Duration, Instant};
+use transport_pipe::{DEFAULT_OPEN_TIMEOUT, PipeOptions, PipeTransport};
 
 const SENDERS: u32 = 3;
 const PER_SENDER: u64 = 100_000;
@@ -27,6 +27,7 @@ fn frames_from_each_sender_arrive_in_order_and_exactly_once() {
     let senders: Vec<_> = (0..SENDERS)
         .map(|i| {
             let mut t = PipeTransport::new(dir.path(), node(i)).unwrap();
+            t.connect(Endpoint::Observer, &run).unwrap();
             thread::spawn(move || {
                 for seq in 0..PER_SENDER {
                     t.send(Endpoint::Observer, (i, seq)).unwrap();
@@ -43,7 +44,7 @@ fn frames_from_each_sender_arrive_in_order_and_exactly_once() {
     let mut gone = [false; SENDERS as usize];
     while gone.iter().any(|g| !g) {
         match recv(&mut receiver) {
-            Ok((from, (i, seq))) => {
+            Ok(Incoming::Frame(from, (i, seq))) => {
                 assert_eq!(from, node(i));
                 assert!(
                     !gone[i as usize],
@@ -52,7 +53,7 @@ fn frames_from_each_sender_arrive_in_order_and_exactly_once() {
                 assert_eq!(seq, next[i as usize], "frame from node {i} out of order");
                 next[i as usize] += 1;
             }
-            Err(TransportError::Disconnected(Endpoint::Node(NodeId(i)))) => {
+            Ok(Incoming::Departed(Endpoint::Node(NodeId(i)))) => {
                 assert!(!gone[i as usize], "node {i} reported gone twice");
                 assert_eq!(
                     next[i as usize], PER_SENDER,
@@ -60,7 +61,7 @@ fn frames_from_each_sender_arrive_in_order_and_exactly_once() {
                 );
                 gone[i as usize] = true;
             }
-            Err(error) => panic!("unexpected {error}"),
+            other => panic!("unexpected {other:?}"),
         }
     }
     assert!(
@@ -94,7 +95,7 @@ fn bulk_both_ways_at_once_does_not_deadlock() {
             t.flush().unwrap();
             let expected = vec![u8::from(peer == node(1)); 100];
             for seq in 0..FRAMES {
-                let (from, (got, body)) = recv(&mut t).unwrap();
+                let (from, (got, body)) = recv_frame(&mut t);
                 assert_eq!((from, got), (peer, seq));
                 assert_eq!(body, expected);
             }
@@ -132,7 +133,9 @@ fn a_ring_of_bulk_senders_does_not_deadlock() {
                     options.clone(),
                 )
                 .unwrap();
+                // The previous one sends to it, and it sends to the next.
                 t.connect(ring[(i + 2) % 3], &run).unwrap();
+                t.connect(ring[(i + 1) % 3], &run).unwrap();
                 t
             })
             .collect();
@@ -148,7 +151,7 @@ fn a_ring_of_bulk_senders_does_not_deadlock() {
                     t.flush().unwrap();
                     let expected = vec![((i + 2) % 3) as u8; SIZE];
                     for seq in 0..FRAMES {
-                        let (from, (got, body)) = recv(&mut t).unwrap();
+                        let (from, (got, body)) = recv_frame(&mut t);
                         assert_eq!((from, got), (previous, seq));
                         assert!(body == expected, "frame {seq} from {previous} damaged");
                     }
@@ -174,7 +177,7 @@ fn ping_pong_keeps_order_both_ways() {
     b.connect(Endpoint::Master, &run).unwrap();
     let echo = thread::spawn(move || {
         for _ in 0..ROUNDS {
-            let (from, n) = recv(&mut b).unwrap();
+            let (from, n) = recv_frame(&mut b);
             assert_eq!(from, Endpoint::Master);
             b.send(from, n + 1).unwrap();
         }
@@ -185,7 +188,10 @@ fn ping_pong_keeps_order_both_ways() {
     for round in 0..ROUNDS {
         a.send(node(7), round * 2).unwrap();
         // recv flushes the request first.
-        assert_eq!(recv(&mut a).unwrap(), (node(7), round * 2 + 1));
+        assert_eq!(
+            recv(&mut a).unwrap(),
+            Incoming::Frame(node(7), round * 2 + 1)
+        );
     }
     let b = echo.join().unwrap();
     drop((a, b));
@@ -209,7 +215,10 @@ fn fifos_are_unlinked_once_both_ends_are_open() {
 
     node5.send(Endpoint::Master, "hello".into()).unwrap();
     node5.flush().unwrap();
-    assert_eq!(recv(&mut master).unwrap(), (node(5), "hello".into()));
+    assert_eq!(
+        recv(&mut master).unwrap(),
+        Incoming::Frame(node(5), "hello".into())
+    );
     assert_eq!(listing(dir.path()), ["master-to-node-5"]);
 
     master.send(node(5), "welcome".into()).unwrap();
@@ -221,7 +230,7 @@ fn fifos_are_unlinked_once_both_ends_are_open() {
     master.flush().unwrap();
     assert_eq!(
         recv(&mut node5).unwrap(),
-        (Endpoint::Master, "welcome".into())
+        Incoming::Frame(Endpoint::Master, "welcome".into())
     );
     drop((master, node5));
     assert_empty(dir.path());
@@ -234,7 +243,7 @@ fn connect_is_idempotent_and_checks_the_directory() {
     let run = address(dir.path());
     let mut a = PipeTransport::<u32>::new(dir.path(), node(1)).unwrap();
     let b = PipeTransport::<u32>::new(dir.path(), node(2)).unwrap();
-    assert_eq!(a.address(), Some(run.clone()));
+    assert_eq!(a.address(), run);
     // The medium can be picked at run time.
     let mut b: Box<dyn Transport<u32>> = Box::new(b);
     assert!(matches!(
@@ -250,7 +259,7 @@ fn connect_is_idempotent_and_checks_the_directory() {
     }
     b.flush().unwrap();
     for n in 0..3 {
-        assert_eq!(recv(&mut a).unwrap(), (node(2), n));
+        assert_eq!(recv(&mut a).unwrap(), Incoming::Frame(node(2), n));
     }
     assert_eq!(
         a.recv_timeout(Duration::from_millis(10)).unwrap(),
@@ -268,6 +277,7 @@ fn a_send_before_the_peer_connects_waits_for_it() {
     let dir = tempfile::tempdir().unwrap();
     let run = address(dir.path());
     let mut early = PipeTransport::<u32>::new(dir.path(), node(1)).unwrap();
+    early.connect(Endpoint::Observer, &run).unwrap();
     let sender = thread::spawn(move || {
         early.send(Endpoint::Observer, 42).unwrap();
         early.flush().unwrap();
@@ -275,25 +285,59 @@ fn a_send_before_the_peer_connects_waits_for_it() {
     });
     let mut late = PipeTransport::<u32>::new(dir.path(), Endpoint::Observer).unwrap();
     late.connect(node(1), &run).unwrap();
-    assert_eq!(recv(&mut late).unwrap(), (node(1), 42));
+    assert_eq!(recv(&mut late).unwrap(), Incoming::Frame(node(1), 42));
     let early = sender.join().unwrap();
     drop((early, late));
     assert_empty(dir.path());
 }
 
+/// A send to an endpoint this one never connected to fails at once; before any
+/// connect, receiving waits (there is nothing to read yet), it is not `Closed`.
 #[test]
-fn a_send_to_a_peer_that_never_connects_gives_up() {
+fn a_send_to_an_endpoint_never_connected_to_is_unknown() {
     let dir = tempfile::tempdir().unwrap();
-    let options = PipeOptions::default().with_open_timeout(Duration::from_millis(100));
-    let mut lonely =
-        PipeTransport::<u32>::with_options(dir.path(), Endpoint::Master, options).unwrap();
+    let mut lonely = PipeTransport::<u32>::new(dir.path(), Endpoint::Master).unwrap();
+    let start = Instant::now();
     assert!(matches!(
         lonely.send(node(3), 1),
         Err(TransportError::UnknownEndpoint(Endpoint::Node(NodeId(3))))
     ));
     assert!(
-        matches!(lonely.recv(), Err(TransportError::Closed)),
-        "nobody is connected: nothing can arrive"
+        start.elapsed() < DEFAULT_OPEN_TIMEOUT,
+        "no waiting for a peer that was never connected to"
+    );
+    assert_empty(dir.path());
+    for timeout in [Duration::ZERO, Duration::from_millis(20)] {
+        assert_eq!(
+            lonely.recv_timeout(timeout).unwrap(),
+            None,
+            "no peer yet: receiving waits"
+        );
+    }
+    drop(lonely);
+    assert_empty(dir.path());
+}
+
+/// The first send to a peer that is connected to but never connects back gives up
+/// after the open timeout.
+#[test]
+fn a_send_to_a_peer_that_never_connects_gives_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let timeout = Duration::from_millis(100);
+    let options = PipeOptions::default().with_open_timeout(timeout);
+    let mut lonely =
+        PipeTransport::<u32>::with_options(dir.path(), Endpoint::Master, options).unwrap();
+    lonely.connect(node(3), &address(dir.path())).unwrap();
+    let start = Instant::now();
+    assert!(matches!(
+        lonely.send(node(3), 1),
+        Err(TransportError::UnknownEndpoint(Endpoint::Node(NodeId(3))))
+    ));
+    assert!(start.elapsed() >= timeout, "the send waited for the peer");
+    assert_eq!(
+        lonely.recv_timeout(Duration::from_millis(20)).unwrap(),
+        None,
+        "the peer has not gone, it never came: nothing arrives, and it is not closed"
     );
     drop(lonely);
     assert_empty(dir.path());
@@ -307,6 +351,7 @@ fn frames_over_the_bound_are_refused_at_the_sender() {
     let mut a =
         PipeTransport::<Vec<u8>>::with_options(dir.path(), node(1), options.clone()).unwrap();
     let mut b = PipeTransport::<Vec<u8>>::with_options(dir.path(), node(2), options).unwrap();
+    a.connect(node(2), &run).unwrap();
     b.connect(node(1), &run).unwrap();
     assert!(matches!(
         a.send(node(2), vec![0; 100]),
@@ -314,7 +359,12 @@ fn frames_over_the_bound_are_refused_at_the_sender() {
     ));
     a.send(node(2), vec![1; 10]).unwrap();
     a.flush().unwrap();
-    assert_eq!(recv(&mut b).unwrap(), (node(1), vec![1; 10]));
+    assert_eq!(recv(&mut b).unwrap(), Incoming::Frame(node(1), vec![1; 10]));
+    assert_eq!(
+        b.recv_timeout(Duration::from_millis(10)).unwrap(),
+        None,
+        "the refused frame never left"
+    );
     drop((a, b));
     assert_empty(dir.path());
 }
@@ -330,7 +380,7 @@ fn drop_releases_readers_waiting_for_peers_that_never_come() {
     t.connect(Endpoint::Master, &run).unwrap();
     assert_eq!(listing(dir.path()).len(), 6);
     assert_eq!(t.recv_timeout(Duration::from_millis(10)).unwrap(), None);
-    // Returns (the test would hang otherwise), with every reader joined.
+    // Returns (the test would hang otherwise): nobody is waited for.
     let (done_tx, done) = std::sync::mpsc::channel();
     let dropped = thread::spawn(move || {
         drop(t);

@@ -1,15 +1,17 @@
 //! Bytes that are not frames, written straight into a FIFO by the test: the peer is
-//! dropped and reported as `Disconnected`; nothing crashes, and the others go on.
+//! dropped and reported as departed, after the frames it sent before; nothing
+//! crashes, and the others go on.
 
 mod common;
 
 use common::{address, assert_empty, recv};
 use serde::{Deserialize, Serialize};
 use snapshot_core::codec;
-use snapshot_core::{Endpoint, NodeId, Transport, TransportError};
+use snapshot_core::{Endpoint, Incoming, NodeId, Transport, TransportError};
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::path::Path;
+use std::time::Duration;
 use transport_pipe::{PipeOptions, PipeTransport, fifo_path};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,7 +47,8 @@ fn setup() -> Setup {
         PipeTransport::with_options(dir.path(), Endpoint::Observer, options.clone()).unwrap();
     observer.connect(HONEST, &run).unwrap();
     observer.connect(INTRUDER, &run).unwrap();
-    let honest = PipeTransport::with_options(dir.path(), HONEST, options).unwrap();
+    let mut honest = PipeTransport::with_options(dir.path(), HONEST, options).unwrap();
+    honest.connect(Endpoint::Observer, &run).unwrap();
     // The observer is reading, so this blocking open returns at once.
     let intruder = OpenOptions::new()
         .write(true)
@@ -79,11 +82,18 @@ fn intruder_writes(bad: &[u8]) {
     bytes.extend_from_slice(bad);
     intruder.write_all(&bytes).unwrap();
 
-    assert_eq!(recv(&mut observer).unwrap(), (INTRUDER, frame(0)));
-    assert_eq!(recv(&mut observer).unwrap(), (INTRUDER, frame(1)));
-    assert!(
-        matches!(recv(&mut observer), Err(TransportError::Disconnected(p)) if p == INTRUDER),
-        "the intruder is dropped as disconnected"
+    assert_eq!(
+        recv(&mut observer).unwrap(),
+        Incoming::Frame(INTRUDER, frame(0))
+    );
+    assert_eq!(
+        recv(&mut observer).unwrap(),
+        Incoming::Frame(INTRUDER, frame(1))
+    );
+    assert_eq!(
+        recv(&mut observer).unwrap(),
+        Incoming::Departed(INTRUDER),
+        "the intruder is dropped as departed"
     );
     // Its FIFO is closed: more bytes go nowhere.
     let more = intruder.write_all(&encoded(&[frame(2)]));
@@ -91,7 +101,19 @@ fn intruder_writes(bad: &[u8]) {
     // The honest node is not affected.
     honest.send(Endpoint::Observer, frame(7)).unwrap();
     honest.flush().unwrap();
-    assert_eq!(recv(&mut observer).unwrap(), (HONEST, frame(7)));
+    assert_eq!(
+        recv(&mut observer).unwrap(),
+        Incoming::Frame(HONEST, frame(7))
+    );
+    assert_eq!(
+        observer.recv_timeout(Duration::from_millis(20)).unwrap(),
+        None,
+        "the intruder is reported once"
+    );
+    assert!(
+        matches!(observer.send(INTRUDER, frame(8)), Err(TransportError::Disconnected(p)) if p == INTRUDER),
+        "and sends to it fail"
+    );
     drop((observer, honest, intruder));
     assert_empty(dir.path());
 }
@@ -119,8 +141,11 @@ fn a_frame_cut_short_at_the_end_of_the_stream_is_a_departure() {
     let bytes = encoded(&[frame(0), frame(1)]);
     intruder.write_all(&bytes[..bytes.len() - 3]).unwrap();
     drop(intruder);
-    assert_eq!(recv(&mut observer).unwrap(), (INTRUDER, frame(0)));
-    assert!(matches!(recv(&mut observer), Err(TransportError::Disconnected(p)) if p == INTRUDER));
+    assert_eq!(
+        recv(&mut observer).unwrap(),
+        Incoming::Frame(INTRUDER, frame(0))
+    );
+    assert_eq!(recv(&mut observer).unwrap(), Incoming::Departed(INTRUDER));
     drop((observer, honest));
     assert_empty(dir.path());
 }
@@ -155,9 +180,9 @@ fn random_bytes_do_not_crash_the_receiver() {
         // Whatever happened to decode is delivered; then the intruder is gone.
         loop {
             match recv(&mut observer) {
-                Ok((from, _)) => assert_eq!(from, INTRUDER),
-                Err(TransportError::Disconnected(p)) if p == INTRUDER => break,
-                Err(error) => panic!("seed {seed}: unexpected {error}"),
+                Ok(Incoming::Frame(from, _)) => assert_eq!(from, INTRUDER),
+                Ok(Incoming::Departed(p)) if p == INTRUDER => break,
+                other => panic!("seed {seed}: unexpected {other:?}"),
             }
         }
         match writing.join().unwrap() {
@@ -166,7 +191,10 @@ fn random_bytes_do_not_crash_the_receiver() {
         }
         honest.send(Endpoint::Observer, frame(3)).unwrap();
         honest.flush().unwrap();
-        assert_eq!(recv(&mut observer).unwrap(), (HONEST, frame(3)));
+        assert_eq!(
+            recv(&mut observer).unwrap(),
+            Incoming::Frame(HONEST, frame(3))
+        );
         drop((observer, honest));
         assert_empty(dir.path());
     }

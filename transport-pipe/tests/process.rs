@@ -5,7 +5,7 @@ mod common;
 
 use common::{PATIENCE, address, assert_empty, recv};
 use serde::{Deserialize, Serialize};
-use snapshot_core::{Endpoint, NodeId, Transport, TransportError};
+use snapshot_core::{Endpoint, Incoming, NodeId, Transport, TransportError};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
@@ -34,10 +34,12 @@ fn child() {
     t.send(Endpoint::Master, Msg::Hello).unwrap();
     loop {
         match t.recv() {
-            Ok((Endpoint::Master, Msg::Echo(n))) => t.send(Endpoint::Master, Msg::Echo(n)).unwrap(),
-            Ok((Endpoint::Master, Msg::Bye)) => break,
+            Ok(Incoming::Frame(Endpoint::Master, Msg::Echo(n))) => {
+                t.send(Endpoint::Master, Msg::Echo(n)).unwrap()
+            }
+            Ok(Incoming::Frame(Endpoint::Master, Msg::Bye)) => break,
+            Ok(Incoming::Departed(Endpoint::Master)) => break,
             Ok(other) => panic!("unexpected {other:?}"),
-            Err(TransportError::Disconnected(Endpoint::Master) | TransportError::Closed) => break,
             Err(error) => panic!("{error}"),
         }
     }
@@ -100,22 +102,32 @@ fn frames_go_both_ways_between_processes() {
     // As the bank does: connect before spawning.
     master.connect(node, &run).unwrap();
     let child = ChildGuard::spawn(dir.path(), 1);
-    assert_eq!(recv(&mut master).unwrap(), (node, Msg::Hello));
+    assert_eq!(
+        recv(&mut master).unwrap(),
+        Incoming::Frame(node, Msg::Hello)
+    );
     for n in 0..FRAMES {
         master.send(node, Msg::Echo(n)).unwrap();
     }
     for n in 0..FRAMES {
-        assert_eq!(recv(&mut master).unwrap(), (node, Msg::Echo(n)));
+        assert_eq!(
+            recv(&mut master).unwrap(),
+            Incoming::Frame(node, Msg::Echo(n))
+        );
     }
     master.send(node, Msg::Bye).unwrap();
-    assert!(matches!(recv(&mut master), Err(TransportError::Disconnected(p)) if p == node));
+    assert_eq!(recv(&mut master).unwrap(), Incoming::Departed(node));
+    assert!(
+        matches!(master.recv(), Err(TransportError::Closed)),
+        "its only peer has gone"
+    );
     assert!(child.wait().success(), "the child exits cleanly");
     drop(master);
     assert_empty(dir.path());
 }
 
 #[test]
-fn a_killed_process_is_reported_disconnected() {
+fn a_killed_process_is_reported_departed() {
     let dir = tempfile::tempdir().unwrap();
     let run = address(dir.path());
     let node = Endpoint::Node(NodeId(2));
@@ -123,12 +135,18 @@ fn a_killed_process_is_reported_disconnected() {
         transport_pipe::PipeTransport::<Msg>::new(dir.path(), Endpoint::Master).unwrap();
     master.connect(node, &run).unwrap();
     let mut child = ChildGuard::spawn(dir.path(), 2);
-    assert_eq!(recv(&mut master).unwrap(), (node, Msg::Hello));
+    assert_eq!(
+        recv(&mut master).unwrap(),
+        Incoming::Frame(node, Msg::Hello)
+    );
     master.send(node, Msg::Echo(1)).unwrap();
-    assert_eq!(recv(&mut master).unwrap(), (node, Msg::Echo(1)));
+    assert_eq!(
+        recv(&mut master).unwrap(),
+        Incoming::Frame(node, Msg::Echo(1))
+    );
 
     child.child().kill().unwrap();
-    assert!(matches!(recv(&mut master), Err(TransportError::Disconnected(p)) if p == node));
+    assert_eq!(recv(&mut master).unwrap(), Incoming::Departed(node));
     assert!(!child.wait().success());
     assert!(
         matches!(master.send(node, Msg::Echo(2)), Err(TransportError::Disconnected(p)) if p == node)
@@ -147,7 +165,10 @@ fn a_child_exits_when_the_master_goes() {
         transport_pipe::PipeTransport::<Msg>::new(dir.path(), Endpoint::Master).unwrap();
     master.connect(node, &run).unwrap();
     let child = ChildGuard::spawn(dir.path(), 3);
-    assert_eq!(recv(&mut master).unwrap(), (node, Msg::Hello));
+    assert_eq!(
+        recv(&mut master).unwrap(),
+        Incoming::Frame(node, Msg::Hello)
+    );
     drop(master);
     assert!(child.wait().success());
     assert_empty(dir.path());

@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::{PATIENCE, address, assert_empty, recv};
-use snapshot_core::{Endpoint, NodeId, Transport, TransportError};
+use common::{PATIENCE, address, assert_empty, recv, recv_frame};
+use snapshot_core::{Endpoint, Incoming, NodeId, Transport, TransportError};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -61,20 +61,20 @@ fn a_spinning_receiver_gets_every_frame_in_order_then_the_departures() {
         let mut gone = [false; 3];
         while gone.iter().any(|g| !g) {
             match recv(&mut master) {
-                Ok((from, (i, seq))) => {
+                Ok(Incoming::Frame(from, (i, seq))) => {
                     assert_eq!(from, node(i));
                     let at = i as usize - 1;
                     assert!(!gone[at], "a frame from node {i} after its departure");
                     assert_eq!(seq, next[at], "spin {spin:?}: node {i} out of order");
                     next[at] += 1;
                 }
-                Err(TransportError::Disconnected(Endpoint::Node(NodeId(i)))) => {
+                Ok(Incoming::Departed(Endpoint::Node(NodeId(i)))) => {
                     let at = i as usize - 1;
                     assert!(!gone[at], "node {i} reported gone twice");
                     assert_eq!(next[at], FRAMES, "node {i} gone before its last frame");
                     gone[at] = true;
                 }
-                Err(error) => panic!("unexpected {error}"),
+                other => panic!("unexpected {other:?}"),
             }
         }
         assert!(matches!(master.recv(), Err(TransportError::Closed)));
@@ -114,7 +114,9 @@ fn a_frame_that_arrives_during_the_spin_is_taken_at_once() {
         sender.flush().unwrap();
     }
     let (master, got) = receiving.join().unwrap();
-    let expected: Vec<_> = (0..100).map(|r| Some((node(1), (1, r)))).collect();
+    let expected: Vec<_> = (0..100)
+        .map(|r| Some(Incoming::Frame(node(1), (1, r))))
+        .collect();
     assert_eq!(got, expected);
     drop((master, sender));
     assert_empty(dir.path());
@@ -130,9 +132,9 @@ fn a_departure_during_the_spin_is_reported_once() {
     let (ready_tx, ready) = mpsc::channel();
     let receiving = thread::spawn(move || {
         ready_tx.send(()).unwrap();
-        let first = recv(&mut master);
-        assert!(
-            matches!(first, Err(TransportError::Disconnected(p)) if p == node(1)),
+        assert_eq!(
+            recv(&mut master).unwrap(),
+            Incoming::Departed(node(1)),
             "the departure is reported"
         );
         assert_eq!(
@@ -176,7 +178,7 @@ fn ping_pong_with_a_spinning_requester() {
     let mut echo = nodes.remove(0);
     let echoing = thread::spawn(move || {
         for _ in 0..ROUNDS {
-            let (from, (i, n)) = recv(&mut echo).unwrap();
+            let (from, (i, n)) = recv_frame(&mut echo);
             echo.send(from, (i, n + 1)).unwrap();
         }
         echo.flush().unwrap();
@@ -184,7 +186,10 @@ fn ping_pong_with_a_spinning_requester() {
     });
     for round in 0..ROUNDS {
         master.send(node(1), (0, round * 2)).unwrap();
-        assert_eq!(recv(&mut master).unwrap(), (node(1), (0, round * 2 + 1)));
+        assert_eq!(
+            recv(&mut master).unwrap(),
+            Incoming::Frame(node(1), (0, round * 2 + 1))
+        );
     }
     let echo = echoing.join().unwrap();
     drop((master, echo));

@@ -2,19 +2,29 @@
 
 #![allow(dead_code)]
 
-use snapshot_core::{Endpoint, Transport, TransportError};
+use snapshot_core::{Endpoint, Incoming, Transport, TransportError};
 use std::path::Path;
 use std::time::Duration;
 
 /// How long any single wait in a test may take before the test fails.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
-/// Receives one frame (or error), failing the test if nothing comes in time.
-pub fn recv<F>(t: &mut impl Transport<F>) -> Result<(Endpoint, F), TransportError> {
+/// Receives one frame or departure (or error), failing the test if nothing comes in
+/// time.
+pub fn recv<F>(t: &mut impl Transport<F>) -> Result<Incoming<F>, TransportError> {
     match t.recv_timeout(PATIENCE) {
-        Ok(Some(item)) => Ok(item),
+        Ok(Some(incoming)) => Ok(incoming),
         Ok(None) => panic!("{} waited {PATIENCE:?} for a frame", t.local()),
         Err(error) => Err(error),
+    }
+}
+
+/// Receives one frame, failing the test if a departure, an error or nothing comes.
+pub fn recv_frame<F: std::fmt::Debug>(t: &mut impl Transport<F>) -> (Endpoint, F) {
+    let local = t.local();
+    match recv(t) {
+        Ok(Incoming::Frame(from, frame)) => (from, frame),
+        other => panic!("{local} expected a frame, got {other:?}"),
     }
 }
 
