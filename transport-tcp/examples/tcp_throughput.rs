@@ -8,7 +8,7 @@
 //! cargo run --release -p transport-tcp --example tcp_throughput [frames] [round-trips]
 //! ```
 
-use snapshot_core::{Endpoint, NodeId, Transport, TransportError};
+use snapshot_core::{Endpoint, Incoming, NodeId, Transport, TransportError};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
@@ -107,20 +107,30 @@ fn summary(times: &[Duration]) -> String {
     )
 }
 
+/// Two endpoints, each connected to the other.
 fn pair() -> Result<(TcpTransport<Frame>, TcpTransport<Frame>), TransportError> {
     let config = TcpConfig::new("throughput", random_key());
-    let a = TcpTransport::new(Endpoint::Node(NodeId(1)), config.clone())?;
-    let b = TcpTransport::new(Endpoint::Node(NodeId(2)), config)?;
+    let mut a = TcpTransport::new(Endpoint::Node(NodeId(1)), config.clone())?;
+    let mut b = TcpTransport::new(Endpoint::Node(NodeId(2)), config)?;
+    a.connect(b.local(), &b.address())?;
+    b.connect(a.local(), &a.address())?;
     Ok((a, b))
+}
+
+/// The next frame; the other side leaving is an error here.
+fn next_frame(t: &mut TcpTransport<Frame>) -> Result<(Endpoint, Frame), TransportError> {
+    match t.recv()? {
+        Incoming::Frame(from, frame) => Ok((from, frame)),
+        Incoming::Departed(peer) => Err(TransportError::Disconnected(peer)),
+    }
 }
 
 /// `frames` frames from a to b, as fast as a can send them.
 fn one_way(frames: u64) -> Result<f64, TransportError> {
     let (mut a, mut b) = pair()?;
-    a.connect(b.local(), &b.address().unwrap_or_default())?;
     let receiver = std::thread::spawn(move || -> Result<(), TransportError> {
         for n in 0..frames {
-            let (from, frame) = b.recv()?;
+            let (from, frame) = next_frame(&mut b)?;
             assert_eq!((from, seq(&frame)), (Endpoint::Node(NodeId(1)), n));
         }
         Ok(())
@@ -141,11 +151,9 @@ fn round_trips(count: usize, spin: Duration) -> Result<Vec<Duration>, TransportE
     let (mut a, mut b) = pair()?;
     a.set_spin(spin);
     b.set_spin(spin);
-    a.connect(b.local(), &b.address().unwrap_or_default())?;
-    b.connect(a.local(), &a.address().unwrap_or_default())?;
     let echo = std::thread::spawn(move || -> Result<(), TransportError> {
         loop {
-            let (from, frame) = b.recv()?;
+            let (from, frame) = next_frame(&mut b)?;
             if seq(&frame) == u64::MAX {
                 return Ok(());
             }
@@ -158,7 +166,7 @@ fn round_trips(count: usize, spin: Duration) -> Result<Vec<Duration>, TransportE
     for n in 0..count as u64 + 1000 {
         let start = Instant::now();
         a.send(peer, frame(n))?;
-        let (_, reply) = a.recv()?;
+        let (_, reply) = next_frame(&mut a)?;
         let elapsed = start.elapsed();
         assert_eq!(seq(&reply), n);
         if n >= 1000 {

@@ -1,12 +1,14 @@
-//! The synchronous form: an [`AsyncTcpTransport`] on a tokio runtime of its own, whose
-//! connections the calling thread reads itself.
+//! The synchronous form: an endpoint's listener and writers on a tokio runtime of its
+//! own, and its connections read by the calling thread itself.
 
-use crate::asynchronous::Stall;
-use crate::direct::{Arrival, Inbound};
-use crate::{AsyncTcpTransport, TcpConfig};
+use crate::TcpConfig;
+use crate::connection::Readers;
+use crate::direct::Reader;
+use crate::outbound::{Outbound, Stall};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use snapshot_core::{Endpoint, Patience, Transport, TransportError};
+use snapshot_core::stream::Patience;
+use snapshot_core::{Endpoint, Incoming, Transport, TransportError};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,13 +38,13 @@ pub const LINGER: Duration = Duration::from_secs(5);
 /// arrive meanwhile wait in the socket, and a peer that sends more than the socket
 /// holds waits for the application to receive (its own calls that wait go on reading
 /// its connections, so two endpoints sending each other large volumes cannot
-/// deadlock). Sends that need no waiting do not touch the runtime: they encode into a
+/// deadlock; what they take in waits for `recv`). Sends that need no waiting do not touch the runtime: they encode into a
 /// buffer, and a flush writes it to the socket from the calling thread when the
 /// writer is idle.
 ///
 /// Its methods must not be called from within an asynchronous context (a tokio task):
 /// they block, and tokio refuses that. Applications on tokio use
-/// [`AsyncTcpTransport`] instead.
+/// [`AsyncTcpTransport`](crate::AsyncTcpTransport) instead.
 ///
 /// Dropping it flushes, closes its connections once their writers have written
 /// everything (waiting up to [`LINGER`] for them), stops the runtime and joins its
@@ -51,19 +53,22 @@ pub const LINGER: Duration = Duration::from_secs(5);
 /// See the [crate documentation](crate) for how it works and what it guarantees.
 pub struct TcpTransport<F> {
     local: Endpoint,
-    inner: AsyncTcpTransport<F>,
+    /// The listener and the outgoing connections.
+    outbound: Outbound,
     /// The listener, handshakes and writers, on a thread of their own. Always there
     /// until the transport is dropped.
     runtime: Option<Runtime>,
-    /// The authenticated connections, read by the calling thread.
-    inbound: Inbound<F>,
+    /// The authenticated connections, read by the calling thread, and the peers.
+    reader: Reader<F>,
+    /// The peer whose frame was handed out last: a flush writes to it first.
+    last_from: Endpoint,
     spin: Duration,
 }
 
 impl<F> std::fmt::Debug for TcpTransport<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TcpTransport")
-            .field("inner", &self.inner)
+            .field("outbound", &self.outbound)
             .finish_non_exhaustive()
     }
 }
@@ -75,9 +80,10 @@ where
     /// The endpoint `local` of the cluster that `config` describes: starts its
     /// runtime, listens on `config.bind` and accepts peers that prove they belong.
     ///
-    /// Fails if the key is empty, the address cannot be bound or the runtime cannot
-    /// start.
+    /// Fails with [`TransportError::Config`] if the key is empty, and otherwise if
+    /// the address cannot be bound or the runtime cannot start.
     pub fn new(local: Endpoint, config: TcpConfig) -> Result<Self, TransportError> {
+        config.check()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("snapshot-tcp")
@@ -88,20 +94,18 @@ where
                 context: format!("starting the runtime of {local}"),
                 source,
             })?;
-        let inbound = Inbound::new(config.max_frame).map_err(|source| TransportError::Io {
+        let reader = Reader::new(config.max_frame).map_err(|source| TransportError::Io {
             context: format!("starting the poll of {local}"),
             source,
         })?;
-        let inner = runtime.block_on(AsyncTcpTransport::bind_with_handover(
-            local,
-            config,
-            Some(Arc::clone(inbound.handover())),
-        ))?;
+        let readers = Readers::<F>::Handover(Arc::clone(reader.handover()));
+        let outbound = runtime.block_on(Outbound::start(local, config, readers))?;
         Ok(TcpTransport {
             local,
-            inner,
+            outbound,
             runtime: Some(runtime),
-            inbound,
+            reader,
+            last_from: local,
             spin: Duration::ZERO,
         })
     }
@@ -110,7 +114,7 @@ where
 impl<F> TcpTransport<F> {
     /// The address the listener is bound to (with the port the OS chose).
     pub fn local_addr(&self) -> SocketAddr {
-        self.inner.local_addr()
+        self.outbound.address()
     }
 
     /// Polls for frames for up to `spin` before sleeping in `recv` and
@@ -124,53 +128,56 @@ impl<F> TcpTransport<F> {
     pub fn set_spin(&mut self, spin: Duration) {
         self.spin = spin;
     }
+
+    /// Takes in the connections from this endpoint found broken: the peer has gone.
+    /// Its departure is reported when its connection to this endpoint ends, after its
+    /// last frame, or at once if it has none.
+    fn take_lost(&mut self) {
+        while let Some(peer) = self.outbound.next_lost() {
+            if !self.reader.peers().has_departed(peer) && !self.outbound.admitted(peer) {
+                self.reader.depart(peer);
+            }
+        }
+    }
 }
 
 impl<F> TcpTransport<F>
 where
     F: DeserializeOwned,
 {
-    /// Hands out `arrival`, or takes it in and says there is nothing to hand out.
-    fn take(&mut self, arrival: Arrival<F>) -> Option<Result<(Endpoint, F), TransportError>> {
-        match arrival {
-            Arrival::Frame(from, frame) => {
-                self.inner.received_from(from);
-                Some(Ok((from, frame)))
-            }
-            Arrival::Ended(peer) => self
-                .inner
-                .ended(peer)
-                .then_some(Err(TransportError::Disconnected(peer))),
-        }
-    }
-
-    /// Waits for the next frame until `deadline` (`None`: for ever), spinning first
-    /// for up to [`spin`](Self::set_spin).
-    fn next(&mut self, deadline: Option<Instant>) -> Result<Option<(Endpoint, F)>, TransportError> {
+    /// Waits for the next frame or departure until `deadline` (`None`: for ever),
+    /// spinning first for up to [`spin`](Self::set_spin).
+    fn next(&mut self, deadline: Option<Instant>) -> Result<Option<Incoming<F>>, TransportError> {
         self.flush_all()?;
         let patience = Patience::new(deadline, self.spin);
+        let mut last = false;
         loop {
-            while let Some(arrival) = self.inbound.pop() {
-                if let Some(result) = self.take(arrival) {
-                    return result.map(Some);
+            self.take_lost();
+            if let Some(incoming) = self.reader.pop() {
+                match &incoming {
+                    Incoming::Frame(from, _) => self.last_from = *from,
+                    Incoming::Departed(peer) => self.outbound.close_route(*peer),
                 }
+                return Ok(Some(incoming));
+            }
+            if self.reader.is_closed() {
+                return Err(TransportError::Closed);
+            }
+            if last {
+                return Ok(None);
             }
             let look = patience.look();
             self.wait(look.timeout)?;
-            if !self.inbound.has_arrivals() {
-                if look.last {
-                    return Ok(None);
-                }
-                if look.spinning {
-                    std::hint::spin_loop();
-                }
+            last = look.last;
+            if look.spinning {
+                std::hint::spin_loop();
             }
         }
     }
 
-    /// [`Inbound::wait`], with errors as the transport reports them.
+    /// [`Reader::wait`], with errors as the transport reports them.
     fn wait(&mut self, timeout: Option<Duration>) -> Result<(), TransportError> {
-        self.inbound
+        self.reader
             .wait(timeout)
             .map_err(|source| TransportError::Io {
                 context: format!("waiting on the connections of {}", self.local),
@@ -180,10 +187,10 @@ where
 
     /// Waits until the writer behind `stall` can take another batch, reading the
     /// connections meanwhile: a peer that is writing to us at the same time gets on,
-    /// and then reads what we write.
+    /// and then reads what we write. What is read waits for `recv`.
     fn wait_for_writer(&mut self, stall: Stall) -> Result<(), TransportError> {
         let runtime = self.runtime.as_ref().ok_or(TransportError::Closed)?;
-        let handover = Arc::clone(self.inbound.handover());
+        let handover = Arc::clone(self.reader.handover());
         handover.expect_writer();
         let notify = Arc::clone(&handover);
         runtime.spawn(async move {
@@ -197,7 +204,7 @@ where
     }
 
     fn flush_all(&mut self) -> Result<(), TransportError> {
-        while let Some(stall) = self.inner.try_flush()? {
+        while let Some(stall) = self.outbound.try_flush(self.last_from) {
             self.wait_for_writer(stall)?;
         }
         Ok(())
@@ -212,40 +219,9 @@ where
         self.local
     }
 
-    /// Queues `frame` for `to`, which must have been [connected](Self::connect)
-    /// ([`TransportError::UnknownEndpoint`] otherwise). Frames are written in batches:
-    /// when the buffer for `to` is full, and on flush. Fails with
-    /// [`TransportError::Disconnected`] once the connection to `to` has broken, and
-    /// with [`TransportError::FrameTooLarge`] for a frame over
-    /// [`TcpConfig::max_frame`] (nothing is queued then, and the connection stays up).
-    fn send(&mut self, to: Endpoint, frame: F) -> Result<(), TransportError> {
-        if let Some(stall) = self.inner.queue(to, &frame)? {
-            self.wait_for_writer(stall)?;
-        }
-        Ok(())
-    }
-
-    /// Hands every buffered frame to the writers. If several peers have gone, the
-    /// first is returned and the others by the following calls.
-    fn flush(&mut self) -> Result<(), TransportError> {
-        self.flush_all()
-    }
-
-    /// Flushes, then waits for the next frame. When a connection from a peer ends
-    /// (after all the frames that came on it), returns
-    /// [`TransportError::Disconnected`] for that peer, once, and goes on with the
-    /// others on the next call. Waits for ever if nobody sends anything: the listener
-    /// may always accept a new peer.
-    fn recv(&mut self) -> Result<(Endpoint, F), TransportError> {
-        match self.next(None)? {
-            Some(item) => Ok(item),
-            None => Err(TransportError::Closed),
-        }
-    }
-
-    fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<(Endpoint, F)>, TransportError> {
-        // A timeout too long to represent is no timeout.
-        self.next(Instant::now().checked_add(timeout))
+    /// The listener's address, `ip:port`.
+    fn address(&self) -> String {
+        self.outbound.address().to_string()
     }
 
     /// Opens the one connection that carries frames from this endpoint to `peer`,
@@ -253,17 +229,58 @@ where
     /// it; gives up after [`TcpConfig::hello_timeout`]. A peer that does not prove it
     /// knows the key, or that is another endpoint or another cluster, is refused with
     /// [`TransportError::Protocol`]. Connecting to a peer again does nothing, even if
-    /// it has gone since.
+    /// it has departed since.
     fn connect(&mut self, peer: Endpoint, address: &str) -> Result<(), TransportError> {
+        if self.reader.peers().has_departed(peer) {
+            return Ok(());
+        }
         let runtime = self.runtime.as_ref().ok_or(TransportError::Closed)?;
         // On the worker's runtime: the handshake of a peer connecting back to this
         // endpoint meanwhile (even this very endpoint) goes on there.
-        runtime.block_on(self.inner.open(peer, address))
+        runtime.block_on(self.outbound.open(peer, address))?;
+        self.reader.add_peer(peer);
+        Ok(())
     }
 
-    /// The listener's address, `ip:port`.
-    fn address(&self) -> Option<String> {
-        Some(self.inner.local_addr().to_string())
+    /// Queues `frame` for `to`, which must have been [connected](Self::connect)
+    /// ([`TransportError::UnknownEndpoint`] otherwise). Frames are written in batches:
+    /// when the buffer for `to` is full, and on flush; a full writer queue makes it
+    /// wait, reading the connections meanwhile. Fails with
+    /// [`TransportError::Disconnected`] once `to` has departed or its connection is
+    /// known to have broken, and with [`TransportError::FrameTooLarge`] for a frame
+    /// over [`TcpConfig::max_frame`] (nothing is queued then, and the connection
+    /// stays up).
+    fn send(&mut self, to: Endpoint, frame: F) -> Result<(), TransportError> {
+        if let Some(stall) = self.outbound.queue(to, &frame)? {
+            self.wait_for_writer(stall)?;
+        }
+        Ok(())
+    }
+
+    /// Hands every buffered frame to the writers, waiting for those that are behind
+    /// (and reading the connections meanwhile). Frames for a peer whose connection
+    /// has broken are dropped: its departure is reported by receiving.
+    fn flush(&mut self) -> Result<(), TransportError> {
+        self.flush_all()
+    }
+
+    /// Flushes, then waits for the next frame or departure. A peer departs when its
+    /// connection to this endpoint ends (after every frame that came on it), or when
+    /// the connection from this endpoint to it breaks and it has none to this
+    /// endpoint. Once every peer has departed, and each departure has been returned,
+    /// fails with [`TransportError::Closed`]. Before any peer, waits.
+    fn recv(&mut self) -> Result<Incoming<F>, TransportError> {
+        loop {
+            // Without a deadline, `next` gives up only with an error.
+            if let Some(incoming) = self.next(None)? {
+                return Ok(incoming);
+            }
+        }
+    }
+
+    fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Incoming<F>>, TransportError> {
+        // A timeout too long to represent is no timeout.
+        self.next(Instant::now().checked_add(timeout))
     }
 }
 
@@ -278,10 +295,12 @@ impl<F> Drop for TcpTransport<F> {
             return;
         }
         // The timer is made inside the runtime, which it needs.
-        let finished =
-            runtime.block_on(async { tokio::time::timeout(LINGER, self.inner.finish()).await });
-        if let Ok(Err(error)) = finished {
-            tracing::debug!(local = %self.inner.local_addr(), %error, "closing");
+        let last_from = self.last_from;
+        let finished = runtime.block_on(async {
+            tokio::time::timeout(LINGER, self.outbound.finish(last_from)).await
+        });
+        if finished.is_err() {
+            tracing::debug!(local = %self.local, "closing: the writers did not finish in time");
         }
         // Dropping the runtime cancels what is left and joins its thread.
         drop(runtime);

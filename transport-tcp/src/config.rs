@@ -1,12 +1,18 @@
 //! What an endpoint needs to know before it listens: where, for which cluster, with
 //! which key.
 
+use snapshot_core::TransportError;
 use snapshot_core::codec::DEFAULT_MAX_FRAME;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 /// How long a peer has to complete the handshake, by default.
 pub const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How many batches of frames an [`AsyncTcpTransport`](crate::AsyncTcpTransport)'s
+/// readers hold for the application, by default: with batches of at most 64 KiB of
+/// the stream each, up to about 4 MiB.
+pub const DEFAULT_INBOX: usize = 64;
 
 /// The settings of one endpoint.
 ///
@@ -37,6 +43,17 @@ pub struct TcpConfig {
     /// [`connect`](snapshot_core::Transport::connect) gives up. Defaults to
     /// [`DEFAULT_HELLO_TIMEOUT`] (5 s).
     pub hello_timeout: Duration,
+    /// The bound on what an [`AsyncTcpTransport`](crate::AsyncTcpTransport) holds
+    /// for an application that does not receive: how many batches of frames its
+    /// reader tasks may have decoded that the application has not taken, all peers
+    /// together. A batch is what one read of a connection gave, at most 64 KiB of the
+    /// stream (or one frame, when a frame is larger). Once the inbox is full, each
+    /// reader holds the batch it has and stops reading its socket, so the socket
+    /// buffers fill and the peers' sends wait: see
+    /// [Bounded memory](crate#bounded-memory). At least 1; defaults to
+    /// [`DEFAULT_INBOX`] (64). [`TcpTransport`](crate::TcpTransport) has no inbox: it
+    /// reads its sockets only inside its own calls.
+    pub inbox: usize,
 }
 
 impl TcpConfig {
@@ -47,6 +64,20 @@ impl TcpConfig {
             key: key.into(),
             ..Self::default()
         }
+    }
+
+    /// Refuses settings no endpoint can work with, as
+    /// [`TransportError::Config`].
+    pub(crate) fn check(&self) -> Result<(), TransportError> {
+        if self.key.is_empty() {
+            return Err(TransportError::Config("the cluster key is empty".into()));
+        }
+        if self.inbox == 0 {
+            return Err(TransportError::Config(
+                "the inbox must hold at least one batch".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -60,6 +91,7 @@ impl Default for TcpConfig {
             key: Vec::new(),
             max_frame: DEFAULT_MAX_FRAME,
             hello_timeout: DEFAULT_HELLO_TIMEOUT,
+            inbox: DEFAULT_INBOX,
         }
     }
 }
@@ -73,6 +105,7 @@ impl std::fmt::Debug for TcpConfig {
             .field("key", &format_args!("<{} bytes>", self.key.len()))
             .field("max_frame", &self.max_frame)
             .field("hello_timeout", &self.hello_timeout)
+            .field("inbox", &self.inbox)
             .finish()
     }
 }
@@ -100,8 +133,23 @@ mod tests {
         assert_eq!(config.bind.to_string(), "127.0.0.1:0");
         assert_eq!(config.hello_timeout, Duration::from_secs(5));
         assert_eq!(config.max_frame, DEFAULT_MAX_FRAME);
+        assert_eq!(config.inbox, DEFAULT_INBOX);
+        assert!(config.check().is_ok());
         assert_eq!(config.key.len(), 32);
         assert_ne!(config.key, random_key(), "keys are drawn afresh");
         assert!(!format!("{config:?}").contains(&format!("{:?}", config.key)));
+    }
+
+    #[test]
+    fn an_empty_key_or_an_empty_inbox_is_a_configuration_error() {
+        let config = TcpConfig::new("c", Vec::new());
+        assert!(matches!(config.check(), Err(TransportError::Config(why)) if why.contains("key")));
+        let config = TcpConfig {
+            inbox: 0,
+            ..TcpConfig::new("c", random_key())
+        };
+        assert!(
+            matches!(config.check(), Err(TransportError::Config(why)) if why.contains("inbox"))
+        );
     }
 }

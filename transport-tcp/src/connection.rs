@@ -1,25 +1,28 @@
 //! The tasks behind an endpoint: the listener, one reader per incoming connection, one
 //! writer per outgoing connection.
 //!
-//! Readers drain their connection into the endpoint's inbox, on the runtime that
-//! accepted the connection, unless the endpoint reads its connections itself
-//! ([`Shared::handover`](crate::Shared)): then they are handed over after the
-//! handshake.
+//! Readers drain their connection into the endpoint's bounded inbox, on the runtime
+//! that accepted the connection, unless the endpoint reads its connections itself
+//! ([`Readers::Handover`]): then they are handed over after the handshake.
 
 use crate::Shared;
-use crate::handshake;
+use crate::direct::Handover;
+use crate::handshake::{self, HandshakeError};
 use serde::de::DeserializeOwned;
 use snapshot_core::Endpoint;
 use snapshot_core::codec::FrameDecoder;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
 
-/// How much one `read` takes from a connection at most.
+/// How much one `read` takes from a connection at most: a batch of frames is what one
+/// read decoded.
 const CHUNK: usize = 64 * 1024;
 
 /// A writer that finds several small batches waiting joins them into one write, up to
@@ -30,14 +33,33 @@ const COALESCE: usize = 64 * 1024;
 /// before trying again, rather than spinning.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
-/// What the readers hand to their endpoint.
+/// What the readers hand to their endpoint, each reader in order.
 pub(crate) enum Event<F> {
+    /// A peer has connected to this endpoint and proved itself: it is a peer.
+    Joined(Endpoint),
     /// Frames from a peer, in the order it sent them.
     Frames(Endpoint, Vec<F>),
     /// The connection from that peer has ended: the peer closed it, it broke, or the
-    /// peer broke the framing. Sent exactly once per authenticated connection, as its
-    /// last word.
+    /// peer broke the framing. Sent exactly once per admitted connection, as its last
+    /// word.
     Ended(Endpoint),
+}
+
+/// Who reads the connections an endpoint accepts.
+pub(crate) enum Readers<F> {
+    /// A task per connection, into this inbox (the asynchronous form).
+    Tasks(mpsc::Sender<Event<F>>),
+    /// The thread behind this handover (the synchronous form).
+    Handover(Arc<Handover>),
+}
+
+impl<F> Clone for Readers<F> {
+    fn clone(&self) -> Self {
+        match self {
+            Readers::Tasks(inbox) => Readers::Tasks(inbox.clone()),
+            Readers::Handover(handover) => Readers::Handover(Arc::clone(handover)),
+        }
+    }
 }
 
 /// Resolves when the endpoint is dropped (its end of the channel is).
@@ -50,7 +72,7 @@ async fn stopped(shutdown: &mut watch::Receiver<()>) {
 pub(crate) async fn accept<F>(
     listener: TcpListener,
     shared: Arc<Shared>,
-    inbox: mpsc::UnboundedSender<Event<F>>,
+    readers: Readers<F>,
     mut shutdown: watch::Receiver<()>,
 ) where
     F: DeserializeOwned + Send + 'static,
@@ -68,7 +90,7 @@ pub(crate) async fn accept<F>(
                     stream,
                     remote,
                     Arc::clone(&shared),
-                    inbox.clone(),
+                    readers.clone(),
                     shutdown.clone(),
                 ));
             }
@@ -84,12 +106,12 @@ pub(crate) async fn accept<F>(
     }
 }
 
-/// Runs the handshake on one accepted connection, then reads frames from it.
+/// Runs the handshake on one accepted connection, then hands it to its reader.
 async fn serve<F>(
     mut stream: TcpStream,
     remote: SocketAddr,
     shared: Arc<Shared>,
-    inbox: mpsc::UnboundedSender<Event<F>>,
+    readers: Readers<F>,
     mut shutdown: watch::Receiver<()>,
 ) where
     F: DeserializeOwned + Send + 'static,
@@ -98,16 +120,9 @@ async fn serve<F>(
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%local, %remote, %error, "could not set TCP_NODELAY");
     }
-    let admit = |peer| {
-        shared
-            .incoming
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(peer)
-    };
     let handshake = tokio::time::timeout(
         shared.hello_timeout,
-        handshake::server(&mut stream, &shared, admit),
+        handshake::server(&mut stream, &shared),
     );
     let outcome = tokio::select! {
         biased;
@@ -130,51 +145,138 @@ async fn serve<F>(
             return;
         }
     };
-    tracing::debug!(%local, %peer, %remote, "accepted a connection");
-    let Some(handover) = shared.handover.clone() else {
-        read_frames(peer, stream, &shared, inbox, shutdown).await;
+    if !shared.admit(peer) {
+        let error = HandshakeError::Duplicate(peer);
+        tracing::warn!(%local, %remote, %error, "refused a connection");
         return;
-    };
-    // Handed over to the thread that reads: the socket leaves this runtime.
-    handover.deliver(peer, stream.into_std());
-}
-
-/// Sends [`Event::Ended`] however the reader leaves, a panic in a frame's
-/// `Deserialize` included.
-struct EndNotice<'a, F> {
-    peer: Endpoint,
-    inbox: &'a mpsc::UnboundedSender<Event<F>>,
-}
-
-impl<F> Drop for EndNotice<'_, F> {
-    fn drop(&mut self) {
-        let _ = self.inbox.send(Event::Ended(self.peer));
+    }
+    // Admitted: from here on the endpoint hears of the connection's end, however it
+    // comes (it waits for that before it reports a departure its writer noticed).
+    let welcomed = handshake::welcome(&mut stream).await;
+    match readers {
+        Readers::Tasks(inbox) => {
+            if let Err(error) = welcomed {
+                tracing::debug!(%local, %peer, %error, "the connection broke at the handshake's end");
+                let _ = inbox.send(Event::Ended(peer)).await;
+                return;
+            }
+            tracing::debug!(%local, %peer, %remote, "accepted a connection");
+            read_frames(peer, stream, &shared, inbox, shutdown).await;
+        }
+        Readers::Handover(handover) => {
+            let stream = match welcomed {
+                Ok(()) => stream.into_std(),
+                Err(error) => Err(io::Error::other(error.to_string())),
+            };
+            tracing::debug!(%local, %peer, %remote, "accepted a connection");
+            // Handed over to the thread that reads: the socket leaves this runtime.
+            handover.deliver(peer, stream);
+        }
     }
 }
 
+/// Makes sure [`Event::Ended`] is sent however the reader leaves, a panic in a frame's
+/// `Deserialize` included. The normal way is [`send`](Self::send), which waits for
+/// room in the inbox; a drop that comes first sends it if there is room, or leaves it
+/// to a task.
+struct EndNotice<F: Send + 'static> {
+    peer: Endpoint,
+    inbox: Option<mpsc::Sender<Event<F>>>,
+}
+
+impl<F: Send + 'static> EndNotice<F> {
+    async fn send(&mut self) {
+        if let Some(inbox) = self.inbox.take() {
+            let _ = inbox.send(Event::Ended(self.peer)).await;
+        }
+    }
+
+    /// The endpoint is going away: nobody is left to tell.
+    fn disarm(&mut self) {
+        self.inbox = None;
+    }
+}
+
+impl<F: Send + 'static> Drop for EndNotice<F> {
+    fn drop(&mut self) {
+        let Some(inbox) = self.inbox.take() else {
+            return;
+        };
+        if let Err(TrySendError::Full(event)) = inbox.try_send(Event::Ended(self.peer))
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move { inbox.send(event).await });
+        }
+    }
+}
+
+/// How a reader's loop ended.
+enum Stop {
+    /// The connection ended: the endpoint is to hear of it.
+    Ended,
+    /// The endpoint is going away.
+    Shutdown,
+}
+
 /// Drains an authenticated connection into the inbox until the peer closes it, it
-/// breaks, a frame is bad, or the endpoint is dropped.
+/// breaks, a frame is bad, or the endpoint is dropped; then says it has ended. Waits
+/// while the inbox is full, and does not read the socket meanwhile.
 async fn read_frames<F>(
     peer: Endpoint,
-    mut stream: TcpStream,
+    stream: TcpStream,
     shared: &Shared,
-    inbox: mpsc::UnboundedSender<Event<F>>,
+    inbox: mpsc::Sender<Event<F>>,
     mut shutdown: watch::Receiver<()>,
 ) where
     F: DeserializeOwned + Send + 'static,
 {
-    let local = shared.local;
-    let _notice = EndNotice {
+    let mut notice = EndNotice {
         peer,
-        inbox: &inbox,
+        inbox: Some(inbox.clone()),
     };
+    if let Stop::Ended = pump(peer, stream, shared, &inbox, &mut shutdown).await {
+        tokio::select! {
+            biased;
+            () = stopped(&mut shutdown) => {}
+            () = notice.send() => {}
+        }
+    }
+    // Sent, or the endpoint is going away.
+    notice.disarm();
+}
+
+/// The reader's loop: see [`read_frames`].
+async fn pump<F>(
+    peer: Endpoint,
+    mut stream: TcpStream,
+    shared: &Shared,
+    inbox: &mpsc::Sender<Event<F>>,
+    shutdown: &mut watch::Receiver<()>,
+) -> Stop
+where
+    F: DeserializeOwned + Send + 'static,
+{
+    let local = shared.local;
+    // Waits for room in the inbox, unless the endpoint goes away first.
+    macro_rules! hand {
+        ($event:expr) => {
+            tokio::select! {
+                biased;
+                () = stopped(shutdown) => return Stop::Shutdown,
+                sent = inbox.send($event) => if sent.is_err() {
+                    return Stop::Shutdown;
+                },
+            }
+        };
+    }
+    hand!(Event::Joined(peer));
     let mut decoder = FrameDecoder::new(shared.max_frame);
     let mut chunk = vec![0; CHUNK];
     let mut batch_hint = 0;
     loop {
         let read = tokio::select! {
             biased;
-            () = stopped(&mut shutdown) => return,
+            () = stopped(shutdown) => return Stop::Shutdown,
             read = stream.read(&mut chunk) => read,
         };
         let n = match read {
@@ -184,12 +286,12 @@ async fn read_frames<F>(
                 } else {
                     tracing::debug!(%local, %peer, "the peer closed its connection");
                 }
-                return;
+                return Stop::Ended;
             }
             Ok(n) => n,
             Err(error) => {
                 tracing::warn!(%local, %peer, %error, "reading from the peer failed; dropping it");
-                return;
+                return Stop::Ended;
             }
         };
         decoder.feed(&chunk[..n]);
@@ -202,18 +304,19 @@ async fn read_frames<F>(
             }
         };
         batch_hint = batch.len();
-        if !batch.is_empty() && inbox.send(Event::Frames(peer, batch)).is_err() {
-            return;
+        if !batch.is_empty() {
+            hand!(Event::Frames(peer, batch));
         }
         if let Some(error) = broken {
             tracing::warn!(%local, %peer, %error, "bad frame from the peer; dropping it");
-            return;
+            return Stop::Ended;
         }
     }
 }
 
 /// Writes the batches of one outgoing connection, in order, until the endpoint closes
-/// the channel (then it ends the connection cleanly) or the connection breaks.
+/// the channel (then it ends the connection cleanly) or the connection breaks (then it
+/// tells the endpoint that the peer has gone: [`Shared::writer_lost`]).
 ///
 /// The endpoint writes to the socket itself while `pending` (the batches it has queued
 /// here and that are not yet written) is 0, and queues here otherwise: the writer is
@@ -224,12 +327,13 @@ async fn read_frames<F>(
 /// way the writer stops, which closes the channel and makes the next send to that
 /// peer fail.
 pub(crate) async fn write_batches(
-    local: Endpoint,
+    shared: Arc<Shared>,
     peer: Endpoint,
     stream: TcpStream,
     mut batches: mpsc::Receiver<Vec<u8>>,
     pending: Arc<AtomicUsize>,
 ) {
+    let local = shared.local;
     let (mut reader, mut writer) = stream.into_split();
     let mut probe = [0; 1];
     loop {
@@ -255,7 +359,7 @@ pub(crate) async fn write_batches(
                 }
                 if let Err(error) = writer.write_all(&batch).await {
                     tracing::debug!(%local, %peer, %error, "writing to the peer failed");
-                    return;
+                    break;
                 }
                 // Once it reaches 0, the endpoint may write directly again: nothing of
                 // ours is left to go before its bytes.
@@ -267,8 +371,12 @@ pub(crate) async fn write_batches(
                     Ok(_) => tracing::warn!(%local, %peer, "the peer wrote on a connection it must only read; dropping it"),
                     Err(error) => tracing::debug!(%local, %peer, %error, "the connection broke"),
                 }
-                return;
+                break;
             }
         }
     }
+    // Stop taking batches before the endpoint hears of it: a send that then finds
+    // the channel open will find it closed once told.
+    batches.close();
+    shared.writer_lost(peer);
 }

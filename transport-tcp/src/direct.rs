@@ -7,13 +7,13 @@
 //! handed over here ([`Handover`]) and the worker wakes the waiting thread. From then
 //! on the connection is read with a `mio` poll in the calling thread: a frame that
 //! arrives while the application sleeps costs one wake-up and one read, with no
-//! scheduler in between.
+//! scheduler in between. Decoding, read turns, the frames not handed out yet and the
+//! peers' departures are `snapshot_core`'s [`Inbound`]; the poll is ours.
 
 use serde::de::DeserializeOwned;
-use snapshot_core::Endpoint;
-use snapshot_core::codec::FrameDecoder;
-use std::collections::VecDeque;
-use std::io::{self, Read};
+use snapshot_core::stream::{Inbound, Peers, Turn};
+use snapshot_core::{Endpoint, Incoming};
+use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -21,18 +21,16 @@ use std::time::Duration;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 
-/// How much one `read` takes from a connection at most.
-const CHUNK: usize = 64 * 1024;
-
-/// How many full chunks one connection may give in a row before the others get their
-/// turn: a peer that writes as fast as it is read cannot keep the endpoint for itself.
-const CHUNKS_PER_TURN: usize = 16;
-
 /// The poll's token for the worker's wake-ups; connections have their index.
 const WAKE: Token = Token(usize::MAX);
 
+/// How many reads past a short one a connection whose peer has closed its side gets
+/// in one wait to reach its end.
+const CLOSING_READS: usize = 4;
+
 /// How the worker thread hands authenticated connections to the thread that reads
-/// them, and tells it that a writer it waits for has room again.
+/// them, and tells it that a writer it waits for has room again, or that one has
+/// found its connection broken.
 pub(crate) struct Handover {
     /// Connections to adopt; `None` for one that broke on the way.
     streams: Mutex<Vec<(Endpoint, Option<std::net::TcpStream>)>>,
@@ -65,7 +63,8 @@ impl Handover {
         self.wake();
     }
 
-    fn wake(&self) {
+    /// Wakes the reading thread, to look at what the worker has for it.
+    pub(crate) fn wake(&self) {
         if let Err(error) = self.waker.wake() {
             tracing::warn!(%error, "could not wake the endpoint's thread");
         }
@@ -83,56 +82,30 @@ impl Handover {
     }
 }
 
-/// What has come in, in the order it was read.
-pub(crate) enum Arrival<F> {
-    /// A frame from a peer.
-    Frame(Endpoint, F),
-    /// The connection from that peer has ended: the peer closed it, it broke, or the
-    /// peer broke the framing. Comes exactly once per connection, after its last frame.
-    Ended(Endpoint),
-}
-
-/// One authenticated incoming connection.
-struct Connection {
-    peer: Endpoint,
-    stream: TcpStream,
-    /// The bytes of a frame not yet whole.
-    decoder: FrameDecoder,
-}
-
-/// What became of one read of a connection.
-enum Outcome {
-    /// This many bytes, now in the chunk.
-    Bytes(usize),
-    /// Nothing for now.
-    Empty,
-    /// The end of the stream, or an error that ends it.
-    End,
-}
-
-/// Every incoming connection of an endpoint, and what has been read from them.
-pub(crate) struct Inbound<F> {
+/// Every incoming connection of an endpoint, the poll that watches them, and what has
+/// been read from them.
+pub(crate) struct Reader<F> {
     poll: Poll,
     events: Events,
     handover: Arc<Handover>,
-    /// The connections, by token; `None` once ended.
-    connections: Vec<Option<Connection>>,
+    /// The connections, by token, and what came from them.
+    inbound: Inbound<TcpStream, F>,
+    /// How many connections have been added: the index [`Inbound::add`] gives the
+    /// next, and its token.
+    added: usize,
     /// Connections that may hold more than was read: reported ready and not yet read
     /// to the end.
     ready: Vec<usize>,
-    /// Read but not yet handed out, in the order it was read.
-    arrived: VecDeque<Arrival<F>>,
-    /// Where reads land before they are decoded (allocated on the first read).
-    chunk: Vec<u8>,
-    max_frame: usize,
+    /// Connections whose peer has closed its side, read until their end comes.
+    closing: Vec<usize>,
 }
 
-impl<F> Inbound<F> {
+impl<F> Reader<F> {
     /// An endpoint's inbound side, which takes frames of up to `max_frame` bytes.
     pub(crate) fn new(max_frame: usize) -> io::Result<Self> {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKE)?;
-        Ok(Inbound {
+        Ok(Reader {
             poll,
             events: Events::with_capacity(64),
             handover: Arc::new(Handover {
@@ -140,11 +113,10 @@ impl<F> Inbound<F> {
                 writer_ready: AtomicBool::new(false),
                 waker,
             }),
-            connections: Vec::new(),
+            inbound: Inbound::new(max_frame),
+            added: 0,
             ready: Vec::new(),
-            arrived: VecDeque::new(),
-            chunk: Vec::new(),
-            max_frame,
+            closing: Vec::new(),
         })
     }
 
@@ -154,13 +126,28 @@ impl<F> Inbound<F> {
     }
 
     /// The oldest arrival not handed out yet.
-    pub(crate) fn pop(&mut self) -> Option<Arrival<F>> {
-        self.arrived.pop_front()
+    pub(crate) fn pop(&mut self) -> Option<Incoming<F>> {
+        self.inbound.pop()
     }
 
-    /// Whether something has arrived that is not handed out yet.
-    pub(crate) fn has_arrivals(&self) -> bool {
-        !self.arrived.is_empty()
+    /// Whether every peer has departed and every departure has been handed out.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.inbound.is_closed()
+    }
+
+    /// The endpoint's peers.
+    pub(crate) fn peers(&self) -> &Peers {
+        self.inbound.peers()
+    }
+
+    /// Counts `peer`, connected to, as a peer.
+    pub(crate) fn add_peer(&mut self, peer: Endpoint) {
+        self.inbound.peers_mut().add(peer);
+    }
+
+    /// Queues the departure of `peer`, unless it was queued before.
+    pub(crate) fn depart(&mut self, peer: Endpoint) {
+        self.inbound.depart(peer);
     }
 
     /// Starts reading the connections the worker has handed over.
@@ -174,67 +161,42 @@ impl<F> Inbound<F> {
         );
         for (peer, stream) in streams {
             let Some(stream) = stream else {
-                self.arrived.push_back(Arrival::Ended(peer));
+                self.inbound.depart(peer);
                 continue;
             };
-            let index = self.connections.len();
+            if self.inbound.peers().has_departed(peer) {
+                // Its departure has been reported: nothing more may come from it.
+                tracing::debug!(%peer, "closed a connection from a peer that has gone");
+                continue;
+            }
             let mut stream = TcpStream::from_std(stream);
+            let index = self.added;
             if let Err(error) =
                 self.poll
                     .registry()
                     .register(&mut stream, Token(index), Interest::READABLE)
             {
                 tracing::warn!(%peer, %error, "could not watch the connection; dropping the peer");
-                self.arrived.push_back(Arrival::Ended(peer));
+                self.inbound.depart(peer);
                 continue;
             }
-            self.connections.push(Some(Connection {
-                peer,
-                stream,
-                decoder: FrameDecoder::new(self.max_frame),
-            }));
+            let added = self.inbound.add(peer, stream);
+            debug_assert_eq!(added, index, "tokens are the indices of Inbound");
+            self.added += 1;
             // Frames may have come before it was registered.
             self.ready.push(index);
         }
     }
-
-    /// One read of connection `index` into the chunk.
-    fn read_once(&mut self, index: usize) -> Outcome {
-        if self.chunk.is_empty() {
-            self.chunk = vec![0; CHUNK];
-        }
-        let Some(Some(connection)) = self.connections.get_mut(index) else {
-            return Outcome::Empty;
-        };
-        loop {
-            return match connection.stream.read(&mut self.chunk) {
-                Ok(0) => Outcome::End,
-                Ok(n) => Outcome::Bytes(n),
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => Outcome::Empty,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) => {
-                    tracing::warn!(peer = %connection.peer, %error, "reading from the peer failed; dropping it");
-                    Outcome::End
-                }
-            };
-        }
-    }
-
-    /// Closes connection `index` and records that it has ended.
-    fn end(&mut self, index: usize) {
-        if let Some(slot) = self.connections.get_mut(index)
-            && let Some(mut connection) = slot.take()
-        {
-            let _ = self.poll.registry().deregister(&mut connection.stream);
-            self.arrived.push_back(Arrival::Ended(connection.peer));
-        }
-    }
 }
 
-impl<F: DeserializeOwned> Inbound<F> {
+impl<F: DeserializeOwned> Reader<F> {
     /// Waits until a connection has something to say, or the worker has handed over a
-    /// connection or freed a writer, or `timeout` passes (`None`: for ever; zero:
-    /// only looks). Reads every connection that is ready, decoding what it holds.
+    /// connection, freed a writer or reported a broken one, or `timeout` passes
+    /// (`None`: for ever; zero: only looks). Reads every connection that is ready,
+    /// decoding what it holds.
+    ///
+    /// A connection that ends is closed by [`Inbound`], which drops it without
+    /// deregistering it: closing a socket takes it out of the poll.
     pub(crate) fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         // Connections left with more to read are read now: no waiting for them.
         let timeout = if self.ready.is_empty() {
@@ -251,7 +213,17 @@ impl<F: DeserializeOwned> Inbound<F> {
         for event in &self.events {
             match event.token() {
                 WAKE => woken = true,
-                Token(index) => self.ready.push(index),
+                Token(index) => {
+                    self.ready.push(index);
+                    // The peer has closed its side: the end of the stream may have
+                    // come with the last bytes, in the same readiness event, and no
+                    // event follows it. Such a connection is read to its end.
+                    if (event.is_read_closed() || event.is_error())
+                        && !self.closing.contains(&index)
+                    {
+                        self.closing.push(index);
+                    }
+                }
             }
         }
         if woken {
@@ -259,56 +231,35 @@ impl<F: DeserializeOwned> Inbound<F> {
         }
         let ready = std::mem::take(&mut self.ready);
         for index in ready {
-            if self.read(index) && !self.ready.contains(&index) {
+            // A short read ends a turn: the socket is empty for now, and its next
+            // bytes raise a new readiness event (with epoll and kqueue every arrival
+            // does, which tokio relies on too).
+            let mut turn = self.inbound.read(index);
+            if cfg!(not(unix)) && turn == Turn::Drained {
+                // Elsewhere mio wants reads until one would block before it reports
+                // the socket again.
+                turn = self.inbound.read(index);
+            }
+            if let Some(at) = self.closing.iter().position(|&i| i == index) {
+                // Bounded: each read takes bytes or finds the end, which a closed
+                // side gives once the bytes are taken.
+                for _ in 0..CLOSING_READS {
+                    if turn != Turn::Drained {
+                        break;
+                    }
+                    turn = self.inbound.read(index);
+                }
+                if turn == Turn::Ended {
+                    self.closing.swap_remove(at);
+                } else if !self.ready.contains(&index) {
+                    // Its end is still to come, and no event may announce it.
+                    self.ready.push(index);
+                }
+            }
+            if turn == Turn::More && !self.ready.contains(&index) {
                 self.ready.push(index);
             }
         }
         Ok(())
-    }
-
-    /// Reads what connection `index` holds (up to a turn's worth), decoding every
-    /// whole frame. Says whether it may hold more.
-    fn read(&mut self, index: usize) -> bool {
-        for _ in 0..CHUNKS_PER_TURN {
-            let n = match self.read_once(index) {
-                Outcome::Bytes(n) => n,
-                Outcome::Empty => return false,
-                Outcome::End => {
-                    if let Some(Some(connection)) = self.connections.get(index) {
-                        if connection.decoder.has_partial() {
-                            tracing::warn!(peer = %connection.peer, "the peer closed its connection in the middle of a frame");
-                        } else {
-                            tracing::debug!(peer = %connection.peer, "the peer closed its connection");
-                        }
-                    }
-                    self.end(index);
-                    return false;
-                }
-            };
-            let Some(Some(connection)) = self.connections.get_mut(index) else {
-                return false;
-            };
-            connection.decoder.feed(&self.chunk[..n]);
-            loop {
-                match connection.decoder.next_frame::<F>() {
-                    Ok(Some(frame)) => self
-                        .arrived
-                        .push_back(Arrival::Frame(connection.peer, frame)),
-                    Ok(None) => break,
-                    Err(error) => {
-                        tracing::warn!(peer = %connection.peer, %error, "bad frame from the peer; dropping it");
-                        self.end(index);
-                        return false;
-                    }
-                }
-            }
-            // A short read: the socket is empty for now. Its next bytes raise a new
-            // readiness event (with epoll and kqueue every arrival does, which tokio
-            // relies on too), so there is no read just to see it empty.
-            if n < CHUNK && cfg!(unix) {
-                return false;
-            }
-        }
-        true
     }
 }

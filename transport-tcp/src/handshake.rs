@@ -204,12 +204,12 @@ pub(crate) async fn client(
 }
 
 /// The accepting side: checks that the client belongs and proves that this endpoint
-/// does; `admit` is asked last, once the client has proved itself, whether this
-/// client may connect (it may not twice). Returns who the client is.
+/// does. Returns who the client is, once it has proved itself; the caller decides
+/// whether it may connect (it may not twice), and then [welcomes](welcome) it or
+/// closes the connection.
 pub(crate) async fn server(
     stream: &mut TcpStream,
     shared: &Shared,
-    admit: impl FnOnce(Endpoint) -> bool,
 ) -> Result<Endpoint, HandshakeError> {
     let hello: Hello = read(stream).await?;
     if hello.magic != MAGIC {
@@ -253,9 +253,10 @@ pub(crate) async fn server(
     )?
     .verify_slice(&proof.mac)
     .map_err(|_| HandshakeError::BadMac)?;
-    if !admit(client) {
-        return Err(HandshakeError::Duplicate(client));
-    }
-    write(stream, &Welcome).await?;
     Ok(client)
+}
+
+/// The server's last word: the client is in.
+pub(crate) async fn welcome(stream: &mut TcpStream) -> Result<(), HandshakeError> {
+    write(stream, &Welcome).await
 }

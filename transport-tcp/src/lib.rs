@@ -1,18 +1,22 @@
 //! A [`Transport`] for `snapshot-core` over TCP: every endpoint is a process (or a
-//! thread) of its own, on this host or another, and frames are length-prefixed
-//! postcard ([`snapshot_core::codec`]) on connections that open with a mutual,
-//! HMAC-authenticated handshake. [tokio] does the I/O.
+//! thread, or a task) of its own, on this host or another, and frames are
+//! length-prefixed postcard ([`snapshot_core::codec`]) on connections that open with a
+//! mutual, HMAC-authenticated handshake. [tokio] does the I/O.
 //!
 //! Two forms of the same endpoint:
 //!
 //! - [`TcpTransport`], for synchronous code: implements [`Transport`], and runs tokio
 //!   partly on a thread of its own and partly on the caller's;
-//! - [`AsyncTcpTransport`], for applications already on tokio: implements the
-//!   [`AsyncTransport`] trait (the asynchronous twin of [`Transport`]) on the
-//!   application's runtime.
+//! - [`AsyncTcpTransport`], for applications already on tokio: implements
+//!   [`AsyncTransport`] (`snapshot-core`'s asynchronous twin of [`Transport`], feature
+//!   `async`, re-exported here) on the application's runtime, so that many endpoints
+//!   (a node each, driven by `Node::next_event_async`) share one runtime without a
+//!   thread each: see `examples/tokio_snapshots.rs`.
+//!
+//! Both keep the [`Transport` contract](Transport#the-contract).
 //!
 //! ```
-//! use snapshot_core::{Endpoint, NodeId, Transport};
+//! use snapshot_core::{Endpoint, Incoming, NodeId, Transport};
 //! use transport_tcp::{TcpConfig, TcpTransport, random_key};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -20,12 +24,17 @@
 //! let config = TcpConfig::new("demo", random_key());
 //! let mut master = TcpTransport::<String>::new(Endpoint::Master, config.clone())?;
 //! let mut node = TcpTransport::<String>::new(Endpoint::Node(NodeId(1)), config)?;
-//! // Each endpoint connects to those it sends to, at the address they report.
-//! node.connect(Endpoint::Master, &master.address().unwrap_or_default())?;
+//! // Each side connects to the other, at the address it reports.
+//! node.connect(Endpoint::Master, &master.address())?;
+//! master.connect(node.local(), &node.address())?;
 //!
 //! node.send(Endpoint::Master, "hello".to_string())?;
 //! node.flush()?;
-//! assert_eq!(master.recv()?, (node.local(), "hello".to_string()));
+//! assert_eq!(master.recv()?, Incoming::Frame(node.local(), "hello".to_string()));
+//! // A peer that goes is news, after its last frame; then nobody is left.
+//! drop(node);
+//! assert_eq!(master.recv()?, Incoming::Departed(Endpoint::Node(NodeId(1))));
+//! assert!(master.recv().is_err());
 //! # Ok(())
 //! # }
 //! ```
@@ -38,8 +47,8 @@
 //! - [`connect(peer, address)`](Transport::connect) opens **one** connection, which
 //!   carries every frame from this endpoint to `peer` and nothing else. Frames from
 //!   `peer` to this endpoint come on the connection `peer` opened to this endpoint's
-//!   listener. So each endpoint connects to the peers it sends to; one that only
-//!   receives needs to connect to nobody.
+//!   listener. So each endpoint connects to the peers it sends to (and, as the
+//!   contract asks, to those it hears from).
 //! - Every connection opens with a handshake in which each side proves it knows the
 //!   cluster's shared key ([`TcpConfig::key`]): HMAC-SHA256 over both sides' fresh
 //!   random nonces, the cluster name and both endpoints, checked in constant time.
@@ -52,42 +61,70 @@
 //!   ones) as the socket drains. `recv` and `recv_timeout` flush first. A flush
 //!   writes first to the peer whose frame was received last, which in request-reply
 //!   traffic is the one waiting for an answer, then to the others in the order they
-//!   were sent to. `TCP_NODELAY`
-//!   is set: the batching is ours. A sender faster than the network is held back: at
-//!   most 8 buffers wait for a writer task.
+//!   were sent to ([`snapshot_core::stream::flush_order`]). `TCP_NODELAY` is set: the
+//!   batching is ours. A sender faster than the network is held back: at most 8
+//!   buffers wait for a writer task, and then `send` and `flush` wait.
 //! - Incoming connections are read in two ways. [`AsyncTcpTransport`] has a reader
-//!   task per connection, on the application's runtime, which drains it into the
-//!   endpoint's inbox whatever the application is doing. [`TcpTransport`] hands each
-//!   connection, once it has proved itself, from its worker thread to the calling
-//!   thread, which reads it with a `mio` poll inside the calls that wait (`recv`, and
-//!   a `send` or `flush` waiting for a writer): a frame costs one wake-up of that
-//!   thread and one read, with no task or scheduler in between (see
+//!   task per connection, on the application's runtime, which decodes what comes into
+//!   the endpoint's bounded inbox whatever the application is doing.
+//!   [`TcpTransport`] hands each connection, once it has proved itself, from its
+//!   worker thread to the calling thread, which reads it with a `mio` poll inside the
+//!   calls that wait (`recv`, and a `send` or `flush` waiting for a writer), through
+//!   `snapshot-core`'s [`Inbound`](snapshot_core::stream::Inbound): a frame costs one
+//!   wake-up of that thread and one read, with no task or scheduler in between (see
 //!   [Latency](#latency)), and bytes that come meanwhile wait in the socket. Either
-//!   way, an endpoint waiting to send goes on reading, so two endpoints sending each
-//!   other large volumes cannot deadlock; one that does not receive at all holds its
-//!   senders back once the sockets are full, as the [`Transport`] contract allows.
+//!   way, an endpoint waiting to send goes on reading, and keeps what it reads for
+//!   `recv`, so two endpoints sending each other large volumes cannot deadlock.
 //!
 //! # Guarantees
 //!
-//! As [`Transport`] asks:
+//! As the [`Transport` contract](Transport#the-contract) asks:
 //!
 //! - **FIFO per ordered pair**: one connection per ordered pair and one reader on
 //!   it; its bytes are written in order, by the sending thread while nothing waits
 //!   for the writer task and by the writer task alone while something does, so frames
 //!   from `a` to `b` arrive in the order `a` sent them.
-//! - **No loss, no duplication** while both ends are alive. A peer that goes away is
-//!   reported as [`TransportError::Disconnected`], never silently, and **once**, by
-//!   the first call that notices it. After that the pair is closed both ways as far as
-//!   this endpoint is concerned: sends to the peer fail at once with `Disconnected`,
-//!   and `recv` goes on with the other peers. What notices it:
-//!   - `recv`, once the connection from the peer has ended (the peer dropped its
-//!     transport, exited, was killed, or sent a bad frame), after every frame that
-//!     came on it;
-//!   - `send` or `flush` to a peer whose connection has broken: a write has failed,
-//!     or the writer task has seen the peer close its end. Frames written just
-//!     before it broke are lost with it.
-//! - A peer that has gone stays gone for this endpoint: connecting to it again does
-//!   nothing, and a new connection claiming to be it is refused.
+//! - **No loss, no duplication** while both ends are alive.
+//! - **Departures are events.** A peer that goes away is reported by `recv` as
+//!   [`Incoming::Departed`], **once**, and never before a frame of its own:
+//!   - when the connection from the peer ends (the peer dropped its transport,
+//!     exited, was killed, or sent a bad frame), after every frame that came on it;
+//!   - when the connection to the peer breaks (a write fails, or its writer task sees
+//!     the peer close its end): at once if the peer has no connection to this
+//!     endpoint, and otherwise when that connection ends, after its last frame.
+//!     Frames written just before it broke are lost with it.
+//!
+//!   From then on the pair is closed both ways: this endpoint closes its connection
+//!   to the peer, sends to it fail at once with [`TransportError::Disconnected`]
+//!   (so do sends after its connection is known to have broken), and `recv` goes on
+//!   with the others. [`flush`](Transport::flush) never reports a departure: frames
+//!   for such a peer are dropped.
+//! - **No peer left**: once every peer (those connected to, and those that connected
+//!   to this endpoint) has departed and each departure has been returned, `recv`
+//!   returns [`TransportError::Closed`]; before any peer, it waits. A peer that has
+//!   gone stays gone: connecting to it again does nothing, and a new connection
+//!   claiming to be it is refused.
+//!
+//! # Bounded memory
+//!
+//! What an endpoint that does not call its transport can be made to hold, per peer
+//! sending to it, is bounded:
+//!
+//! - the kernel's socket buffers, at both ends of the peer's connection;
+//! - the peer's own queue for that connection: its 64 KiB encoding buffer and at most
+//!   8 batches of about 64 KiB waiting for its writer task (beyond that the peer's
+//!   `send` waits);
+//! - for [`AsyncTcpTransport`] only, its inbox: at most [`TcpConfig::inbox`] batches
+//!   of decoded frames for all peers together (64 by default, each from one read of
+//!   at most 64 KiB, or one frame when a frame is larger), plus the one batch each
+//!   reader task holds while it waits for room. Its readers stop reading their
+//!   sockets while the inbox is full.
+//!
+//! [`TcpTransport`] reads its sockets only inside its own calls, so it holds nothing
+//! beyond the socket buffers for an application that does not call it. Either form,
+//! waiting in `send` or `flush`, takes in whatever its peers send meanwhile and keeps
+//! it for `recv`, as the contract asks: that is what keeps two endpoints flooding
+//! each other from deadlocking.
 //!
 //! # Strangers and garbage
 //!
@@ -99,7 +136,7 @@
 //! [`TcpConfig::hello_timeout`] (5 s by default). An endpoint that connects twice is
 //! refused the second time. After the handshake, a frame that does not decode or
 //! announces more than [`TcpConfig::max_frame`] closes the connection (logged), and
-//! the peer is reported as gone.
+//! the peer departs.
 //!
 //! The handshake authenticates membership, not identity: any holder of the key can
 //! claim to be any endpoint. Frames after the handshake are neither encrypted nor
@@ -137,17 +174,23 @@ mod config;
 mod connection;
 mod direct;
 mod handshake;
+mod outbound;
 
-pub use asynchronous::{AsyncTcpTransport, AsyncTransport};
+pub use asynchronous::AsyncTcpTransport;
 pub use blocking::{LINGER, TcpTransport};
-pub use config::{DEFAULT_HELLO_TIMEOUT, TcpConfig, random_key};
+pub use config::{DEFAULT_HELLO_TIMEOUT, DEFAULT_INBOX, TcpConfig, random_key};
+/// The asynchronous transport trait, from `snapshot-core` (feature `async`), which
+/// [`AsyncTcpTransport`] implements; re-exported for those who named it here before
+/// it moved there.
+pub use snapshot_core::AsyncTransport;
 
 use snapshot_core::Endpoint;
 #[cfg(doc)]
-use snapshot_core::{Transport, TransportError};
+use snapshot_core::{Incoming, Transport, TransportError};
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+use tokio::sync::mpsc;
 
 /// What an endpoint's tasks share.
 pub(crate) struct Shared {
@@ -156,10 +199,40 @@ pub(crate) struct Shared {
     key: Vec<u8>,
     max_frame: usize,
     hello_timeout: Duration,
-    /// The peers that have connected to this endpoint, gone or not: each may connect
-    /// once.
+    /// The peers admitted on a connection to this endpoint, gone or not, and those
+    /// that have departed: each may connect once, and none once it has departed.
     incoming: Mutex<HashSet<Endpoint>>,
-    /// Where authenticated connections are read: by a task on the runtime the
-    /// endpoint was bound on when `None`, by the thread behind this handover otherwise.
-    handover: Option<std::sync::Arc<direct::Handover>>,
+    /// Where writer tasks report a peer whose connection broke.
+    lost: mpsc::UnboundedSender<Endpoint>,
+    /// The thread that reads the connections, for the synchronous form: woken when a
+    /// writer reports.
+    wake: Option<Arc<direct::Handover>>,
+}
+
+impl Shared {
+    /// Admits `peer` on a connection to this endpoint, unless it has been before or
+    /// has departed.
+    fn admit(&self, peer: Endpoint) -> bool {
+        self.incoming
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(peer)
+    }
+
+    /// Whether `peer` has been admitted on a connection to this endpoint (or has
+    /// departed).
+    fn admitted(&self, peer: Endpoint) -> bool {
+        self.incoming
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&peer)
+    }
+
+    /// A writer task's news that the connection to `peer` has broken.
+    fn writer_lost(&self, peer: Endpoint) {
+        let _ = self.lost.send(peer);
+        if let Some(handover) = &self.wake {
+            handover.wake();
+        }
+    }
 }

@@ -1,8 +1,12 @@
-//! A peer that goes away, or breaks the framing, is reported once and never silently.
+//! A peer that goes away, or breaks the framing, is reported once, after its last
+//! frame, and never silently; once every peer has gone, receiving says so.
 
 mod common;
 
-use common::{address, capture_warnings, config, endpoint, node, recv, warnings};
+use common::{
+    PATIENCE, address, capture_warnings, config, departed, endpoint, frame, is_gone, node, pair_up,
+    recv, warnings,
+};
 use snapshot_core::{Endpoint, Transport, TransportError};
 use std::time::{Duration, Instant};
 use transport_tcp::{TcpConfig, TcpTransport};
@@ -21,10 +25,6 @@ fn triangle() -> [TcpTransport<u32>; 3] {
     ts
 }
 
-fn is_gone<T: std::fmt::Debug>(result: Result<T, TransportError>, who: Endpoint) -> bool {
-    matches!(result, Err(TransportError::Disconnected(p)) if p == who)
-}
-
 #[test]
 fn a_departed_peer_is_reported_once_after_its_frames_and_the_others_go_on() {
     let [mut a, mut b, mut c] = triangle();
@@ -33,13 +33,13 @@ fn a_departed_peer_is_reported_once_after_its_frames_and_the_others_go_on() {
     }
     drop(a); // flushes, then closes
     for n in 1..=3 {
-        assert_eq!(recv(&mut c).unwrap(), (node(1), n));
+        assert_eq!(frame(&mut c), (node(1), n));
     }
-    assert!(is_gone(recv(&mut c), node(1)));
+    assert!(departed(recv(&mut c), node(1)));
 
     b.send(Endpoint::Observer, 10).unwrap();
     b.flush().unwrap();
-    assert_eq!(recv(&mut c).unwrap(), (node(2), 10), "the others go on");
+    assert_eq!(frame(&mut c), (node(2), 10), "the others go on");
     assert_eq!(
         c.recv_timeout(Duration::from_millis(50)).unwrap(),
         None,
@@ -50,31 +50,121 @@ fn a_departed_peer_is_reported_once_after_its_frames_and_the_others_go_on() {
         "after the report, sends to it fail at once"
     );
     assert!(is_gone(c.send(node(1), 5), node(1)), "and keep failing");
+    assert!(c.flush().is_ok(), "a flush reports no departure");
     // Connecting again does nothing: gone stays gone.
     c.connect(node(1), "127.0.0.1:1").unwrap();
     assert!(is_gone(c.send(node(1), 6), node(1)));
 }
 
+/// The peer closes the connection this endpoint writes on before this endpoint has
+/// read what the peer sent it: the writer notices first, but the departure still
+/// comes after the last frame.
 #[test]
-fn writing_to_a_departed_peer_is_disconnected_and_reported_once() {
+fn a_departure_noticed_by_the_writer_waits_for_the_frames_still_to_be_read() {
+    const FRAMES: u32 = 5_000;
+    let mut a = endpoint::<u32>(node(1));
+    let mut b = endpoint::<u32>(node(2));
+    pair_up(&mut a, &mut b);
+    // a writes to b first, so that its writer has a connection to watch.
+    a.send(node(2), 0).unwrap();
+    a.flush().unwrap();
+    for n in 0..FRAMES {
+        b.send(node(1), n).unwrap();
+    }
+    drop(b); // flushes, then closes both its connections
+    // Time for a's writer to see its connection closed, while a reads nothing.
+    std::thread::sleep(Duration::from_millis(200));
+    for n in 0..FRAMES {
+        assert_eq!(
+            frame(&mut a),
+            (node(2), n),
+            "frame {n} before the departure"
+        );
+    }
+    assert!(departed(recv(&mut a), node(2)));
+    assert!(matches!(recv(&mut a), Err(TransportError::Closed)));
+}
+
+/// A peer that only reads departs as soon as the connection to it breaks: no frame of
+/// its own can come after.
+#[test]
+fn a_peer_that_never_wrote_departs_when_the_connection_to_it_breaks() {
     let mut a = endpoint::<u32>(node(1));
     let b = endpoint::<u32>(node(2));
     a.connect(node(2), &address(&b)).unwrap();
     a.send(node(2), 1).unwrap();
     a.flush().unwrap();
     drop(b);
-    // The connection's end reaches a asynchronously: it shows in the writes that
-    // follow (at once, or after the first write has drawn a reset).
-    let deadline = Instant::now() + common::PATIENCE;
-    let reported = loop {
-        let result = a.send(node(2), 2).and_then(|()| a.flush());
-        if result.is_err() || Instant::now() > deadline {
-            break result;
-        }
-    };
-    assert!(is_gone(reported, node(2)));
+    assert!(departed(recv(&mut a), node(2)));
     assert!(is_gone(a.send(node(2), 3), node(2)), "sends fail at once");
-    assert!(a.flush().is_ok(), "the failed write is reported once");
+    assert!(a.flush().is_ok(), "a flush reports no departure");
+    assert!(
+        matches!(recv(&mut a), Err(TransportError::Closed)),
+        "every peer has gone"
+    );
+    assert!(
+        matches!(a.recv_timeout(Duration::ZERO), Err(TransportError::Closed)),
+        "and it stays so"
+    );
+    // Gone stays gone: an endpoint claiming to be it is refused.
+    let mut again = endpoint::<u32>(node(2));
+    assert!(matches!(
+        again.connect(node(1), &address(&a)),
+        Err(TransportError::Protocol(_))
+    ));
+}
+
+/// Writes that race the news of a departure: they may succeed (their frames are lost
+/// with the peer) or fail with `Disconnected`; flushes never fail; the departure is
+/// reported once.
+#[test]
+fn writing_to_a_peer_as_it_goes_never_fails_a_flush_and_it_departs_once() {
+    let mut a = endpoint::<u32>(node(1));
+    let b = endpoint::<u32>(node(2));
+    a.connect(node(2), &address(&b)).unwrap();
+    drop(b);
+    let deadline = Instant::now() + PATIENCE;
+    let mut n = 0;
+    loop {
+        let sent = a.send(node(2), n);
+        if sent.is_err() {
+            assert!(is_gone(sent, node(2)), "only a departure fails a send");
+            break;
+        }
+        a.flush().unwrap();
+        assert!(
+            Instant::now() < deadline,
+            "sends to a peer that left never fail"
+        );
+        n += 1;
+    }
+    assert!(departed(recv(&mut a), node(2)));
+    assert!(matches!(
+        a.recv_timeout(Duration::from_millis(50)),
+        Err(TransportError::Closed)
+    ));
+}
+
+#[test]
+fn before_any_peer_recv_waits_and_a_new_peer_reopens_a_closed_endpoint() {
+    let mut a = endpoint::<u32>(node(1));
+    assert_eq!(
+        a.recv_timeout(Duration::from_millis(50)).unwrap(),
+        None,
+        "no peer yet: nothing to report, and nothing closed"
+    );
+    let mut b = endpoint::<u32>(node(2));
+    pair_up(&mut a, &mut b);
+    drop(b);
+    assert!(departed(recv(&mut a), node(2)));
+    assert!(matches!(recv(&mut a), Err(TransportError::Closed)));
+    // A new peer: a waits for it again.
+    let mut c = endpoint::<u32>(node(3));
+    pair_up(&mut a, &mut c);
+    c.send(node(1), 7).unwrap();
+    c.flush().unwrap();
+    assert_eq!(frame(&mut a), (node(3), 7));
+    assert_eq!(a.recv_timeout(Duration::from_millis(50)).unwrap(), None);
 }
 
 #[test]
@@ -91,11 +181,11 @@ fn a_peer_sending_a_frame_that_does_not_decode_is_dropped_and_logged() {
     sender.send(Endpoint::Observer, 300).unwrap();
     sender.flush().unwrap();
     assert_eq!(
-        recv(&mut receiver).unwrap(),
+        frame(&mut receiver),
         (node(7), true),
         "the good frame first"
     );
-    assert!(is_gone(recv(&mut receiver), node(7)));
+    assert!(departed(recv(&mut receiver), node(7)));
     assert!(
         warnings("peer=node 7")
             .iter()
@@ -120,8 +210,8 @@ fn a_peer_sending_a_frame_over_the_bound_is_dropped_and_logged() {
     sender.send(Endpoint::Observer, vec![1; 10]).unwrap();
     sender.send(Endpoint::Observer, vec![2; 5000]).unwrap();
     sender.flush().unwrap();
-    assert_eq!(recv(&mut receiver).unwrap(), (node(8), vec![1; 10]));
-    assert!(is_gone(recv(&mut receiver), node(8)));
+    assert_eq!(frame(&mut receiver), (node(8), vec![1; 10]));
+    assert!(departed(recv(&mut receiver), node(8)));
     assert!(
         warnings("peer=node 8")
             .iter()
@@ -129,15 +219,11 @@ fn a_peer_sending_a_frame_over_the_bound_is_dropped_and_logged() {
         "{:?}",
         warnings("node 8")
     );
-    // The sender hears of it when it writes again.
-    let deadline = Instant::now() + common::PATIENCE;
-    let reported = loop {
-        let result = sender
-            .send(Endpoint::Observer, vec![3])
-            .and_then(|()| sender.flush());
-        if result.is_err() || Instant::now() > deadline {
-            break result;
-        }
-    };
-    assert!(is_gone(reported, Endpoint::Observer));
+    // The receiver closed the connection: the sender, which has none from the
+    // receiver, hears of it at once, and sends to it fail.
+    assert!(departed(recv(&mut sender), Endpoint::Observer));
+    assert!(is_gone(
+        sender.send(Endpoint::Observer, vec![3]),
+        Endpoint::Observer
+    ));
 }

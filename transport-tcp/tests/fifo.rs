@@ -2,8 +2,8 @@
 
 mod common;
 
-use common::{address, endpoint, node, recv};
-use snapshot_core::{Endpoint, Transport, TransportError};
+use common::{address, endpoint, frame, node, pair_up, recv};
+use snapshot_core::{Endpoint, Incoming, Transport, TransportError};
 use std::collections::HashMap;
 use std::thread;
 use transport_tcp::{TcpConfig, TcpTransport};
@@ -33,7 +33,7 @@ fn several_senders_to_one_receiver_keep_their_order_and_lose_nothing() {
 
     let mut next: HashMap<u32, u64> = (1..=4).map(|id| (id, 0)).collect();
     for _ in 0..4 * FRAMES {
-        let (from, (id, seq)) = recv(&mut receiver).unwrap();
+        let (from, (id, seq)) = frame(&mut receiver);
         assert_eq!(from, node(id), "frames are attributed to their sender");
         let expected = next.get_mut(&id).unwrap();
         assert_eq!(
@@ -48,12 +48,16 @@ fn several_senders_to_one_receiver_keep_their_order_and_lose_nothing() {
     let mut gone = Vec::new();
     for _ in 0..4 {
         match recv(&mut receiver) {
-            Err(TransportError::Disconnected(peer)) => gone.push(peer),
+            Ok(Incoming::Departed(peer)) => gone.push(peer),
             other => panic!("expected a departure, got {other:?}"),
         }
     }
     gone.sort();
     assert_eq!(gone, (1..=4).map(node).collect::<Vec<_>>());
+    assert!(
+        matches!(recv(&mut receiver), Err(TransportError::Closed)),
+        "every peer has gone"
+    );
 }
 
 /// Each side sends everything before it receives anything: the readers must drain
@@ -63,8 +67,7 @@ fn heavy_traffic_both_ways_at_once_does_not_deadlock() {
     const BOTH_WAYS: u64 = 50_000;
     let mut a = endpoint::<(u64, Vec<u8>)>(node(1));
     let mut b = endpoint::<(u64, Vec<u8>)>(node(2));
-    a.connect(node(2), &address(&b)).unwrap();
-    b.connect(node(1), &address(&a)).unwrap();
+    pair_up(&mut a, &mut b);
     let run = |mut t: TcpTransport<(u64, Vec<u8>)>, peer| {
         thread::spawn(move || {
             // 50 000 frames of 200 bytes: 10 MB, far more than the sockets hold.
@@ -73,7 +76,7 @@ fn heavy_traffic_both_ways_at_once_does_not_deadlock() {
             }
             t.flush().unwrap();
             for seq in 0..BOTH_WAYS {
-                let (from, (got, payload)) = recv(&mut t).unwrap();
+                let (from, (got, payload)) = frame(&mut t);
                 assert_eq!((from, got), (peer, seq));
                 assert_eq!(payload, vec![seq as u8; 200]);
             }
@@ -118,9 +121,9 @@ fn frames_of_every_size_arrive_whole_and_an_oversized_one_is_refused() {
         let sizes = sizes.clone();
         move || {
             for (i, &size) in sizes.iter().enumerate() {
-                let (from, frame) = recv(&mut b).unwrap();
+                let (from, got) = frame(&mut b);
                 assert_eq!(from, node(1));
-                assert_eq!(frame, vec![i as u8; size], "frame {i}");
+                assert_eq!(got, vec![i as u8; size], "frame {i}");
             }
         }
     });
@@ -149,7 +152,7 @@ fn an_endpoint_can_talk_to_itself_and_connecting_twice_does_nothing() {
         a.send(node(1), n).unwrap();
     }
     for n in 0..3 {
-        assert_eq!(recv(&mut a).unwrap(), (node(1), n));
+        assert_eq!(frame(&mut a), (node(1), n));
     }
 }
 

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{PATIENCE, address, endpoint, node};
-use snapshot_core::{Endpoint, Transport};
+use snapshot_core::{Endpoint, Incoming, Transport};
 use std::sync::mpsc;
 use std::thread;
 use std::time::Instant;
@@ -45,7 +45,7 @@ fn a_receiver_asleep_in_recv_is_woken_by_peers_that_connect_after_it_fell_asleep
         let id = n as u32 + 1;
         assert_eq!(
             item,
-            Some((node(id), (id, u64::from(id) * 10))),
+            Some(Incoming::Frame(node(id), (id, u64::from(id) * 10))),
             "the frame of peer {id}, which connected while the receiver slept"
         );
         assert!(waited < PATIENCE, "woken by the frame, not by the timeout");

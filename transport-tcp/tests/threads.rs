@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{address, endpoint, node, recv};
+use common::{endpoint, frame, node, pair_up};
 use snapshot_core::Transport;
 
 fn threads() -> usize {
@@ -15,11 +15,10 @@ fn dropping_the_transports_joins_their_threads() {
     let before = threads();
     let mut a = endpoint::<u32>(node(1));
     let mut b = endpoint::<u32>(node(2));
-    a.connect(node(2), &address(&b)).unwrap();
-    b.connect(node(1), &address(&a)).unwrap();
+    pair_up(&mut a, &mut b);
     a.send(node(2), 1).unwrap();
     a.flush().unwrap();
-    assert_eq!(recv(&mut b).unwrap(), (node(1), 1));
+    assert_eq!(frame(&mut b), (node(1), 1));
     assert!(
         threads() > before,
         "each transport runs a thread of its own"

@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use snapshot_core::{Endpoint, NodeId, Transport, TransportError};
+use snapshot_core::{Endpoint, Incoming, NodeId, Transport, TransportError};
 use std::io::{self, Read};
 use std::net::TcpStream;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -35,11 +35,20 @@ pub fn address<F>(t: &TcpTransport<F>) -> String
 where
     F: Serialize + DeserializeOwned + Send + 'static,
 {
-    t.address().unwrap()
+    t.address()
 }
 
-/// The next frame, failing the test if none comes in time.
-pub fn recv<F>(t: &mut TcpTransport<F>) -> Result<(Endpoint, F), TransportError>
+/// Connects `a` to `b` and `b` to `a`, as the contract asks before traffic.
+pub fn pair_up<F>(a: &mut TcpTransport<F>, b: &mut TcpTransport<F>)
+where
+    F: Serialize + DeserializeOwned + Send + 'static,
+{
+    a.connect(b.local(), &address(b)).unwrap();
+    b.connect(a.local(), &address(a)).unwrap();
+}
+
+/// The next frame or departure, failing the test if none comes in time.
+pub fn recv<F>(t: &mut TcpTransport<F>) -> Result<Incoming<F>, TransportError>
 where
     F: Serialize + DeserializeOwned + Send + 'static,
 {
@@ -47,6 +56,29 @@ where
         Some(item) => Ok(item),
         None => panic!("{} received nothing within {PATIENCE:?}", t.local()),
     }
+}
+
+/// The next frame and its sender, failing the test if anything else comes, or
+/// nothing in time.
+pub fn frame<F>(t: &mut TcpTransport<F>) -> (Endpoint, F)
+where
+    F: Serialize + DeserializeOwned + Send + 'static,
+{
+    match recv(t) {
+        Ok(Incoming::Frame(from, frame)) => (from, frame),
+        Ok(Incoming::Departed(peer)) => panic!("{}: {peer} departed", t.local()),
+        Err(error) => panic!("{}: {error}", t.local()),
+    }
+}
+
+/// Whether `received` is the departure of `who`.
+pub fn departed<F>(received: Result<Incoming<F>, TransportError>, who: Endpoint) -> bool {
+    matches!(received, Ok(Incoming::Departed(p)) if p == who)
+}
+
+/// Whether `result` is [`TransportError::Disconnected`] for `who`.
+pub fn is_gone<T>(result: Result<T, TransportError>, who: Endpoint) -> bool {
+    matches!(result, Err(TransportError::Disconnected(p)) if p == who)
 }
 
 /// Waits for the other side to close `stream` (end of stream or reset), up to

@@ -1,0 +1,489 @@
+//! What both forms of an endpoint share: its listener, and its connections to the
+//! peers it sends to, with their buffers and writer tasks.
+
+use crate::connection::{self, Readers};
+use crate::handshake::{self, HandshakeError};
+use crate::{Shared, TcpConfig};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use snapshot_core::codec;
+use snapshot_core::stream::flush_order;
+use snapshot_core::{Endpoint, TransportError};
+use std::collections::{HashMap, HashSet};
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// A peer's buffer is handed to its writer once it holds this many bytes, and on
+/// flush.
+pub(crate) const BATCH: usize = 64 * 1024;
+
+/// How many batches may wait for a writer before senders wait for it: the
+/// back-pressure that keeps a sender faster than the network from filling memory.
+pub(crate) const QUEUE: usize = 8;
+
+/// The sending side of an ordered pair, as far as this endpoint knows.
+enum Route {
+    /// The connection is up: frames are encoded into `buffer`, and whole buffers go
+    /// to the writer task through `batches`.
+    Open {
+        batches: mpsc::Sender<Vec<u8>>,
+        buffer: Vec<u8>,
+        writer: JoinHandle<()>,
+        /// The same socket, for writing without waking the writer task when it is
+        /// idle.
+        direct: std::net::TcpStream,
+        /// Batches queued for the writer task and not yet written.
+        pending: Arc<AtomicUsize>,
+    },
+    /// The peer has gone (or this endpoint knows its connection has broken): sends to
+    /// it fail, and its connection is closed.
+    Gone,
+}
+
+/// A writer whose queue was full: waiting on it is the back-pressure.
+pub(crate) struct Stall(mpsc::Sender<Vec<u8>>);
+
+impl Stall {
+    /// Resolves once the writer can take another batch (or has stopped).
+    pub(crate) async fn wait(self) {
+        let _ = self.0.reserve().await;
+    }
+}
+
+/// Whether a buffer went to its writer.
+enum HandOff {
+    Done,
+    /// The writer's queue is full; the buffer stays where it was.
+    Full,
+    /// The writer has stopped: the peer has gone or the connection broke.
+    Gone,
+}
+
+fn hand_off(
+    batches: &mpsc::Sender<Vec<u8>>,
+    buffer: &mut Vec<u8>,
+    direct: &std::net::TcpStream,
+    pending: &AtomicUsize,
+) -> HandOff {
+    // A writer that has stopped has seen the connection end: writing around it
+    // would lose the frames without a word.
+    if batches.is_closed() {
+        return HandOff::Gone;
+    }
+    // Nothing of ours waits in the writer task: write at once, from this thread. The
+    // socket is non-blocking: what it does not take now goes to the writer task.
+    let mut written = 0;
+    if pending.load(Ordering::Acquire) == 0 {
+        loop {
+            match (&*direct).write(&buffer[written..]) {
+                Ok(n) => {
+                    written += n;
+                    if written == buffer.len() {
+                        buffer.clear();
+                        return HandOff::Done;
+                    }
+                }
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) => {
+                    tracing::debug!(%error, "writing to the peer failed");
+                    return HandOff::Gone;
+                }
+            }
+        }
+    }
+    match batches.try_reserve() {
+        Ok(permit) => {
+            let batch = if written == 0 {
+                let capacity = if buffer.len() >= BATCH {
+                    BATCH + BATCH / 4
+                } else {
+                    0
+                };
+                std::mem::replace(buffer, Vec::with_capacity(capacity))
+            } else {
+                let rest = buffer[written..].to_vec();
+                buffer.clear();
+                rest
+            };
+            pending.fetch_add(1, Ordering::AcqRel);
+            permit.send(batch);
+            HandOff::Done
+        }
+        Err(TrySendError::Full(())) => {
+            buffer.drain(..written);
+            HandOff::Full
+        }
+        Err(TrySendError::Closed(())) => HandOff::Gone,
+    }
+}
+
+/// Another handle on `stream`'s socket, for plain non-blocking writes.
+fn duplicate(stream: &TcpStream) -> io::Result<std::net::TcpStream> {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd;
+        Ok(stream.as_fd().try_clone_to_owned()?.into())
+    }
+    #[cfg(windows)]
+    {
+        use std::os::windows::io::AsSocket;
+        Ok(stream.as_socket().try_clone_to_owned()?.into())
+    }
+}
+
+fn io_error(context: String) -> impl FnOnce(io::Error) -> TransportError {
+    move |source| TransportError::Io { context, source }
+}
+
+/// An endpoint's listener and outgoing connections.
+///
+/// Its tasks run on the runtime it was [started](Self::start) on. Dropping it stops
+/// the listener and the readers, and lets the writers finish what was handed to them
+/// (and what was buffered, as far as their queues take it without waiting);
+/// [`finish`](Self::finish) does that and waits for them.
+pub(crate) struct Outbound {
+    shared: Arc<Shared>,
+    address: SocketAddr,
+    routes: HashMap<Endpoint, Route>,
+    /// The peers whose buffers may hold frames, in the order they were first written
+    /// to since the last flush.
+    dirty: Vec<Endpoint>,
+    /// Peers whose connection this endpoint found broken itself, not yet taken by
+    /// [`next_lost`](Self::next_lost).
+    lost: Vec<Endpoint>,
+    /// Where the writer tasks report theirs.
+    writers_lost: mpsc::UnboundedReceiver<Endpoint>,
+    /// Dropping it stops the listener and the readers.
+    shutdown: Option<watch::Sender<()>>,
+}
+
+impl std::fmt::Debug for Outbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbound")
+            .field("local", &self.shared.local)
+            .field("address", &self.address)
+            .field("cluster", &self.shared.cluster)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Outbound {
+    /// Checks `config`, listens on `config.bind` on the current tokio runtime, and
+    /// accepts peers that prove they belong, whose connections go to `readers`.
+    pub(crate) async fn start<F>(
+        local: Endpoint,
+        config: TcpConfig,
+        readers: Readers<F>,
+    ) -> Result<Self, TransportError>
+    where
+        F: DeserializeOwned + Send + 'static,
+    {
+        config.check()?;
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .map_err(io_error(format!("{local} listening on {}", config.bind)))?;
+        let address = listener
+            .local_addr()
+            .map_err(io_error(format!("{local} listening on {}", config.bind)))?;
+        let (lost_tx, writers_lost) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            local,
+            cluster: config.cluster,
+            key: config.key,
+            max_frame: config.max_frame,
+            hello_timeout: config.hello_timeout,
+            incoming: Mutex::new(HashSet::new()),
+            lost: lost_tx,
+            wake: match &readers {
+                Readers::Tasks(_) => None,
+                Readers::Handover(handover) => Some(Arc::clone(handover)),
+            },
+        });
+        let (shutdown, shutdown_rx) = watch::channel(());
+        tokio::spawn(connection::accept(
+            listener,
+            Arc::clone(&shared),
+            readers,
+            shutdown_rx,
+        ));
+        tracing::debug!(%local, %address, "listening");
+        Ok(Outbound {
+            shared,
+            address,
+            routes: HashMap::new(),
+            dirty: Vec::new(),
+            lost: Vec::new(),
+            writers_lost,
+            shutdown: Some(shutdown),
+        })
+    }
+
+    pub(crate) fn local(&self) -> Endpoint {
+        self.shared.local
+    }
+
+    /// The address the listener is bound to (with the port the OS chose).
+    pub(crate) fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Whether `peer` has been admitted on a connection to this endpoint (or has
+    /// departed): if so, and it has not departed, the end of that connection is
+    /// reported, and a departure noticed otherwise waits for it.
+    pub(crate) fn admitted(&self, peer: Endpoint) -> bool {
+        self.shared.admitted(peer)
+    }
+
+    /// Encodes `frame` into the buffer for `to`, and hands the buffer to the writer if
+    /// it is full. Returns a [`Stall`] to wait on if the writer is behind: the frame
+    /// is queued all the same.
+    pub(crate) fn queue<F: Serialize>(
+        &mut self,
+        to: Endpoint,
+        frame: &F,
+    ) -> Result<Option<Stall>, TransportError> {
+        let (batches, buffer, direct, pending) = match self.routes.get_mut(&to) {
+            Some(Route::Open {
+                batches,
+                buffer,
+                direct,
+                pending,
+                ..
+            }) => (batches, buffer, direct, pending),
+            Some(Route::Gone) => return Err(TransportError::Disconnected(to)),
+            None => return Err(TransportError::UnknownEndpoint(to)),
+        };
+        if batches.is_closed() {
+            self.lose(to);
+            return Err(TransportError::Disconnected(to));
+        }
+        let was_empty = buffer.is_empty();
+        codec::encode_into(frame, buffer, self.shared.max_frame)
+            .map_err(|error| error.into_transport(|| format!("frame for {to}")))?;
+        if was_empty {
+            self.dirty.push(to);
+        }
+        if buffer.len() < BATCH {
+            return Ok(None);
+        }
+        match hand_off(batches, buffer, direct, pending) {
+            HandOff::Done => Ok(None),
+            HandOff::Full => Ok(Some(Stall(batches.clone()))),
+            HandOff::Gone => {
+                self.lose(to);
+                Err(TransportError::Disconnected(to))
+            }
+        }
+    }
+
+    /// Hands every non-empty buffer to its writer, without waiting. Returns a
+    /// [`Stall`] if a writer's queue is full (flush again once it resolves). A
+    /// connection found broken is dropped with its frames, and its peer left for
+    /// [`next_lost`](Self::next_lost).
+    ///
+    /// `last_from`, the peer whose frame was received last, goes first
+    /// ([`flush_order`]); then the others, in the order they were written to.
+    pub(crate) fn try_flush(&mut self, last_from: Endpoint) -> Option<Stall> {
+        if self.dirty.is_empty() {
+            return None;
+        }
+        flush_order(&mut self.dirty, last_from);
+        let mut lost = Vec::new();
+        let mut stall = None;
+        let mut done = 0;
+        for &peer in &self.dirty {
+            let Some(Route::Open {
+                batches,
+                buffer,
+                direct,
+                pending,
+                ..
+            }) = self.routes.get_mut(&peer)
+            else {
+                done += 1;
+                continue;
+            };
+            if !buffer.is_empty() {
+                match hand_off(batches, buffer, direct, pending) {
+                    HandOff::Done => {}
+                    HandOff::Full => {
+                        stall = Some(Stall(batches.clone()));
+                        break;
+                    }
+                    HandOff::Gone => lost.push(peer),
+                }
+            }
+            done += 1;
+        }
+        // What a full writer's queue held back stays, for the next flush.
+        self.dirty.drain(..done);
+        for peer in lost {
+            self.lose(peer);
+        }
+        stall
+    }
+
+    /// Whether `peer` has a route, open or gone: connecting to it again does nothing.
+    pub(crate) fn has_route(&self, peer: Endpoint) -> bool {
+        self.routes.contains_key(&peer)
+    }
+
+    /// Opens the connection to `peer`, runs the handshake and starts its writer.
+    /// Does nothing if there is a route to `peer` already, open or gone.
+    pub(crate) async fn open(
+        &mut self,
+        peer: Endpoint,
+        address: &str,
+    ) -> Result<(), TransportError> {
+        if self.has_route(peer) {
+            return Ok(());
+        }
+        let local = self.shared.local;
+        let timeout = self.shared.hello_timeout;
+        let context = || format!("{local} connecting to {peer} at {address}");
+        let timed_out = || TransportError::Io {
+            context: context(),
+            source: io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no connection and handshake within {timeout:?}"),
+            ),
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut stream = tokio::time::timeout_at(deadline, TcpStream::connect(address))
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(io_error(context()))?;
+        stream.set_nodelay(true).map_err(io_error(context()))?;
+        tokio::time::timeout_at(deadline, handshake::client(&mut stream, &self.shared, peer))
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(|error| match error {
+                HandshakeError::Io(source) => TransportError::Io {
+                    context: context(),
+                    source,
+                },
+                HandshakeError::Closed => TransportError::Protocol(format!(
+                    "{}: {error} (another cluster or key, not {peer}, or {local} is already \
+                     connected there)",
+                    context()
+                )),
+                other => TransportError::Protocol(format!("{}: {other}", context())),
+            })?;
+        let direct = duplicate(&stream).map_err(io_error(context()))?;
+        let pending = Arc::new(AtomicUsize::new(0));
+        let (batches, queue) = mpsc::channel(QUEUE);
+        let writer = tokio::spawn(connection::write_batches(
+            Arc::clone(&self.shared),
+            peer,
+            stream,
+            queue,
+            Arc::clone(&pending),
+        ));
+        self.routes.insert(
+            peer,
+            Route::Open {
+                batches,
+                buffer: Vec::new(),
+                writer,
+                direct,
+                pending,
+            },
+        );
+        tracing::debug!(%local, %peer, %address, "connected");
+        Ok(())
+    }
+
+    /// Marks the connection to `peer` broken, and leaves the news for
+    /// [`next_lost`](Self::next_lost).
+    fn lose(&mut self, peer: Endpoint) {
+        self.routes.insert(peer, Route::Gone);
+        self.lost.push(peer);
+    }
+
+    /// A peer whose connection from this endpoint was found broken (by a write, or by
+    /// its writer task) since the last call, if any; its route is gone. A peer may
+    /// come more than once.
+    pub(crate) fn next_lost(&mut self) -> Option<Endpoint> {
+        if let Some(peer) = self.lost.pop() {
+            return Some(peer);
+        }
+        let peer = self.writers_lost.try_recv().ok()?;
+        self.routes.insert(peer, Route::Gone);
+        Some(peer)
+    }
+
+    /// Waits until a writer task reports a broken connection; then
+    /// [`next_lost`](Self::next_lost) has it. Cancel-safe.
+    pub(crate) async fn lost(&mut self) {
+        if !self.lost.is_empty() {
+            return;
+        }
+        match self.writers_lost.recv().await {
+            Some(peer) => {
+                self.routes.insert(peer, Route::Gone);
+                self.lost.push(peer);
+            }
+            // The endpoint holds a sender: never.
+            None => std::future::pending().await,
+        }
+    }
+
+    /// The peer has departed: the pair is closed both ways. Its connection closes
+    /// once its writer has written what it holds, and sends to it fail with
+    /// [`TransportError::Disconnected`]; connecting to it again does nothing, and a
+    /// connection from it is refused, as from a peer that has connected before.
+    pub(crate) fn close_route(&mut self, peer: Endpoint) {
+        self.routes.insert(peer, Route::Gone);
+        self.shared.admit(peer);
+    }
+
+    /// Flushes (waiting for the writers, without reading anything), closes every
+    /// outgoing connection once its writer has written everything, stops listening
+    /// and reading, and waits for the writers to finish.
+    pub(crate) async fn finish(&mut self, last_from: Endpoint) {
+        while let Some(stall) = self.try_flush(last_from) {
+            stall.wait().await;
+        }
+        self.shutdown = None;
+        for (_, route) in self.routes.drain() {
+            if let Route::Open {
+                batches, writer, ..
+            } = route
+            {
+                drop(batches);
+                let _ = writer.await;
+            }
+        }
+    }
+}
+
+impl Drop for Outbound {
+    fn drop(&mut self) {
+        // Frames sent but not flushed go out too: at once if the socket or the
+        // writer's queue takes them, else by a task that waits (a drop cannot).
+        for route in self.routes.values_mut() {
+            if let Route::Open {
+                batches,
+                buffer,
+                direct,
+                pending,
+                ..
+            } = route
+                && !buffer.is_empty()
+                && let HandOff::Full = hand_off(batches, buffer, direct, pending)
+                && let Ok(runtime) = tokio::runtime::Handle::try_current()
+            {
+                let batches = batches.clone();
+                let batch = std::mem::take(buffer);
+                runtime.spawn(async move { batches.send(batch).await });
+            }
+        }
+    }
+}
