@@ -108,7 +108,7 @@ impl ClusterSystem {
 impl System for ClusterSystem {
     fn master(&mut self) -> anyhow::Result<Box<dyn Transport<Wire>>> {
         let transport = spawned::open(TransportKind::Tcp, Endpoint::Master, &self.config)?;
-        self.master_address = transport.address();
+        self.master_address = Some(transport.address());
         Ok(transport)
     }
 

@@ -10,7 +10,7 @@ use bank_app::spawned::{self, EndpointConfig, KEY_VARIABLE};
 use bank_app::system::{self, Options, TransportKind, run_reporting_failure};
 use bank_app::{cleanup, cluster, output};
 use clap::{Args, Parser, Subcommand};
-use snapshot_core::{Endpoint, Frame, NodeId, Transport, TransportError};
+use snapshot_core::{Endpoint, Frame, Incoming, NodeId, Transport, TransportError};
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -265,9 +265,8 @@ fn run_node(args: NodeArgs) -> anyhow::Result<bool> {
             true
         }
         None => {
-            if let Some(address) = transport.address() {
-                tracing::info!(%address, ?role, "waiting for the master");
-            }
+            let address = transport.address();
+            tracing::info!(%address, ?role, "waiting for the master");
             wait_for_attach(transport.as_mut())?
         }
     };
@@ -285,12 +284,14 @@ fn run_node(args: NodeArgs) -> anyhow::Result<bool> {
 fn wait_for_attach(transport: &mut dyn Transport<Wire>) -> anyhow::Result<bool> {
     loop {
         match transport.recv() {
-            Ok((Endpoint::Master, Frame::Control(Control::Attach { master }))) => {
+            Ok(Incoming::Frame(Endpoint::Master, Frame::Control(Control::Attach { master }))) => {
                 transport.connect(Endpoint::Master, &master)?;
                 return Ok(true);
             }
-            Ok((from, frame)) => tracing::warn!(%from, ?frame, "ignored before attach"),
-            Err(TransportError::Disconnected(peer)) => tracing::info!(%peer, "left"),
+            Ok(Incoming::Frame(from, frame)) => {
+                tracing::warn!(%from, ?frame, "ignored before attach")
+            }
+            Ok(Incoming::Departed(peer)) => tracing::info!(%peer, "left"),
             Err(TransportError::Closed) => return Ok(false),
             Err(error) => return Err(error.into()),
         }

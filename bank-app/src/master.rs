@@ -12,7 +12,7 @@ use crate::protocol::{BankSnapshot, Control, Peer, Taken, Wire};
 use crate::role::Role;
 use crate::script::Command;
 use crate::system::System;
-use snapshot_core::{Endpoint, Frame, NodeId, Transport, TransportError};
+use snapshot_core::{Endpoint, Frame, Incoming, NodeId, Transport, TransportError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::io::Write;
@@ -149,10 +149,7 @@ impl<W: Write> Master<W> {
                 .map_err(|error| failed(who, error))?;
         }
         if started.attach {
-            let master = self.transport()?.address().ok_or(Refusal::Failed {
-                who: Endpoint::Master,
-                cause: "the transport has no address to attach to".to_string(),
-            })?;
+            let master = self.transport()?.address();
             self.post(who, Control::Attach { master })?;
         }
         let address = match self.expect(who, |c| matches!(c, Control::Hello { .. }))? {
@@ -448,22 +445,22 @@ impl<W: Write> Master<W> {
         let received = self
             .transport()?
             .recv_timeout(timeout)
-            .map_err(|error| match error {
-                // Whoever has gone takes the blame, not the endpoint waited for.
-                TransportError::Disconnected(peer) => gone(peer),
-                error => failed(first, error),
-            })?;
+            .map_err(|error| failed(first, error))?;
         match received {
             None => Err(Refusal::Failed {
                 who: first,
                 cause: format!("no answer within {} s", timeout.as_secs_f64()),
             }),
-            Some((who, Frame::Control(Control::Failure(cause)))) => {
+            // Whoever has gone takes the blame, not the endpoint waited for.
+            Some(Incoming::Departed(peer)) => Err(gone(peer)),
+            Some(Incoming::Frame(who, Frame::Control(Control::Failure(cause)))) => {
                 Err(Refusal::Failed { who, cause })
             }
-            Some((_, Frame::Control(Control::PeerGone(peer)))) => Err(gone(peer)),
-            Some((who, Frame::Control(control))) if from.contains(&who) => Ok((who, control)),
-            Some((who, frame)) => Err(Refusal::Failed {
+            Some(Incoming::Frame(_, Frame::Control(Control::PeerGone(peer)))) => Err(gone(peer)),
+            Some(Incoming::Frame(who, Frame::Control(control))) if from.contains(&who) => {
+                Ok((who, control))
+            }
+            Some(Incoming::Frame(who, frame)) => Err(Refusal::Failed {
                 who,
                 cause: format!("protocol error: unexpected {frame:?}"),
             }),

@@ -5,7 +5,8 @@ use crate::account::{Account, Transfer};
 use crate::protocol::{BankLocal, BankSnapshot, Control, Peer, Taken, Wire};
 use serde::{Deserialize, Serialize};
 use snapshot_core::{
-    Endpoint, Envelope, Frame, GlobalSnapshot, Node, NodeError, NodeId, Transport, TransportError,
+    Endpoint, Envelope, Frame, GlobalSnapshot, Incoming, Node, NodeError, NodeId, Transport,
+    TransportError,
 };
 use std::collections::BTreeSet;
 use thiserror::Error;
@@ -66,11 +67,9 @@ impl RoleError {
 pub fn wait_for_stop(transport: &mut dyn Transport<Wire>) -> bool {
     loop {
         match transport.recv() {
-            Ok((Endpoint::Master, Frame::Control(Control::Stop))) => return true,
-            Ok(_) | Err(TransportError::Disconnected(Endpoint::Node(_) | Endpoint::Observer)) => {}
-            Err(TransportError::Disconnected(Endpoint::Master) | TransportError::Closed) => {
-                return true;
-            }
+            Ok(Incoming::Frame(Endpoint::Master, Frame::Control(Control::Stop))) => return true,
+            Ok(Incoming::Departed(Endpoint::Master)) | Err(TransportError::Closed) => return true,
+            Ok(_) => {}
             Err(_) => return false,
         }
     }
@@ -78,7 +77,7 @@ pub fn wait_for_stop(transport: &mut dyn Transport<Wire>) -> bool {
 
 /// Runs `role` on `transport` until the master says stop or goes away.
 pub fn run(role: Role, transport: &mut dyn Transport<Wire>) -> Result<(), RoleError> {
-    let address = transport.address();
+    let address = Some(transport.address());
     transport.send(Endpoint::Master, Frame::Control(Control::Hello { address }))?;
     let result = match role {
         Role::Node(id) => Branch::new(id).run(transport),
@@ -97,13 +96,11 @@ pub fn run(role: Role, transport: &mut dyn Transport<Wire>) -> Result<(), RoleEr
 fn next(t: &mut dyn Transport<Wire>) -> Result<(Endpoint, Wire), RoleError> {
     loop {
         match t.recv() {
-            Ok(item) => return Ok(item),
-            Err(TransportError::Disconnected(Endpoint::Master) | TransportError::Closed) => {
+            Ok(Incoming::Frame(from, frame)) => return Ok((from, frame)),
+            Ok(Incoming::Departed(Endpoint::Master)) | Err(TransportError::Closed) => {
                 return Err(RoleError::MasterGone);
             }
-            Err(TransportError::Disconnected(peer)) => {
-                tracing::debug!(%peer, "peer gone");
-            }
+            Ok(Incoming::Departed(peer)) => tracing::debug!(%peer, "peer gone"),
             Err(error) => return Err(error.into()),
         }
     }

@@ -45,7 +45,7 @@ pub struct EndpointConfig {
 const MASTER_SPIN: Duration = Duration::from_micros(200);
 
 /// Opens `endpoint`'s transport of `kind` (pipe or tcp). The master polls for its
-/// answers a while before it sleeps ([`MASTER_SPIN`]).
+/// answers a while before it sleeps (`MASTER_SPIN`).
 pub fn open(
     kind: TransportKind,
     endpoint: Endpoint,
@@ -139,7 +139,7 @@ use std::os::unix::fs::DirBuilderExt;
 impl System for SpawnedSystem {
     fn master(&mut self) -> anyhow::Result<Box<dyn Transport<Wire>>> {
         let transport = open(self.kind, Endpoint::Master, &self.config)?;
-        self.master_address = transport.address();
+        self.master_address = Some(transport.address());
         Ok(transport)
     }
 

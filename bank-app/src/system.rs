@@ -34,7 +34,7 @@ pub struct Started {
     /// connects to it at once).
     pub address: Option<String>,
     /// The role waits to be told the master's address
-    /// ([`Control::Attach`](crate::protocol::Control::Attach)) before it says hello.
+    /// ([`Control::Attach`]) before it says hello.
     pub attach: bool,
 }
 
@@ -90,6 +90,8 @@ pub struct Options {
 /// Every role a thread, on a [`MemNetwork`].
 pub struct MemSystem {
     network: MemNetwork<Wire>,
+    /// The master's address, which every role connects to.
+    master: String,
     threads: Vec<JoinHandle<()>>,
     /// Every role thread holds a clone and drops it as it ends, so that shutdown can
     /// wait for all of them with one deadline.
@@ -105,6 +107,7 @@ impl Default for MemSystem {
             // master says it only after the sender has acknowledged the frame: waking
             // them for it would be wasted.
             network: MemNetwork::with_deferred_node_frames(),
+            master: String::new(),
             threads: Vec::new(),
             alive: Some(alive),
             all_done,
@@ -129,11 +132,14 @@ impl System for MemSystem {
         // The master waits for one quick answer at a time; nodes are many and mostly
         // idle, so only the master spins.
         master.set_spin(MASTER_SPIN);
+        self.master = master.address();
         Ok(Box::new(master))
     }
 
     fn start(&mut self, role: Role) -> anyhow::Result<Started> {
         let mut transport = self.network.endpoint(role.endpoint())?;
+        transport.connect(Endpoint::Master, &self.master)?;
+        let address = transport.address();
         let name = match role {
             Role::Observer => "observer".to_string(),
             Role::Node(id) => format!("node-{id}"),
@@ -148,7 +154,10 @@ impl System for MemSystem {
             })
             .context("cannot start a thread")?;
         self.threads.push(thread);
-        Ok(Started::default())
+        Ok(Started {
+            address: Some(address),
+            attach: false,
+        })
     }
 
     fn max_nodes(&self) -> usize {

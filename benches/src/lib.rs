@@ -33,8 +33,8 @@
 use serde::{Deserialize, Serialize};
 use snapshot_core::codec::{DEFAULT_MAX_FRAME, encode_into};
 use snapshot_core::{
-    Collector, Endpoint, Event, Frame, GlobalSnapshot, LocalSnapshot, Node, NodeError, NodeId,
-    Outbox, Process, Transport, TransportError,
+    Collector, Endpoint, Event, Frame, GlobalSnapshot, Incoming, LocalSnapshot, Node, NodeError,
+    NodeId, Outbox, Process, Transport, TransportError,
 };
 use std::io::{Read, Write};
 use std::thread::JoinHandle;
@@ -407,6 +407,10 @@ impl<T: Transport<Wire>> Worker<T> {
                 }
             },
             Event::Completed(local) => self.report(Control::Local(Box::new(local)))?,
+            // A node gone: the run is ending, so nothing more is sent.
+            Event::Departed(Endpoint::Node(_)) => self.quiet = true,
+            // The driver gone: the run is over.
+            Event::Departed(_) => return Ok(false),
         }
         Ok(true)
     }
@@ -479,10 +483,8 @@ impl Plan {
         &self,
         open: &mut [(Endpoint, T)],
     ) -> Result<(), TransportError> {
-        let addresses: Vec<(Endpoint, String)> = open
-            .iter()
-            .map(|(e, t)| (*e, t.address().unwrap_or_default()))
-            .collect();
+        let addresses: Vec<(Endpoint, String)> =
+            open.iter().map(|(e, t)| (*e, t.address())).collect();
         let address = |e: Endpoint| {
             addresses
                 .iter()
@@ -685,8 +687,14 @@ impl Cluster {
         timeout: Duration,
         done: &mut usize,
     ) -> Result<Option<GlobalSnapshot<i64, i64>>, TransportError> {
-        let Some((from, frame)) = self.driver()?.recv_timeout(timeout)? else {
-            return Ok(None);
+        let (from, frame) = match self.driver()?.recv_timeout(timeout)? {
+            None => return Ok(None),
+            Some(Incoming::Frame(from, frame)) => (from, frame),
+            Some(Incoming::Departed(peer)) => {
+                return Err(TransportError::Protocol(format!(
+                    "{peer} left in the middle of the run"
+                )));
+            }
         };
         match frame {
             Frame::Control(Control::Local(local)) => {
