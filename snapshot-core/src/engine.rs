@@ -61,39 +61,113 @@ pub enum EngineError {
     /// A node cannot have a channel to itself.
     #[error("node {0} cannot have a channel to itself")]
     SelfChannel(NodeId),
+    /// A marker names this node as the initiator of a snapshot it never started: its
+    /// sequence number is not one this engine issued (it is at or past
+    /// [`next_seq`](SnapshotEngine::next_seq), or below the engine's
+    /// [`epoch`](SnapshotEngine::epoch)). A peer forged or corrupted the id, or the
+    /// marker is a leftover of this node's life before a restart. Recording it would
+    /// start a snapshot nobody collects, and could clash with the one this node starts
+    /// later under the same id.
+    #[error(
+        "node {} never started snapshot {id}, yet node {from} sent a marker of it",
+        .id.initiator
+    )]
+    ForgedSnapshot {
+        /// The snapshot the marker claims; its initiator is this node.
+        id: SnapshotId,
+        /// The channel's sender.
+        from: NodeId,
+    },
+    /// This node already records as many snapshots as its
+    /// [limit](SnapshotEngine::max_in_flight) allows, so it cannot start another:
+    /// neither one of its own ([`initiate`](SnapshotEngine::initiate), `id` is `None`:
+    /// no sequence number is used up) nor one of a peer's whose first marker arrived
+    /// (`id` is that snapshot). In the second case that snapshot cannot complete here,
+    /// so it cannot complete at all: the application should abort it.
+    #[error("node {node} already records {limit} snapshot(s), its limit; {}", refused(.id))]
+    TooManyInFlight {
+        /// This node.
+        node: NodeId,
+        /// The most snapshots this node records at once.
+        limit: usize,
+        /// The snapshot refused: `None` for a new one of this node's own, the
+        /// marker's snapshot for a marker.
+        id: Option<SnapshotId>,
+    },
+    /// This node has issued every sequence number it can: the last one is
+    /// `u64::MAX - 1`. Only an [epoch](SnapshotEngine::with_epoch) close to `u64::MAX`
+    /// gets here.
+    #[error("node {node} has no snapshot sequence numbers left")]
+    SequenceExhausted {
+        /// This node.
+        node: NodeId,
+    },
+}
+
+/// The end of [`EngineError::TooManyInFlight`]'s message.
+fn refused(id: &Option<SnapshotId>) -> String {
+    match id {
+        None => "no new snapshot can start".to_string(),
+        Some(id) => format!("snapshot {id} is refused and cannot complete"),
+    }
 }
 
 /// The actions an input to the engine of process `P` asks for.
 type Actions<P> = Vec<Action<<P as Process>::State, <P as Process>::Record>>;
 
-/// The snapshots of one initiator that this node has finished, kept compactly: all
-/// sequence numbers below `below`, and those in `above`.
-#[derive(Debug, Default, Clone)]
+/// The snapshots of one initiator that this node has finished, kept compactly as runs
+/// of consecutive sequence numbers: `runs` maps the first of each run to its last (both
+/// included). Runs are disjoint and never adjacent, so the same set of snapshots has
+/// exactly one representation (and engines that finished the same snapshots compare
+/// equal).
+///
+/// Memory grows with the gaps between the sequence numbers seen, not with their count
+/// or size: an initiator that starts at a far epoch (after a restart) costs one more
+/// run, not one entry per snapshot, and snapshots finished out of order cost one run
+/// each only until the gaps between them fill up.
+#[derive(Default, Clone, PartialEq, Eq)]
 struct Finished {
-    below: u64,
-    above: BTreeSet<u64>,
+    runs: BTreeMap<u64, u64>,
 }
 
 impl Finished {
     fn contains(&self, seq: u64) -> bool {
-        seq < self.below || self.above.contains(&seq)
+        self.runs
+            .range(..=seq)
+            .next_back()
+            .is_some_and(|(_, &last)| seq <= last)
     }
 
     fn insert(&mut self, seq: u64) {
-        if seq != self.below {
-            self.above.insert(seq);
+        if self.contains(seq) {
             return;
         }
-        self.below += 1;
-        while self.above.remove(&self.below) {
-            self.below += 1;
-        }
+        // The run just below, if it ends right before `seq` (it ends below `seq`,
+        // which it does not contain, so `last + 1` cannot overflow).
+        let first = match self.runs.range(..seq).next_back() {
+            Some((&first, &last)) if last + 1 == seq => first,
+            _ => seq,
+        };
+        // The run just above, if it starts right after `seq`.
+        let last = seq
+            .checked_add(1)
+            .and_then(|next| self.runs.remove(&next))
+            .unwrap_or(seq);
+        self.runs.insert(first, last);
+    }
+}
+
+impl std::fmt::Debug for Finished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.runs.iter().map(|(&first, &last)| first..=last))
+            .finish()
     }
 }
 
 /// A snapshot this node has recorded its state for but whose incoming channels are
 /// not all closed yet.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Recording<S, R> {
     local: LocalSnapshot<S, R>,
     /// Incoming channels still being recorded: their marker has not arrived yet.
@@ -113,10 +187,42 @@ struct Recording<S, R> {
 /// - [`on_send`](Self::on_send) when an application message is put on an outgoing
 ///   channel.
 ///
-/// and carries out every returned action before the next input. Any number of
-/// snapshots may be in flight at once, started by any node; the topology may be any
-/// directed graph (a snapshot completes everywhere when the graph is strongly
-/// connected).
+/// and carries out every returned action before the next input. Several snapshots may
+/// be in flight at once, started by any node; the topology may be any directed graph
+/// (a snapshot completes everywhere when the graph is strongly connected).
+///
+/// # Rules that keep it safe
+///
+/// - **Bounded snapshots in flight.** A node records at most
+///   [`max_in_flight`](Self::max_in_flight) snapshots at once (its own and its
+///   peers', together), [`DEFAULT_MAX_IN_FLIGHT`](Self::DEFAULT_MAX_IN_FLIGHT) (64)
+///   unless set with [`with_max_in_flight`](Self::with_max_in_flight), like Flink's
+///   max-concurrent-checkpoints. Every snapshot in flight holds a copy of the
+///   process's state and a record per incoming channel, so the bound is what bounds
+///   the engine's memory. Beyond it, [`initiate`](Self::initiate) and a marker that
+///   would start a new recording are refused with [`EngineError::TooManyInFlight`].
+/// - **Sequence numbers start at an epoch.** The snapshots this node initiates are
+///   numbered `epoch`, `epoch + 1`, ... ([`with_epoch`](Self::with_epoch); `0` for
+///   [`new`](Self::new)). A restarted node passes an epoch past every sequence number
+///   it issued before (for example the restored snapshot's seq + 1, or a persisted
+///   [`next_seq`](Self::next_seq)), so its new snapshots never collide with its
+///   earlier ones, which its peers remember as finished.
+/// - **Only this node starts its own snapshots.** A marker that names this node as
+///   the initiator of a snapshot it did not start (a sequence number below its epoch
+///   or not issued yet) is refused with [`EngineError::ForgedSnapshot`].
+/// - **Every refused input leaves no trace**: the engine's state is unchanged after
+///   any [`EngineError`].
+///
+/// Each node remembers which snapshots it has finished, per initiator, so that a late
+/// or repeated marker of one cannot start it again
+/// ([`EngineError::DuplicateMarker`]). That memory is kept as runs of consecutive
+/// sequence numbers: it grows with the gaps between the sequence numbers an initiator
+/// used (one per restart at a new epoch), not with how many snapshots it took.
+///
+/// The engine is [`Clone`] and, when the process's state and record types are,
+/// [`PartialEq`] and [`Eq`]: equal engines (same node, channels, counts, snapshots in
+/// flight and finished, limit and sequence numbers) behave identically on every input
+/// from then on, so a model checker can hold, copy and compare them.
 pub struct SnapshotEngine<P: Process> {
     me: NodeId,
     /// Application messages taken from each incoming channel, by sender.
@@ -125,7 +231,13 @@ pub struct SnapshotEngine<P: Process> {
     sent: BTreeMap<NodeId, u64>,
     recording: BTreeMap<SnapshotId, Recording<P::State, P::Record>>,
     finished: BTreeMap<NodeId, Finished>,
+    /// The first sequence number this engine issued, or will issue.
+    epoch: u64,
+    /// The sequence number the next [`initiate`](Self::initiate) issues: this engine
+    /// has issued exactly `epoch..next_seq`.
     next_seq: u64,
+    /// The most snapshots recorded at once.
+    max_in_flight: usize,
 }
 
 impl<P: Process> std::fmt::Debug for SnapshotEngine<P> {
@@ -135,21 +247,133 @@ impl<P: Process> std::fmt::Debug for SnapshotEngine<P> {
             .field("received", &self.received)
             .field("sent", &self.sent)
             .field("in_flight", &self.recording.keys().collect::<Vec<_>>())
+            .field("max_in_flight", &self.max_in_flight)
+            .field("epoch", &self.epoch)
+            .field("next_seq", &self.next_seq)
+            .field("finished", &self.finished)
             .finish_non_exhaustive()
     }
 }
 
+impl<P: Process> Clone for SnapshotEngine<P>
+where
+    P::State: Clone,
+    P::Record: Clone,
+{
+    fn clone(&self) -> Self {
+        SnapshotEngine {
+            me: self.me,
+            received: self.received.clone(),
+            sent: self.sent.clone(),
+            recording: self.recording.clone(),
+            finished: self.finished.clone(),
+            epoch: self.epoch,
+            next_seq: self.next_seq,
+            max_in_flight: self.max_in_flight,
+        }
+    }
+}
+
+impl<P: Process> PartialEq for SnapshotEngine<P>
+where
+    P::State: PartialEq,
+    P::Record: PartialEq,
+{
+    fn eq(&self, other: &Self) -> bool {
+        // Destructured so that a new field cannot be forgotten here.
+        let SnapshotEngine {
+            me,
+            received,
+            sent,
+            recording,
+            finished,
+            epoch,
+            next_seq,
+            max_in_flight,
+        } = self;
+        *me == other.me
+            && *received == other.received
+            && *sent == other.sent
+            && *recording == other.recording
+            && *finished == other.finished
+            && *epoch == other.epoch
+            && *next_seq == other.next_seq
+            && *max_in_flight == other.max_in_flight
+    }
+}
+
+impl<P: Process> Eq for SnapshotEngine<P>
+where
+    P::State: Eq,
+    P::Record: Eq,
+{
+}
+
 impl<P: Process> SnapshotEngine<P> {
-    /// An engine for node `me`, with no channels yet.
+    /// How many snapshots a node records at once unless told otherwise
+    /// ([`with_max_in_flight`](Self::with_max_in_flight)): 64, plenty for snapshots
+    /// taken every few seconds that take a few round trips each, and a bound on the
+    /// states and channel records held.
+    pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
+
+    /// An engine for node `me`, with no channels yet, whose snapshots are numbered from
+    /// 0 and that records at most
+    /// [`DEFAULT_MAX_IN_FLIGHT`](Self::DEFAULT_MAX_IN_FLIGHT) of them at once.
     pub fn new(me: NodeId) -> Self {
+        Self::with_epoch(me, 0)
+    }
+
+    /// An engine for node `me`, like [`new`](Self::new), whose snapshots are numbered
+    /// from `epoch`: the sequence numbers issued by this node start at `epoch`.
+    ///
+    /// A restarted node passes a value past every sequence number it issued before
+    /// (for example the restored snapshot's seq + 1, or a persisted
+    /// [`next_seq`](Self::next_seq)): its peers remember the snapshots they finished
+    /// and would refuse a marker of a reused id as a duplicate. Markers that name this
+    /// node as initiator with a sequence number below `epoch` are refused
+    /// ([`EngineError::ForgedSnapshot`]).
+    pub fn with_epoch(me: NodeId, epoch: u64) -> Self {
         SnapshotEngine {
             me,
             received: BTreeMap::new(),
             sent: BTreeMap::new(),
             recording: BTreeMap::new(),
             finished: BTreeMap::new(),
-            next_seq: 0,
+            epoch,
+            next_seq: epoch,
+            max_in_flight: Self::DEFAULT_MAX_IN_FLIGHT,
         }
+    }
+
+    /// This engine, recording at most `limit` snapshots at once (its own and its
+    /// peers', together) instead of
+    /// [`DEFAULT_MAX_IN_FLIGHT`](Self::DEFAULT_MAX_IN_FLIGHT). Meant to be chained
+    /// on a constructor: `SnapshotEngine::with_epoch(me, epoch).with_max_in_flight(4)`.
+    ///
+    /// A `limit` of 0 refuses every snapshot. Snapshots already in flight beyond a
+    /// lower `limit` carry on; only new ones are refused.
+    #[must_use]
+    pub fn with_max_in_flight(mut self, limit: usize) -> Self {
+        self.max_in_flight = limit;
+        self
+    }
+
+    /// The most snapshots this node records at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight
+    }
+
+    /// The first sequence number of this node's snapshots: the one
+    /// [`with_epoch`](Self::with_epoch) was given, 0 for [`new`](Self::new).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The sequence number the next [`initiate`](Self::initiate) issues. A node that
+    /// persists it can restart past every snapshot it took, by passing it to
+    /// [`with_epoch`](Self::with_epoch).
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
     }
 
     /// The node this engine belongs to.
@@ -205,21 +429,49 @@ impl<P: Process> SnapshotEngine<P> {
         self.sent.keys().copied()
     }
 
+    /// How many application messages this node has put on the channel `self -> to`,
+    /// if it has that channel.
+    pub fn sent_on(&self, to: NodeId) -> Option<u64> {
+        self.sent.get(&to).copied()
+    }
+
+    /// How many application messages this node has taken from the channel
+    /// `from -> self`, if it has that channel.
+    pub fn received_on(&self, from: NodeId) -> Option<u64> {
+        self.received.get(&from).copied()
+    }
+
     /// The snapshots this node has recorded its state for and still records channels
     /// of.
+    ///
+    /// A snapshot is in flight here only while some incoming channel has yet to bring
+    /// its marker. A node whose only incoming channel brings the first marker (a
+    /// node of a one-way ring, say) records and completes in the same step, so its
+    /// snapshots are never seen in flight; an initiator with one incoming channel
+    /// stays in flight until the marker has gone round.
     pub fn in_flight(&self) -> impl Iterator<Item = SnapshotId> + '_ {
         self.recording.keys().copied()
     }
 
     /// Starts a new snapshot at this node: records the process's state now, starts
     /// recording every incoming channel, and asks for a marker on every outgoing one.
-    pub fn initiate(&mut self, process: &P) -> (SnapshotId, Actions<P>) {
+    ///
+    /// Its id is this node and the next sequence number (the first is the
+    /// [epoch](Self::epoch)). Refused, with no sequence number used up, when this node
+    /// already records [`max_in_flight`](Self::max_in_flight) snapshots
+    /// ([`EngineError::TooManyInFlight`], with no `id`; retry once one completes) or
+    /// has no sequence number left ([`EngineError::SequenceExhausted`]).
+    pub fn initiate(&mut self, process: &P) -> Result<(SnapshotId, Actions<P>), EngineError> {
+        self.check_room(None)?;
+        if self.next_seq == u64::MAX {
+            return Err(EngineError::SequenceExhausted { node: self.me });
+        }
         let id = SnapshotId {
             initiator: self.me,
             seq: self.next_seq,
         };
         self.next_seq += 1;
-        (id, self.record(id, None, process))
+        Ok((id, self.record(id, None, process)))
     }
 
     /// A marker of snapshot `id` was taken from the channel `from -> self`.
@@ -229,6 +481,15 @@ impl<P: Process> SnapshotEngine<P> {
     /// asks for a marker on every outgoing one. A later marker closes the recording of
     /// its channel. When every incoming channel is closed the local snapshot is
     /// complete.
+    ///
+    /// Refused, in this order of checks: on a channel this node does not have
+    /// ([`EngineError::UnknownChannel`]); naming this node as the initiator of a
+    /// snapshot it never started ([`EngineError::ForgedSnapshot`]); of a snapshot
+    /// finished here, or on a channel already closed for it
+    /// ([`EngineError::DuplicateMarker`]); the first marker of a snapshot while this
+    /// node already records [`max_in_flight`](Self::max_in_flight) of them
+    /// ([`EngineError::TooManyInFlight`]: that snapshot cannot complete, and the
+    /// application should abort it).
     pub fn on_marker(
         &mut self,
         from: NodeId,
@@ -236,6 +497,9 @@ impl<P: Process> SnapshotEngine<P> {
         process: &P,
     ) -> Result<Actions<P>, EngineError> {
         self.check_incoming(from)?;
+        if id.initiator == self.me && !(self.epoch..self.next_seq).contains(&id.seq) {
+            return Err(EngineError::ForgedSnapshot { id, from });
+        }
         let duplicate = EngineError::DuplicateMarker {
             id,
             from,
@@ -249,6 +513,7 @@ impl<P: Process> SnapshotEngine<P> {
             return Err(duplicate);
         }
         let Some(recording) = self.recording.get_mut(&id) else {
+            self.check_room(Some(id))?;
             return Ok(self.record(id, Some(from), process));
         };
         if !recording.open.remove(&from) {
@@ -296,6 +561,20 @@ impl<P: Process> SnapshotEngine<P> {
         })?;
         *count += 1;
         Ok(())
+    }
+
+    /// Refuses to start snapshot `id` (`None`: a new one of this node's) when this node
+    /// already records as many as it may.
+    fn check_room(&self, id: Option<SnapshotId>) -> Result<(), EngineError> {
+        if self.recording.len() < self.max_in_flight {
+            Ok(())
+        } else {
+            Err(EngineError::TooManyInFlight {
+                node: self.me,
+                limit: self.max_in_flight,
+                id,
+            })
+        }
     }
 
     fn check_incoming(&self, from: NodeId) -> Result<(), EngineError> {
@@ -349,5 +628,78 @@ impl<P: Process> SnapshotEngine<P> {
             .or_default()
             .insert(id.seq);
         Some(Action::Complete(recording.local))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Finished;
+
+    fn runs(finished: &Finished) -> Vec<(u64, u64)> {
+        finished.runs.iter().map(|(&a, &b)| (a, b)).collect()
+    }
+
+    #[test]
+    fn a_far_first_sequence_number_costs_one_run() {
+        let mut finished = Finished::default();
+        for seq in 1_000_000..1_010_000 {
+            finished.insert(seq);
+        }
+        assert_eq!(runs(&finished), [(1_000_000, 1_009_999)]);
+        assert!(!finished.contains(0));
+        assert!(!finished.contains(999_999));
+        assert!(finished.contains(1_000_000));
+        assert!(finished.contains(1_009_999));
+        assert!(!finished.contains(1_010_000));
+    }
+
+    #[test]
+    fn a_restart_at_a_new_epoch_adds_one_run() {
+        let mut finished = Finished::default();
+        for seq in (0..3).chain(1000..1100) {
+            finished.insert(seq);
+        }
+        assert_eq!(runs(&finished), [(0, 2), (1000, 1099)]);
+    }
+
+    #[test]
+    fn runs_merge_as_gaps_fill_in_any_order() {
+        let mut finished = Finished::default();
+        for seq in [5, 1, 3, 9, 7] {
+            finished.insert(seq);
+        }
+        assert_eq!(runs(&finished), [(1, 1), (3, 3), (5, 5), (7, 7), (9, 9)]);
+        for seq in [8, 2, 6, 4, 4, 0] {
+            finished.insert(seq);
+        }
+        assert_eq!(runs(&finished), [(0, 9)]);
+        assert!((0..10).all(|seq| finished.contains(seq)));
+        assert!(!finished.contains(10));
+    }
+
+    #[test]
+    fn the_last_sequence_numbers_do_not_overflow() {
+        let mut finished = Finished::default();
+        finished.insert(u64::MAX);
+        finished.insert(u64::MAX - 2);
+        assert_eq!(
+            runs(&finished),
+            [(u64::MAX - 2, u64::MAX - 2), (u64::MAX, u64::MAX)]
+        );
+        finished.insert(u64::MAX - 1);
+        assert_eq!(runs(&finished), [(u64::MAX - 2, u64::MAX)]);
+        assert!(finished.contains(u64::MAX));
+    }
+
+    #[test]
+    fn equal_sets_are_equal_whatever_the_order_of_insertion() {
+        let (mut a, mut b) = (Finished::default(), Finished::default());
+        for seq in [4, 0, 2, 1, 3, 10] {
+            a.insert(seq);
+        }
+        for seq in [10, 0, 1, 2, 3, 4] {
+            b.insert(seq);
+        }
+        assert_eq!(a, b);
     }
 }
