@@ -19,16 +19,17 @@
 //!   a snapshot is in flight, channel to self) returns its error and leaves no trace:
 //!   a twin engine that never saw it behaves identically afterwards.
 //!
-//! Then [`GlobalSnapshot`]: `check_cut` accepts a cut taken by the engines and rejects
+//! Then [`GlobalSnapshot`]: `check_cut` accepts a cut taken by the engines (in real
+//! nodes, on the simulated network of `snapshot_core::sim`: feature `sim`) and rejects
 //! every tampered variant, insertion refuses duplicates and foreign snapshots,
 //! `channels()` orders by numeric node id, and the whole thing survives a serde round
 //! trip.
 
 use snapshot_core::{
-    Action, ChannelRecord, EngineError, GlobalSnapshot, LocalSnapshot, NodeId, Outbox, Process,
-    SnapshotEngine, SnapshotError, SnapshotId,
+    Action, ChannelRecord, EngineError, LocalSnapshot, NodeId, Outbox, Process, SnapshotEngine,
+    SnapshotId,
 };
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 /// A process holding some money; a channel's record is every amount caught on it, in
 /// order.
@@ -53,7 +54,6 @@ impl Process for Money {
 
 type Act = Action<u64, Vec<u64>>;
 type Local = LocalSnapshot<u64, Vec<u64>>;
-type Global = GlobalSnapshot<u64, Vec<u64>>;
 
 fn n(id: u32) -> NodeId {
     NodeId(id)
@@ -130,7 +130,7 @@ fn apply(
     input: Input,
 ) -> Result<Vec<Act>, EngineError> {
     match input {
-        Input::Initiate => Ok(engine.initiate(process).1),
+        Input::Initiate => engine.initiate(process).map(|(_, actions)| actions),
         Input::Marker(from, id) => engine.on_marker(n(from), id, process),
         Input::Message(from, amount) => {
             engine.on_message(n(from), &amount, process)?;
@@ -187,8 +187,8 @@ fn assert_refusals_leave_no_trace(
     assert_eq!(tested_process, twin_process);
     // One more snapshot exposes the message counters.
     assert_eq!(
-        tested.initiate(&tested_process),
-        twin.initiate(&twin_process)
+        tested.initiate(&tested_process).unwrap(),
+        twin.initiate(&twin_process).unwrap()
     );
     outputs
 }
@@ -201,7 +201,7 @@ fn assert_refusals_leave_no_trace(
 fn initiate_records_state_then_sends_a_marker_on_every_outgoing_channel() {
     let mut e = engine(1, &[2, 3], &[4, 2]);
     let mut p = Money(50);
-    let (id, actions) = e.initiate(&p);
+    let (id, actions) = e.initiate(&p).unwrap();
     assert_eq!(id, sid(1, 0));
     // Recorded first, then one marker per outgoing channel (by receiver), and nothing
     // else: two incoming channels are still open.
@@ -238,7 +238,7 @@ fn initiate_records_state_then_sends_a_marker_on_every_outgoing_channel() {
 fn each_initiation_is_a_new_snapshot_numbered_from_zero() {
     let mut e = engine(7, &[2], &[2]);
     let p = Money(0);
-    let ids: Vec<_> = (0..3).map(|_| e.initiate(&p).0).collect();
+    let ids: Vec<_> = (0..3).map(|_| e.initiate(&p).unwrap().0).collect();
     assert_eq!(ids, [sid(7, 0), sid(7, 1), sid(7, 2)]);
     assert_eq!(in_flight(&e), ids);
 }
@@ -246,7 +246,7 @@ fn each_initiation_is_a_new_snapshot_numbered_from_zero() {
 #[test]
 fn node_without_incoming_channels_completes_on_initiate() {
     let mut e = engine(1, &[], &[3, 2]);
-    let (id, actions) = e.initiate(&Money(9));
+    let (id, actions) = e.initiate(&Money(9)).unwrap();
     let mut expected = started(id, &[2, 3]);
     expected.push(Action::Complete(LocalSnapshot {
         id,
@@ -261,7 +261,7 @@ fn node_without_incoming_channels_completes_on_initiate() {
 
     // An isolated node too: Recorded, then Complete.
     let mut alone = engine(5, &[], &[]);
-    let (id, actions) = alone.initiate(&Money(1));
+    let (id, actions) = alone.initiate(&Money(1)).unwrap();
     assert_eq!(actions.len(), 2);
     assert_eq!(actions[0], Action::Recorded { id });
     assert_eq!(completed(actions).state, 1);
@@ -367,7 +367,7 @@ fn every_message_is_counted_but_only_open_channels_record_it() {
     assert_eq!(local.state, 1);
 
     // The next snapshot's counts include every message taken, recorded or not.
-    let (b, actions) = e.initiate(&p);
+    let (b, actions) = e.initiate(&p).unwrap();
     assert_eq!(actions, started(b, &[2]));
     e.on_marker(n(2), b, &p).unwrap();
     let next = completed(e.on_marker(n(3), b, &p).unwrap());
@@ -389,7 +389,7 @@ fn completes_exactly_when_the_last_incoming_channel_closes_with_counts_as_record
     ] {
         apply(&mut e, &mut p, input).unwrap();
     }
-    let (id, actions) = e.initiate(&p);
+    let (id, actions) = e.initiate(&p).unwrap();
     assert_eq!(actions, started(id, &[2, 3]));
     // Traffic after recording is not in the counts.
     for input in [Input::Send(2, 5), Input::Send(3, 5), Input::Message(4, 9)] {
@@ -466,9 +466,9 @@ fn two_snapshots_of_the_same_initiator_are_independent() {
     // Both started here.
     let mut e = engine(1, &[2], &[2]);
     let mut p = Money(50);
-    let (a, _) = e.initiate(&p);
+    let (a, _) = e.initiate(&p).unwrap();
     apply(&mut e, &mut p, Input::Message(2, 1)).unwrap(); // in a only
-    let (b, actions) = e.initiate(&p);
+    let (b, actions) = e.initiate(&p).unwrap();
     assert_eq!((a, b), (sid(1, 0), sid(1, 1)));
     assert_eq!(actions, started(b, &[2]));
     assert_eq!(in_flight(&e), [a, b]);
@@ -671,12 +671,12 @@ fn channels_cannot_change_while_a_snapshot_is_in_flight() {
     // Once nothing is in flight, the same changes are accepted and used.
     let mut e = engine(1, &[2], &[2]);
     let p = Money(0);
-    let (id, _) = e.initiate(&p);
+    let (id, _) = e.initiate(&p).unwrap();
     assert_eq!(e.add_incoming(n(3)), Err(in_flight_error(1)));
     completed(e.on_marker(n(2), id, &p).unwrap());
     assert_eq!(e.add_incoming(n(3)), Ok(()));
     assert_eq!(e.add_outgoing(n(3)), Ok(()));
-    let (id, actions) = e.initiate(&p);
+    let (id, actions) = e.initiate(&p).unwrap();
     assert_eq!(actions, started(id, &[2, 3]));
     assert_eq!(e.on_marker(n(3), id, &p), Ok(vec![]));
     let local = completed(e.on_marker(n(2), id, &p).unwrap());
@@ -711,7 +711,7 @@ fn adding_a_channel_twice_keeps_its_counts() {
     e.on_send(n(2)).unwrap();
     e.add_incoming(n(2)).unwrap();
     e.add_outgoing(n(2)).unwrap();
-    let (id, _) = e.initiate(&p);
+    let (id, _) = e.initiate(&p).unwrap();
     let local = completed(e.on_marker(n(2), id, &p).unwrap());
     assert_eq!(local.received, counts(&[(2, 1)]));
     assert_eq!(local.sent, counts(&[(2, 2)]));
@@ -721,292 +721,228 @@ fn adding_a_channel_twice_keeps_its_counts() {
 // Global snapshots.
 // ---------------------------------------------------------------------------------
 
-enum Item {
-    Money(u64),
-    Marker(SnapshotId),
-}
+#[cfg(feature = "sim")]
+mod global_snapshots {
+    use super::*;
+    use snapshot_core::sim::{Kind, Sim};
+    use snapshot_core::topology::Topology;
+    use snapshot_core::{GlobalSnapshot, SnapshotError};
 
-/// Engines on a complete graph with FIFO queues as channels, driven by hand.
-struct Net {
-    procs: BTreeMap<NodeId, Money>,
-    engines: BTreeMap<NodeId, SnapshotEngine<Money>>,
-    queues: BTreeMap<(NodeId, NodeId), VecDeque<Item>>,
-    done: Vec<Local>,
-}
+    type Global = GlobalSnapshot<u64, Vec<u64>>;
 
-impl Net {
-    fn complete(ids: &[u32], money: u64) -> Self {
-        let mut net = Net {
-            procs: BTreeMap::new(),
-            engines: BTreeMap::new(),
-            queues: BTreeMap::new(),
-            done: Vec::new(),
+    /// The local snapshots of one snapshot of nodes 8, 15 and 100, each starting with 100,
+    /// that caught money in transit on 8 -> 15 (one message of 3) and 15 -> 100 (one of 5):
+    /// taken by real nodes, on a simulated network (the complete graph) whose deliveries
+    /// this chooses one by one up to the cut, and leaves to the seeded generator after.
+    fn taken_snapshot() -> (SnapshotId, Vec<Local>) {
+        let mut sim =
+            Sim::new(1, &Topology::complete([8, 15, 100].map(n)), |_| Money(100)).unwrap();
+        let send = |sim: &mut Sim<Money>, from: u32, to: u32, amount: u64| {
+            sim.process_mut(n(from)).unwrap().0 -= amount;
+            sim.send(n(from), n(to), amount).unwrap();
         };
-        for &me in ids {
-            let peers: Vec<_> = ids.iter().copied().filter(|&p| p != me).collect();
-            net.procs.insert(n(me), Money(money));
-            net.engines.insert(n(me), engine(me, &peers, &peers));
-            for peer in peers {
-                net.queues.insert((n(me), n(peer)), VecDeque::new());
-            }
-        }
-        net
+        send(&mut sim, 8, 15, 10);
+        sim.deliver(n(8), n(15)).unwrap();
+        send(&mut sim, 8, 15, 3);
+        send(&mut sim, 15, 100, 5);
+        let id = sim.initiate(n(100)).unwrap();
+        // 15 records: 8 -> 15 open, 3 in transit.
+        assert_eq!(sim.deliver(n(100), n(15)).unwrap().started, Some(id));
+        assert_eq!(sim.deliver(n(8), n(15)).unwrap().kind, Kind::Message);
+        send(&mut sim, 15, 8, 1); // after 15 recorded: not in the snapshot
+        sim.run_until_quiet(100).unwrap();
+        assert_eq!(sim.in_transit(), 0);
+        assert!(
+            sim.nodes()
+                .all(|node| node.engine().in_flight().next().is_none())
+        );
+        let [global] = <[Global; 1]>::try_from(sim.take_completed()).expect("one snapshot");
+        assert_eq!(global.id(), id);
+        let locals: Vec<Local> = global.nodes().cloned().collect();
+        assert_eq!(locals.len(), 3);
+        (id, locals)
     }
 
-    fn carry_out(&mut self, from: NodeId, actions: Vec<Act>) {
-        for action in actions {
-            match action {
-                Action::Recorded { .. } => {}
-                Action::SendMarker { to, id } => {
-                    self.queues
-                        .get_mut(&(from, to))
-                        .unwrap()
-                        .push_back(Item::Marker(id));
-                }
-                Action::Complete(local) => self.done.push(local),
-            }
-        }
+    #[test]
+    fn check_cut_accepts_a_cut_taken_by_the_engines() {
+        let (id, locals) = taken_snapshot();
+        let global = Global::from_locals(id, locals).unwrap();
+        assert_eq!(global.id(), id);
+        assert_eq!(global.check_cut(), Ok(()));
+        let states: u64 = global.nodes().map(|l| l.state).sum();
+        let in_transit: u64 = global
+            .channels()
+            .iter()
+            .flat_map(|(_, _, ch)| ch.record.iter())
+            .sum();
+        assert_eq!(states + in_transit, 300);
+        assert_eq!(global.node(n(15)).unwrap().channels[&n(8)], channel(&[3]));
+        assert_eq!(global.node(n(100)).unwrap().channels[&n(15)], channel(&[5]));
     }
 
-    fn send(&mut self, from: u32, to: u32, amount: u64) {
-        self.engines
-            .get_mut(&n(from))
-            .unwrap()
-            .on_send(n(to))
-            .unwrap();
-        self.procs.get_mut(&n(from)).unwrap().0 -= amount;
-        let queue = self.queues.get_mut(&(n(from), n(to))).unwrap();
-        queue.push_back(Item::Money(amount));
-    }
+    #[test]
+    fn check_cut_rejects_tampered_counts() {
+        let (id, locals) = taken_snapshot();
+        let position = |node: u32| locals.iter().position(|l| l.node == n(node)).unwrap();
+        let (i8, i15) = (position(8), position(15));
+        // On 8 -> 15: 2 sent before the cut, 1 received before it, 1 in transit.
+        let inconsistent = |sent, received, recorded| {
+            Err(SnapshotError::InconsistentCut {
+                from: n(8),
+                to: n(15),
+                sent,
+                received,
+                recorded,
+            })
+        };
+        let check = |tamper: &dyn Fn(&mut Vec<Local>)| {
+            let mut locals = locals.clone();
+            tamper(&mut locals);
+            Global::from_locals(id, locals).unwrap().check_cut()
+        };
 
-    fn initiate(&mut self, node: u32) -> SnapshotId {
-        let engine = self.engines.get_mut(&n(node)).unwrap();
-        let (id, actions) = engine.initiate(&self.procs[&n(node)]);
-        self.carry_out(n(node), actions);
-        id
-    }
-
-    fn deliver(&mut self, from: NodeId, to: NodeId) {
-        let item = self.queues.get_mut(&(from, to)).unwrap().pop_front();
-        let engine = self.engines.get_mut(&to).unwrap();
-        let process = self.procs.get_mut(&to).unwrap();
-        match item.expect("empty channel") {
-            Item::Money(amount) => {
-                engine.on_message(from, &amount, process).unwrap();
-                process.handle(from, amount, &mut Outbox::default());
-            }
-            Item::Marker(id) => {
-                let actions = engine.on_marker(from, id, process).unwrap();
-                self.carry_out(to, actions);
-            }
-        }
-    }
-
-    fn drain(&mut self) {
-        while let Some((&(from, to), _)) = self.queues.iter().find(|(_, q)| !q.is_empty()) {
-            self.deliver(from, to);
-        }
-    }
-}
-
-/// The local snapshots of one snapshot of nodes 8, 15 and 100, each starting with 100,
-/// that caught money in transit on 8 -> 15 (one message of 3) and 15 -> 100 (one of 5).
-fn taken_snapshot() -> (SnapshotId, Vec<Local>) {
-    let mut net = Net::complete(&[8, 15, 100], 100);
-    net.send(8, 15, 10);
-    net.deliver(n(8), n(15));
-    net.send(8, 15, 3);
-    net.send(15, 100, 5);
-    let id = net.initiate(100);
-    net.deliver(n(100), n(15)); // 15 records: 8 -> 15 open, 3 in transit
-    net.deliver(n(8), n(15));
-    net.send(15, 8, 1); // after 15 recorded: not in the snapshot
-    net.drain();
-    assert!(net.queues.values().all(VecDeque::is_empty));
-    assert!(net.engines.values().all(|e| e.in_flight().next().is_none()));
-    assert_eq!(net.done.len(), 3);
-    (id, net.done)
-}
-
-#[test]
-fn check_cut_accepts_a_cut_taken_by_the_engines() {
-    let (id, locals) = taken_snapshot();
-    let global = Global::from_locals(id, locals).unwrap();
-    assert_eq!(global.id(), id);
-    assert_eq!(global.check_cut(), Ok(()));
-    let states: u64 = global.nodes().map(|l| l.state).sum();
-    let in_transit: u64 = global
-        .channels()
-        .iter()
-        .flat_map(|(_, _, ch)| ch.record.iter())
-        .sum();
-    assert_eq!(states + in_transit, 300);
-    assert_eq!(global.node(n(15)).unwrap().channels[&n(8)], channel(&[3]));
-    assert_eq!(global.node(n(100)).unwrap().channels[&n(15)], channel(&[5]));
-}
-
-#[test]
-fn check_cut_rejects_tampered_counts() {
-    let (id, locals) = taken_snapshot();
-    let position = |node: u32| locals.iter().position(|l| l.node == n(node)).unwrap();
-    let (i8, i15) = (position(8), position(15));
-    // On 8 -> 15: 2 sent before the cut, 1 received before it, 1 in transit.
-    let inconsistent = |sent, received, recorded| {
-        Err(SnapshotError::InconsistentCut {
+        assert_eq!(check(&|_| {}), Ok(()));
+        assert_eq!(
+            check(&|l| *l[i8].sent.get_mut(&n(15)).unwrap() += 1),
+            inconsistent(3, 1, 1)
+        );
+        assert_eq!(
+            check(&|l| *l[i8].sent.get_mut(&n(15)).unwrap() -= 1),
+            inconsistent(1, 1, 1)
+        );
+        assert_eq!(
+            check(&|l| *l[i15].received.get_mut(&n(8)).unwrap() += 1),
+            inconsistent(2, 2, 1)
+        );
+        assert_eq!(
+            check(&|l| l[i15].channels.get_mut(&n(8)).unwrap().messages = 0),
+            inconsistent(2, 1, 0)
+        );
+        assert_eq!(
+            check(&|l| *l[i15].received.get_mut(&n(8)).unwrap() = u64::MAX),
+            inconsistent(2, u64::MAX, 1),
+            "no overflow"
+        );
+        // A channel known to only one of its ends.
+        let unmatched = Err(SnapshotError::UnmatchedChannel {
             from: n(8),
             to: n(15),
-            sent,
-            received,
-            recorded,
-        })
-    };
-    let check = |tamper: &dyn Fn(&mut Vec<Local>)| {
-        let mut locals = locals.clone();
-        tamper(&mut locals);
-        Global::from_locals(id, locals).unwrap().check_cut()
-    };
+        });
+        assert_eq!(
+            check(&|l| {
+                l[i15].received.remove(&n(8));
+            }),
+            unmatched
+        );
+        assert_eq!(
+            check(&|l| {
+                l[i15].channels.remove(&n(8));
+            }),
+            unmatched
+        );
+        assert_eq!(
+            check(&|l| {
+                l[i8].sent.remove(&n(15));
+            }),
+            unmatched
+        );
+    }
 
-    assert_eq!(check(&|_| {}), Ok(()));
-    assert_eq!(
-        check(&|l| *l[i8].sent.get_mut(&n(15)).unwrap() += 1),
-        inconsistent(3, 1, 1)
-    );
-    assert_eq!(
-        check(&|l| *l[i8].sent.get_mut(&n(15)).unwrap() -= 1),
-        inconsistent(1, 1, 1)
-    );
-    assert_eq!(
-        check(&|l| *l[i15].received.get_mut(&n(8)).unwrap() += 1),
-        inconsistent(2, 2, 1)
-    );
-    assert_eq!(
-        check(&|l| l[i15].channels.get_mut(&n(8)).unwrap().messages = 0),
-        inconsistent(2, 1, 0)
-    );
-    assert_eq!(
-        check(&|l| *l[i15].received.get_mut(&n(8)).unwrap() = u64::MAX),
-        inconsistent(2, u64::MAX, 1),
-        "no overflow"
-    );
-    // A channel known to only one of its ends.
-    let unmatched = Err(SnapshotError::UnmatchedChannel {
-        from: n(8),
-        to: n(15),
-    });
-    assert_eq!(
-        check(&|l| {
-            l[i15].received.remove(&n(8));
-        }),
-        unmatched
-    );
-    assert_eq!(
-        check(&|l| {
-            l[i15].channels.remove(&n(8));
-        }),
-        unmatched
-    );
-    assert_eq!(
-        check(&|l| {
-            l[i8].sent.remove(&n(15));
-        }),
-        unmatched
-    );
-}
+    #[test]
+    fn check_cut_reports_a_missing_node() {
+        let (id, mut locals) = taken_snapshot();
+        locals.retain(|l| l.node != n(100));
+        let global = Global::from_locals(id, locals).unwrap();
+        assert_eq!(
+            global.check_cut(),
+            Err(SnapshotError::MissingNode {
+                from: n(8),
+                to: n(100),
+            })
+        );
 
-#[test]
-fn check_cut_reports_a_missing_node() {
-    let (id, mut locals) = taken_snapshot();
-    locals.retain(|l| l.node != n(100));
-    let global = Global::from_locals(id, locals).unwrap();
-    assert_eq!(
-        global.check_cut(),
-        Err(SnapshotError::MissingNode {
-            from: n(8),
-            to: n(100),
-        })
-    );
+        // Missing at the sending end of a one-way channel 8 -> 15.
+        let receiver = LocalSnapshot {
+            id,
+            node: n(15),
+            state: 0,
+            channels: [(n(8), channel(&[]))].into(),
+            sent: BTreeMap::new(),
+            received: counts(&[(8, 0)]),
+        };
+        let global = Global::from_locals(id, [receiver]).unwrap();
+        assert_eq!(
+            global.check_cut(),
+            Err(SnapshotError::MissingNode {
+                from: n(8),
+                to: n(15),
+            })
+        );
+    }
 
-    // Missing at the sending end of a one-way channel 8 -> 15.
-    let receiver = LocalSnapshot {
-        id,
-        node: n(15),
-        state: 0,
-        channels: [(n(8), channel(&[]))].into(),
-        sent: BTreeMap::new(),
-        received: counts(&[(8, 0)]),
-    };
-    let global = Global::from_locals(id, [receiver]).unwrap();
-    assert_eq!(
-        global.check_cut(),
-        Err(SnapshotError::MissingNode {
-            from: n(8),
-            to: n(15),
-        })
-    );
-}
+    #[test]
+    fn insert_refuses_duplicates_and_other_snapshots() {
+        let (id, locals) = taken_snapshot();
+        let mut global = Global::new(id);
+        global.insert(locals[0].clone()).unwrap();
+        assert_eq!(
+            global.insert(locals[0].clone()),
+            Err(SnapshotError::Duplicate(locals[0].node))
+        );
+        let other = SnapshotId { seq: 1, ..id };
+        let mut foreign = locals[1].clone();
+        foreign.id = other;
+        assert_eq!(
+            global.insert(foreign),
+            Err(SnapshotError::WrongSnapshot {
+                node: locals[1].node,
+                expected: id,
+                found: other,
+            })
+        );
+        // Neither refusal changed it.
+        assert_eq!(global.nodes().count(), 1);
+        assert_eq!(global.node(locals[0].node), Some(&locals[0]));
+        assert_eq!(global.node(locals[1].node), None);
 
-#[test]
-fn insert_refuses_duplicates_and_other_snapshots() {
-    let (id, locals) = taken_snapshot();
-    let mut global = Global::new(id);
-    global.insert(locals[0].clone()).unwrap();
-    assert_eq!(
-        global.insert(locals[0].clone()),
-        Err(SnapshotError::Duplicate(locals[0].node))
-    );
-    let other = SnapshotId { seq: 1, ..id };
-    let mut foreign = locals[1].clone();
-    foreign.id = other;
-    assert_eq!(
-        global.insert(foreign),
-        Err(SnapshotError::WrongSnapshot {
-            node: locals[1].node,
-            expected: id,
-            found: other,
-        })
-    );
-    // Neither refusal changed it.
-    assert_eq!(global.nodes().count(), 1);
-    assert_eq!(global.node(locals[0].node), Some(&locals[0]));
-    assert_eq!(global.node(locals[1].node), None);
+        // from_locals stops at the first bad one.
+        let mut twice = locals.clone();
+        twice.push(locals[2].clone());
+        assert_eq!(
+            Global::from_locals(id, twice),
+            Err(SnapshotError::Duplicate(locals[2].node))
+        );
+    }
 
-    // from_locals stops at the first bad one.
-    let mut twice = locals.clone();
-    twice.push(locals[2].clone());
-    assert_eq!(
-        Global::from_locals(id, twice),
-        Err(SnapshotError::Duplicate(locals[2].node))
-    );
-}
+    #[test]
+    fn nodes_and_channels_are_ordered_by_numeric_node_id() {
+        let (id, mut locals) = taken_snapshot();
+        locals.reverse();
+        let global = Global::from_locals(id, locals).unwrap();
+        assert_eq!(
+            global.nodes().map(|l| l.node).collect::<Vec<_>>(),
+            [n(8), n(15), n(100)]
+        );
+        let order: Vec<_> = global
+            .channels()
+            .iter()
+            .map(|&(from, to, _)| (from.0, to.0))
+            .collect();
+        assert_eq!(
+            order,
+            [(8, 15), (8, 100), (15, 8), (15, 100), (100, 8), (100, 15)]
+        );
+    }
 
-#[test]
-fn nodes_and_channels_are_ordered_by_numeric_node_id() {
-    let (id, mut locals) = taken_snapshot();
-    locals.reverse();
-    let global = Global::from_locals(id, locals).unwrap();
-    assert_eq!(
-        global.nodes().map(|l| l.node).collect::<Vec<_>>(),
-        [n(8), n(15), n(100)]
-    );
-    let order: Vec<_> = global
-        .channels()
-        .iter()
-        .map(|&(from, to, _)| (from.0, to.0))
-        .collect();
-    assert_eq!(
-        order,
-        [(8, 15), (8, 100), (15, 8), (15, 100), (100, 8), (100, 15)]
-    );
-}
-
-#[test]
-fn global_snapshot_survives_a_serde_round_trip() {
-    let (id, locals) = taken_snapshot();
-    let global = Global::from_locals(id, locals).unwrap();
-    let bytes = postcard::to_allocvec(&global).unwrap();
-    let back: Global = postcard::from_bytes(&bytes).unwrap();
-    assert_eq!(back, global);
-    assert_eq!(back.check_cut(), Ok(()));
-    // And a truncated encoding is an error, not a different snapshot.
-    assert!(postcard::from_bytes::<Global>(&bytes[..bytes.len() - 1]).is_err());
+    #[test]
+    fn global_snapshot_survives_a_serde_round_trip() {
+        let (id, locals) = taken_snapshot();
+        let global = Global::from_locals(id, locals).unwrap();
+        let bytes = postcard::to_allocvec(&global).unwrap();
+        let back: Global = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back, global);
+        assert_eq!(back.check_cut(), Ok(()));
+        // And a truncated encoding is an error, not a different snapshot.
+        assert!(postcard::from_bytes::<Global>(&bytes[..bytes.len() - 1]).is_err());
+    }
 }

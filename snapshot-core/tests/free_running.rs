@@ -1,21 +1,36 @@
-//! The `Node` driver run free (`next_event`): node-to-node traffic is handled as it
-//! arrives, replies from the process go out counted, and a snapshot taken while
-//! messages bounce around still accounts for every one of them.
+//! The `Node` driver run free: node-to-node traffic is handled as it arrives, replies
+//! from the process go out counted, and a snapshot taken while messages bounce around
+//! still accounts for every one of them. The nodes run on the simulated network of
+//! `snapshot_core::sim` (feature `sim`), which hands each node what has arrived for it
+//! through [`Node::poll_event`](snapshot_core::Node::poll_event).
 
-use snapshot_core::{
-    Endpoint, Event, Frame, GlobalSnapshot, Incoming, Node, NodeId, Outbox, Process, Transport,
-    TransportError,
-};
-use std::collections::VecDeque;
+use snapshot_core::NodeId;
+#[cfg(feature = "sim")]
+use snapshot_core::sim::{Notice, Order, Sim, SimError};
+#[cfg(feature = "sim")]
+use snapshot_core::topology::Topology;
+#[cfg(feature = "sim")]
+use snapshot_core::{Endpoint, Envelope, Frame, Node, NodeError, Outbox, Process};
+#[cfg(feature = "sim")]
 use std::time::Duration;
+
+/// The endpoint that sends the nodes control frames (a harness, a shell).
+#[cfg(feature = "sim")]
+const CONTROL: Endpoint = Endpoint::Role(1);
+
+/// The simulation's seed.
+#[cfg(feature = "sim")]
+const SEED: u64 = 0xba11;
 
 /// Every message is a ball; a node keeps every other ball it gets and throws the rest
 /// back, so the number of balls is conserved and traffic flows by itself.
+#[cfg(feature = "sim")]
 struct Juggler {
     kept: u64,
     caught: u64,
 }
 
+#[cfg(feature = "sim")]
 impl Process for Juggler {
     type Message = u64;
     type State = u64;
@@ -37,183 +52,119 @@ impl Process for Juggler {
     }
 }
 
-type Wire = Frame<u64, &'static str>;
-
-/// Two endpoints' queues in one thread: what `a` sends lands in `b`'s inbox.
-#[derive(Default)]
-struct Pair {
-    inbox: [VecDeque<(Endpoint, Wire)>; 2],
+#[cfg(feature = "sim")]
+fn jugglers(topology: &Topology) -> Sim<Juggler, &'static str> {
+    Sim::new(SEED, topology, |_| Juggler { kept: 0, caught: 0 }).expect("a new simulation")
 }
 
-struct Side<'a> {
-    me: usize,
-    pair: &'a mut Pair,
-}
-
-fn endpoint(index: usize) -> Endpoint {
-    Endpoint::Node(NodeId(index as u32 + 1))
-}
-
-impl Transport<Wire> for Side<'_> {
-    fn local(&self) -> Endpoint {
-        endpoint(self.me)
-    }
-    fn send(&mut self, to: Endpoint, frame: Wire) -> Result<(), TransportError> {
-        let index = match to {
-            Endpoint::Node(NodeId(id)) if id == 1 || id == 2 => id as usize - 1,
-            other => return Err(TransportError::UnknownEndpoint(other)),
-        };
-        self.pair.inbox[index].push_back((endpoint(self.me), frame));
-        Ok(())
-    }
-    fn flush(&mut self) -> Result<(), TransportError> {
-        Ok(())
-    }
-    fn address(&self) -> String {
-        String::new()
-    }
-    fn connect(&mut self, _: Endpoint, _: &str) -> Result<(), TransportError> {
-        Ok(())
-    }
-    fn recv(&mut self) -> Result<Incoming<Wire>, TransportError> {
-        self.pair.inbox[self.me]
-            .pop_front()
-            .map(|(from, frame)| Incoming::Frame(from, frame))
-            .ok_or(TransportError::Closed)
-    }
-    fn recv_timeout(&mut self, _: Duration) -> Result<Option<Incoming<Wire>>, TransportError> {
-        Ok(self.pair.inbox[self.me]
-            .pop_front()
-            .map(|(from, frame)| Incoming::Frame(from, frame)))
-    }
-}
-
+#[cfg(feature = "sim")]
 #[test]
 fn a_free_running_pair_conserves_balls_through_a_snapshot() {
-    let mut pair = Pair::default();
-    let mut nodes = [
-        Node::new(NodeId(1), Juggler { kept: 0, caught: 0 }),
-        Node::new(NodeId(2), Juggler { kept: 0, caught: 0 }),
-    ];
-    nodes[0].add_peer(NodeId(2)).unwrap();
-    nodes[1].add_peer(NodeId(1)).unwrap();
+    let (a, b) = (NodeId(1), NodeId(2));
+    let mut sim = jugglers(&Topology::complete([a, b]));
     // Ten balls of 1..=10 thrown by node 1 (it holds them until then: 55 in all).
     for balls in 1..=10 {
-        let mut side = Side {
-            me: 0,
-            pair: &mut pair,
-        };
-        nodes[0].send(&mut side, NodeId(2), balls).unwrap();
+        sim.send(a, b, balls).unwrap();
     }
-    let (id, done) = nodes[0]
-        .initiate::<&str, _>(&mut Side {
-            me: 0,
-            pair: &mut pair,
-        })
-        .unwrap();
-    assert!(done.is_none(), "node 1 still waits for node 2's marker");
-    pair.inbox[1].push_back((Endpoint::Master, Frame::Control("hello")));
+    let id = sim.initiate(a).unwrap();
+    assert!(
+        sim.incomplete().is_empty() && sim.completed().is_empty(),
+        "node 1 still waits for node 2's marker"
+    );
+    sim.send_control(CONTROL, b, "hello").unwrap();
 
-    let mut completed = Vec::new();
     let mut controls = Vec::new();
-    // Alternate the nodes until both queues are empty.
-    while pair.inbox.iter().any(|q| !q.is_empty()) {
-        for (me, node) in nodes.iter_mut().enumerate() {
-            if pair.inbox[me].is_empty() {
-                continue;
-            }
-            let mut side = Side {
-                me,
-                pair: &mut pair,
-            };
-            match node.next_event(&mut side) {
-                Ok(Event::Completed(local)) => completed.push(local),
-                Ok(Event::Control { from, control }) => controls.push((me, from, control)),
-                Ok(Event::Departed(peer)) => panic!("{peer} departed: nobody leaves the pair"),
-                Err(snapshot_core::NodeError::Transport(TransportError::Closed)) => {}
-                Err(other) => panic!("{other}"),
+    // Alternate the nodes, each taking in what has arrived for it, until nothing is
+    // left anywhere.
+    let mut turns = 0;
+    while !sim.is_quiet() {
+        for node in [a, b] {
+            match sim.poll(node, Duration::ZERO).unwrap() {
+                Some(Notice::Control { from, control }) => controls.push((node, from, control)),
+                Some(Notice::Departed(peer)) => panic!("{peer} departed: nobody leaves the pair"),
+                Some(other) => panic!("no coordinator here: {other:?}"),
+                None => {}
             }
         }
+        turns += 1;
+        assert!(turns < 1_000, "the balls come to rest");
     }
-    assert_eq!(controls, vec![(1, Endpoint::Master, "hello")]);
-    assert_eq!(completed.len(), 2, "both parts of the snapshot complete");
-    let global = GlobalSnapshot::from_locals(id, completed).unwrap();
+    assert_eq!(controls, vec![(b, CONTROL, "hello")]);
+    let [global] = <[_; 1]>::try_from(sim.take_completed()).expect("one snapshot");
+    assert_eq!(global.id(), id);
+    assert_eq!(
+        global.nodes().count(),
+        2,
+        "both parts of the snapshot complete"
+    );
     global.check_cut().unwrap();
     let kept: u64 = global.nodes().map(|l| l.state).sum();
     let in_transit: u64 = global.channels().iter().map(|(_, _, c)| c.record).sum();
     assert_eq!(kept + in_transit, 55);
     // And the run itself ended with every ball kept somewhere.
-    let now: u64 = nodes.iter().map(|n| n.process().kept).sum();
+    let now: u64 = sim.nodes().map(|n| n.process().kept).sum();
     assert_eq!(now, 55);
 }
 
+#[cfg(feature = "sim")]
 #[test]
 fn node_traffic_from_a_non_node_is_refused() {
-    let mut pair = Pair::default();
-    let mut node = Node::new(NodeId(1), Juggler { kept: 0, caught: 0 });
-    pair.inbox[0].push_back((
-        Endpoint::Master,
-        Frame::Peer(snapshot_core::Envelope::App(1)),
-    ));
-    let result = node.next_event::<&str, _>(&mut Side {
-        me: 0,
-        pair: &mut pair,
-    });
+    let mut alone = Topology::default();
+    alone.add_node(NodeId(1));
+    let mut sim = jugglers(&alone);
+    // Fault injection: no node sends that.
+    sim.inject(CONTROL, NodeId(1), Frame::Peer(Envelope::App(1)))
+        .unwrap();
+    let result = sim.poll(NodeId(1), Duration::ZERO);
     assert!(matches!(
         result,
-        Err(snapshot_core::NodeError::Transport(
-            TransportError::Protocol(_)
-        ))
+        Err(SimError::Node {
+            source: NodeError::Transport(snapshot_core::TransportError::Protocol(_)),
+            ..
+        })
     ));
 }
 
-/// `poll_event` hands control frames and completed snapshots to the application like
-/// `next_event`, returns `None` once nothing is left, and, past its timeout, handles a
-/// bounded burst so that a sender that never pauses cannot keep it.
+/// `poll_event` hands control frames to the application like `next_event`, returns
+/// `None` once nothing is left, and, past its timeout, handles a bounded burst so that
+/// a sender that never pauses cannot keep it.
+#[cfg(feature = "sim")]
 #[test]
 fn poll_event_handles_what_has_arrived_and_no_more_than_a_burst() {
-    let mut pair = Pair::default();
-    let mut node = Node::new(NodeId(2), Juggler { kept: 0, caught: 0 });
-    node.add_peer(NodeId(1)).unwrap();
-    let mut side = |pair: &mut Pair| -> Option<Event<&'static str, u64, u64>> {
-        node.poll_event(&mut Side { me: 1, pair }, Duration::ZERO)
-            .unwrap()
-    };
-    assert_eq!(side(&mut pair), None, "nothing has arrived");
-
-    let app = |balls| {
-        (
-            endpoint(0),
-            Frame::Peer(snapshot_core::Envelope::App(balls)),
-        )
-    };
-    pair.inbox[1].push_back(app(1));
-    pair.inbox[1].push_back((Endpoint::Master, Frame::Control("stop")));
-    pair.inbox[1].push_back(app(2));
+    let (a, b) = (NodeId(1), NodeId(2));
+    let mut sim = jugglers(&Topology::complete([a, b]));
+    // Frames arrive at node 2 in the order they were sent, whatever their channel.
+    sim.set_order(Order::Arrival);
     assert_eq!(
-        side(&mut pair),
-        Some(Event::Control {
-            from: Endpoint::Master,
+        sim.poll(b, Duration::ZERO).unwrap(),
+        None,
+        "nothing has arrived"
+    );
+
+    sim.send(a, b, 1).unwrap();
+    sim.send_control(CONTROL, b, "stop").unwrap();
+    sim.send(a, b, 2).unwrap();
+    assert_eq!(
+        sim.poll(b, Duration::ZERO).unwrap(),
+        Some(Notice::Control {
+            from: CONTROL,
             control: "stop"
         }),
         "the ball before it is handled, the one after it waits"
     );
-    assert_eq!(pair.inbox[1].len(), 1);
-    assert_eq!(side(&mut pair), None);
-    assert!(pair.inbox[1].is_empty());
+    assert_eq!(sim.len(a, b), 1);
+    assert_eq!(sim.process(b).unwrap().caught, 1);
+    assert_eq!(sim.poll(b, Duration::ZERO).unwrap(), None);
+    assert_eq!(sim.len(a, b), 0);
 
     let burst = Node::<Juggler>::POLL_BURST;
     for balls in 0..burst as u64 + 10 {
-        pair.inbox[1].push_back(app(balls));
+        sim.send(a, b, balls).unwrap();
     }
-    assert_eq!(side(&mut pair), None);
-    assert_eq!(
-        pair.inbox[1].len(),
-        10,
-        "a burst is handled, the rest waits"
-    );
-    assert_eq!(side(&mut pair), None);
-    assert!(pair.inbox[1].is_empty());
+    assert_eq!(sim.poll(b, Duration::ZERO).unwrap(), None);
+    assert_eq!(sim.len(a, b), 10, "a burst is handled, the rest waits");
+    assert_eq!(sim.poll(b, Duration::ZERO).unwrap(), None);
+    assert_eq!(sim.len(a, b), 0);
 }
 
 /// A collector assembles interleaved snapshots as their parts come, hands each out
@@ -234,7 +185,7 @@ fn a_collector_assembles_snapshots_in_flight_together() {
         received: Default::default(),
     };
     let (a, b) = (id(1, 0), id(3, 0));
-    let mut collector = Collector::new(3);
+    let mut collector = Collector::new([1, 2, 3].map(NodeId));
     assert_eq!(collector.add(local(1, a)), Ok(None));
     assert_eq!(collector.add(local(2, b)), Ok(None));
     assert_eq!(

@@ -6,38 +6,33 @@
 //! that nothing makes them wait for), while a driver asks random nodes to start
 //! snapshots, so that several are in flight at once. Each node's completed part goes
 //! to one `Collector`; every snapshot it assembles must be a consistent cut that
-//! accounts for all the money. All endpoints live in one thread, and every choice
-//! comes from a seeded generator, so each run is the same.
+//! accounts for all the money. The nodes run on the simulated network of
+//! `snapshot_core::sim` (feature `sim`), whose collector assembles their parts, and
+//! every choice (the schedule's, and the network's) comes from its seeded generator,
+//! so each run is the same.
 //!
 //! A second test feeds `poll_event` a stream that never pauses, and checks that a
-//! positive timeout still brings it back.
+//! positive timeout still brings it back: a transport of its own, not a network.
 
+#[cfg(feature = "sim")]
+use snapshot_core::GlobalSnapshot;
+#[cfg(feature = "sim")]
+use snapshot_core::sim::{Notice, Sim};
+#[cfg(feature = "sim")]
+use snapshot_core::topology::Topology;
 use snapshot_core::{
-    Collector, Endpoint, Envelope, Event, Frame, GlobalSnapshot, Incoming, Node, NodeId, Outbox,
-    Process, Transport, TransportError,
+    Endpoint, Envelope, Frame, Incoming, Node, NodeId, Outbox, Process, Transport, TransportError,
 };
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "sim")]
 const NODES: usize = 4;
+#[cfg(feature = "sim")]
 const INITIAL: i64 = 1_000;
 
-/// SplitMix64: a small seeded generator, enough for schedules.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
+/// The endpoint of the driver that asks nodes for snapshots.
+#[cfg(feature = "sim")]
+const CONTROL: Endpoint = Endpoint::Role(1);
 
 /// A bank branch: money leaves with `send` and arrives with `handle`.
 struct Branch {
@@ -61,65 +56,14 @@ impl Process for Branch {
 }
 
 /// The driver's word to a node.
+#[cfg(feature = "sim")]
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Control {
     Initiate,
 }
 
-type Wire = Frame<i64, Control>;
-
-/// Every endpoint's inbox, in one thread.
-#[derive(Default)]
-struct Network {
-    inbox: Vec<VecDeque<(Endpoint, Wire)>>,
-}
-
-/// One node's view of the network.
-struct Port<'a> {
-    me: usize,
-    network: &'a mut Network,
-}
-
-fn endpoint(index: usize) -> Endpoint {
-    Endpoint::Node(NodeId(index as u32 + 1))
-}
-
-impl Transport<Wire> for Port<'_> {
-    fn local(&self) -> Endpoint {
-        endpoint(self.me)
-    }
-    fn send(&mut self, to: Endpoint, frame: Wire) -> Result<(), TransportError> {
-        let index = match to {
-            Endpoint::Node(NodeId(id)) if (1..=NODES as u32).contains(&id) => id as usize - 1,
-            other => return Err(TransportError::UnknownEndpoint(other)),
-        };
-        self.network.inbox[index].push_back((endpoint(self.me), frame));
-        Ok(())
-    }
-    fn flush(&mut self) -> Result<(), TransportError> {
-        Ok(())
-    }
-    fn address(&self) -> String {
-        String::new()
-    }
-    fn connect(&mut self, _: Endpoint, _: &str) -> Result<(), TransportError> {
-        Ok(())
-    }
-    fn recv(&mut self) -> Result<Incoming<Wire>, TransportError> {
-        self.network.inbox[self.me]
-            .pop_front()
-            .map(|(from, frame)| Incoming::Frame(from, frame))
-            .ok_or(TransportError::Closed)
-    }
-    fn recv_timeout(&mut self, _: Duration) -> Result<Option<Incoming<Wire>>, TransportError> {
-        // Nothing else can arrive while this thread waits: no wait is needed.
-        Ok(self.network.inbox[self.me]
-            .pop_front()
-            .map(|(from, frame)| Incoming::Frame(from, frame)))
-    }
-}
-
 /// Checks a snapshot: a consistent cut, and all the money in it.
+#[cfg(feature = "sim")]
 fn check(global: &GlobalSnapshot<i64, i64>) {
     global.check_cut().expect("a consistent cut");
     let held: i64 = global.nodes().map(|l| l.state).sum();
@@ -133,108 +77,93 @@ fn check(global: &GlobalSnapshot<i64, i64>) {
 }
 
 /// What one seeded run saw.
+#[cfg(feature = "sim")]
 struct Run {
     initiated: usize,
     assembled: usize,
     most_in_flight: usize,
 }
 
-fn run(seed: u64, steps: usize) -> Run {
-    let mut rng = Rng(seed);
-    let mut network = Network {
-        inbox: (0..NODES).map(|_| VecDeque::new()).collect(),
-    };
-    let mut nodes: Vec<Node<Branch>> = (0..NODES)
-        .map(|me| {
-            let mut node = Node::new(NodeId(me as u32 + 1), Branch { balance: INITIAL });
-            for peer in (0..NODES).filter(|&p| p != me) {
-                node.add_peer(NodeId(peer as u32 + 1)).unwrap();
-            }
-            node
-        })
-        .collect();
-    let mut collector = Collector::new(NODES);
-    let (mut initiated, mut assembled, mut most_in_flight) = (0, 0, 0);
+/// The application's answer to what a node hands it: the driver's word.
+#[cfg(feature = "sim")]
+fn on_notice(sim: &mut Sim<Branch, Control>, me: NodeId, notice: Notice<Control>) {
+    match notice {
+        Notice::Control {
+            control: Control::Initiate,
+            ..
+        } => {
+            sim.initiate(me).unwrap();
+        }
+        Notice::Departed(peer) => panic!("{peer} departed: nobody leaves this network"),
+        other => panic!("no coordinator here: {other:?}"),
+    }
+}
 
-    // Hands a node's event to the application: the driver's word, or a part for the
-    // collector.
-    let mut on_event = |node: &mut Node<Branch>,
-                        port: &mut Port<'_>,
-                        event: Event<Control, i64, i64>,
-                        collector: &mut Collector<i64, i64>| {
-        let local = match event {
-            Event::Control {
-                control: Control::Initiate,
-                ..
-            } => node.initiate(port).unwrap().1,
-            Event::Completed(local) => Some(local),
-            Event::Departed(peer) => panic!("{peer} departed: nobody leaves this network"),
-        };
-        if let Some(global) = local.and_then(|local| collector.add(local).unwrap()) {
+#[cfg(feature = "sim")]
+fn run(seed: u64, steps: usize) -> Run {
+    let ids: Vec<NodeId> = (1..=NODES as u32).map(NodeId).collect();
+    let mut sim = Sim::new(seed, &Topology::complete(ids.iter().copied()), |_| Branch {
+        balance: INITIAL,
+    })
+    .unwrap();
+    let (mut initiated, mut assembled, mut most_in_flight) = (0, 0, 0);
+    // The snapshots the collector has assembled since the last look.
+    let mut check_assembled = |sim: &mut Sim<Branch, Control>| {
+        for global in sim.take_completed() {
             check(&global);
             assembled += 1;
         }
     };
 
     for _ in 0..steps {
-        let me = rng.below(NODES);
-        match rng.below(10) {
+        let me = sim.random_below(NODES);
+        match sim.random_below(10) {
             // A burst of transfers to random peers.
             0..=3 => {
-                let node = &mut nodes[me];
-                let mut port = Port {
-                    me,
-                    network: &mut network,
-                };
-                for _ in 0..1 + rng.below(8) {
-                    let peer = (me + 1 + rng.below(NODES - 1)) % NODES;
-                    let amount = 1 + rng.below(5) as i64;
-                    node.process_mut().balance -= amount;
-                    node.send(&mut port, NodeId(peer as u32 + 1), amount)
-                        .unwrap();
+                for _ in 0..1 + sim.random_below(8) {
+                    let peer = (me + 1 + sim.random_below(NODES - 1)) % NODES;
+                    let amount = 1 + sim.random_below(5) as i64;
+                    sim.process_mut(ids[me]).unwrap().balance -= amount;
+                    sim.send(ids[me], ids[peer], amount).unwrap();
                 }
             }
             // The driver asks for a snapshot.
             4 => {
-                network.inbox[me].push_back((Endpoint::Master, Frame::Control(Control::Initiate)));
+                sim.send_control(CONTROL, ids[me], Control::Initiate)
+                    .unwrap();
                 initiated += 1;
             }
             // A look at what has arrived: at once, or with a timeout that nothing
             // makes it wait for.
             _ => {
-                let timeout = if rng.below(2) == 0 {
+                let timeout = if sim.random_below(2) == 0 {
                     Duration::ZERO
                 } else {
                     Duration::from_secs(3600)
                 };
-                let node = &mut nodes[me];
-                let mut port = Port {
-                    me,
-                    network: &mut network,
-                };
-                if let Some(event) = node.poll_event(&mut port, timeout).unwrap() {
-                    on_event(node, &mut port, event, &mut collector);
+                if let Some(notice) = sim.poll(ids[me], timeout).unwrap() {
+                    on_notice(&mut sim, ids[me], notice);
                 }
             }
         }
-        most_in_flight = most_in_flight.max(collector.in_progress());
+        check_assembled(&mut sim);
+        most_in_flight = most_in_flight.max(sim.incomplete().len());
     }
 
-    // Drains every inbox: every snapshot completes.
-    while let Some(me) = (0..NODES).find(|&me| !network.inbox[me].is_empty()) {
-        let node = &mut nodes[me];
-        let mut port = Port {
-            me,
-            network: &mut network,
+    // Drains every channel: every snapshot completes.
+    while let Some(&(_, to)) = sim.ready().first() {
+        let Endpoint::Node(me) = to else {
+            panic!("only nodes take frames here, not {to}");
         };
-        while let Some(event) = node.poll_event(&mut port, Duration::ZERO).unwrap() {
-            on_event(node, &mut port, event, &mut collector);
+        while let Some(notice) = sim.poll(me, Duration::ZERO).unwrap() {
+            on_notice(&mut sim, me, notice);
         }
     }
-    assert_eq!(collector.in_progress(), 0, "no snapshot is left half done");
-    let money: i64 = nodes.iter().map(|n| n.process().balance).sum();
+    check_assembled(&mut sim);
+    assert!(sim.incomplete().is_empty(), "no snapshot is left half done");
+    let money: i64 = sim.nodes().map(|n| n.process().balance).sum();
     assert_eq!(money, INITIAL * NODES as i64, "all the money has arrived");
-    for node in &nodes {
+    for node in sim.nodes() {
         assert_eq!(node.engine().in_flight().count(), 0);
     }
     Run {
@@ -244,6 +173,7 @@ fn run(seed: u64, steps: usize) -> Run {
     }
 }
 
+#[cfg(feature = "sim")]
 #[test]
 fn producing_nodes_assemble_every_snapshot_consistent() {
     let mut most_in_flight = 0;
@@ -262,6 +192,9 @@ fn producing_nodes_assemble_every_snapshot_consistent() {
     );
 }
 
+/// What the firehose carries.
+type Wire = snapshot_core::NodeFrame<Branch>;
+
 /// A peer that never stops sending, one transfer after another.
 struct Firehose {
     sent: u64,
@@ -269,7 +202,7 @@ struct Firehose {
 
 impl Transport<Wire> for Firehose {
     fn local(&self) -> Endpoint {
-        endpoint(1)
+        Endpoint::Node(NodeId(2))
     }
     fn send(&mut self, to: Endpoint, _: Wire) -> Result<(), TransportError> {
         Err(TransportError::UnknownEndpoint(to))
@@ -285,7 +218,10 @@ impl Transport<Wire> for Firehose {
     }
     fn recv(&mut self) -> Result<Incoming<Wire>, TransportError> {
         self.sent += 1;
-        Ok(Incoming::Frame(endpoint(0), Frame::Peer(Envelope::App(1))))
+        Ok(Incoming::Frame(
+            Endpoint::Node(NodeId(1)),
+            Frame::Peer(Envelope::App(1)),
+        ))
     }
     fn recv_timeout(&mut self, _: Duration) -> Result<Option<Incoming<Wire>>, TransportError> {
         self.recv().map(Some)

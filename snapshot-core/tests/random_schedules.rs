@@ -1,3 +1,4 @@
+#![cfg(feature = "sim")]
 //! Property test: on random schedules over random strongly connected topologies, every
 //! snapshot the engines take is exactly the one Chandy and Lamport define.
 //!
@@ -7,7 +8,9 @@
 //! snapshot at any node (so several snapshots are in flight at once, and one node may
 //! have several of its own in flight). At the end every channel is drained.
 //!
-//! The test keeps a plain sequential model beside the engines: every message has a
+//! The nodes are real [`Node`](snapshot_core::Node)s on the simulated network of
+//! [`snapshot_core::sim`] (feature `sim`), whose every delivery the schedule chooses.
+//! The test keeps a plain sequential model beside them: every message has a
 //! unique id, the time it was sent and the time it was received, and every snapshot
 //! has the time each node recorded for it. From that alone it knows what each snapshot
 //! must contain, and checks every snapshot:
@@ -23,8 +26,9 @@
 //!
 //! A second test proves the property is not vacuous: the same generator and checks
 //! with a broken channel, on which a marker overtakes the messages ahead of it (not
-//! FIFO), must find a counterexample, and that counterexample must break (a), (b) and
-//! (c), while the same schedule on FIFO channels passes.
+//! FIFO: the simulation's `deliver_nth`, a fault injection), must find a
+//! counterexample, and that counterexample must break (a), (b) and (c), while the
+//! same schedule on FIFO channels passes.
 //!
 //! The seed is fixed and failures are not persisted, so runs are deterministic.
 //! `PROPTEST_CASES` and `PROPTEST_RNG_SEED` override the number of cases and the seed
@@ -32,12 +36,13 @@
 
 use proptest::prelude::*;
 use proptest::test_runner::{RngAlgorithm, RngSeed, TestError, TestRunner};
+use snapshot_core::sim::{Sim, SimError};
+use snapshot_core::topology::Topology;
 use snapshot_core::{
-    Action, EngineError, GlobalSnapshot, LocalSnapshot, NodeId, Outbox, Process, SnapshotEngine,
-    SnapshotId,
+    Endpoint, Envelope, Frame, GlobalSnapshot, NodeId, Outbox, Process, SnapshotId,
 };
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 const SEED: u64 = 0x5eed_c4a2_d71a_3b01;
@@ -91,7 +96,7 @@ impl Process for Bank {
     }
 }
 
-type Local = LocalSnapshot<u64, Vec<(usize, u64)>>;
+type Global = GlobalSnapshot<u64, Vec<(usize, u64)>>;
 
 // ---------------------------------------------------------------------------------
 // Generated cases.
@@ -152,11 +157,6 @@ enum Delivery {
     /// Broken on purpose: the first marker in the channel, if any, jumps ahead of the
     /// messages in front of it.
     MarkerOvertakes,
-}
-
-enum Item {
-    Transfer(Transfer),
-    Marker(SnapshotId),
 }
 
 /// What the model knows of one message.
@@ -221,7 +221,7 @@ enum Check {
     Node,
     /// (d) a snapshot that did not complete everywhere.
     Completion,
-    /// The engine refused an input.
+    /// A node (its engine) refused an input, or the simulation failed.
     Engine,
 }
 
@@ -249,27 +249,40 @@ struct Coverage {
     skipped_sends: usize,
 }
 
-struct Sim {
+/// A run: real nodes on the simulated network, and the model beside them.
+struct Harness {
     ids: Vec<NodeId>,
     index: BTreeMap<NodeId, usize>,
     /// Outgoing channels of each node, by receiver index.
     outgoing: Vec<Vec<usize>>,
-    procs: Vec<Bank>,
-    engines: Vec<SnapshotEngine<Bank>>,
-    queues: BTreeMap<(usize, usize), VecDeque<Item>>,
+    /// Every channel, by indices, in order.
+    links: Vec<(usize, usize)>,
+    sim: Sim<Bank>,
     delivery: Delivery,
     clock: u64,
     /// Every message, by id.
     sent: Vec<Sent>,
     /// When each node recorded, by snapshot.
     recorded_at: BTreeMap<SnapshotId, BTreeMap<usize, u64>>,
-    completed: BTreeMap<SnapshotId, Vec<Local>>,
     initiated: Vec<SnapshotId>,
     trace: Vec<Event>,
     coverage: Coverage,
 }
 
-impl Sim {
+/// A failure of the nodes or the simulation, as a violation: a part that does not fit
+/// its snapshot is (a); anything else is a refused input.
+fn violation(error: SimError) -> Violation {
+    let check = match error {
+        SimError::Snapshot(_) => Check::Cut,
+        _ => Check::Engine,
+    };
+    Violation {
+        check,
+        what: error.to_string(),
+    }
+}
+
+impl Harness {
     fn new(case: &Case, delivery: Delivery) -> Self {
         let n = case.nodes;
         // Non-contiguous ids, so that numeric order matters (1, 8, 15, ...).
@@ -290,27 +303,24 @@ impl Sim {
         }
         edges.retain(|&(i, j)| i != j);
 
-        let mut engines: Vec<_> = ids.iter().map(|&id| SnapshotEngine::new(id)).collect();
+        let mut topology = Topology::default();
         let mut outgoing = vec![Vec::new(); n];
-        let mut queues = BTreeMap::new();
         for &(i, j) in &edges {
-            engines[i].add_outgoing(ids[j]).unwrap();
-            engines[j].add_incoming(ids[i]).unwrap();
+            topology.link(ids[i], ids[j]);
             outgoing[i].push(j);
-            queues.insert((i, j), VecDeque::new());
         }
-        Sim {
+        // The schedule chooses every delivery: the simulation's generator is unused.
+        let sim = Sim::new(0, &topology, |_| Bank(INITIAL_BALANCE)).expect("a new simulation");
+        Harness {
             index: ids.iter().enumerate().map(|(i, &id)| (id, i)).collect(),
             ids,
             outgoing,
-            procs: (0..n).map(|_| Bank(INITIAL_BALANCE)).collect(),
-            engines,
-            queues,
+            links: edges.into_iter().collect(),
+            sim,
             delivery,
             clock: 0,
             sent: Vec::new(),
             recorded_at: BTreeMap::new(),
-            completed: BTreeMap::new(),
             initiated: Vec::new(),
             trace: Vec::new(),
             coverage: Coverage::default(),
@@ -326,39 +336,27 @@ impl Sim {
         self.clock
     }
 
-    fn carry_out(&mut self, node: usize, at: u64, actions: Vec<Action<u64, Vec<(usize, u64)>>>) {
-        for action in actions {
-            match action {
-                Action::Recorded { id } => {
-                    let first = self.recorded_at.entry(id).or_default().insert(node, at);
-                    assert!(first.is_none(), "{id} recorded twice at node {node}");
-                }
-                Action::SendMarker { to, id } => {
-                    let to = self.index[&to];
-                    self.queues
-                        .get_mut(&(node, to))
-                        .expect("marker on a channel that does not exist")
-                        .push_back(Item::Marker(id));
-                }
-                Action::Complete(local) => self.completed.entry(local.id).or_default().push(local),
-            }
-        }
+    /// Node `node` recorded its state for `id` at time `at`.
+    fn recorded(&mut self, node: usize, at: u64, id: SnapshotId) {
+        let first = self.recorded_at.entry(id).or_default().insert(node, at);
+        assert!(first.is_none(), "{id} recorded twice at node {node}");
     }
 
-    fn run_step(&mut self, step: Step) -> Result<(), EngineError> {
+    fn run_step(&mut self, step: Step) -> Result<(), SimError> {
         let n = self.ids.len();
         match step {
             Step::Send { from, to, amount } => {
                 let from = from % n;
                 let to = self.outgoing[from][to % self.outgoing[from].len()];
-                if self.procs[from].0 < amount {
+                let (sender, receiver) = (self.ids[from], self.ids[to]);
+                if self.sim.process(sender)?.0 < amount {
                     self.coverage.skipped_sends += 1;
                     return Ok(());
                 }
                 let at = self.tick();
-                self.engines[from].on_send(self.ids[to])?;
-                self.procs[from].0 -= amount;
                 let id = self.sent.len();
+                self.sim.process_mut(sender)?.0 -= amount;
+                self.sim.send(sender, receiver, Transfer { id, amount })?;
                 self.sent.push(Sent {
                     from,
                     to,
@@ -366,22 +364,15 @@ impl Sim {
                     sent_at: at,
                     received_at: None,
                 });
-                let queue = self.queues.get_mut(&(from, to)).unwrap();
-                queue.push_back(Item::Transfer(Transfer { id, amount }));
                 self.trace.push(Event::Send {
-                    from: self.ids[from],
-                    to: self.ids[to],
+                    from: sender,
+                    to: receiver,
                     id,
                     amount,
                 });
             }
             Step::Deliver { channel } => {
-                let busy: Vec<_> = self
-                    .queues
-                    .iter()
-                    .filter(|(_, q)| !q.is_empty())
-                    .map(|(&ch, _)| ch)
-                    .collect();
+                let busy = self.sim.ready();
                 if !busy.is_empty() {
                     let (from, to) = busy[channel % busy.len()];
                     self.deliver(from, to)?;
@@ -390,65 +381,68 @@ impl Sim {
             Step::Initiate { node } => {
                 let node = node % n;
                 let at = self.tick();
-                let (id, actions) = self.engines[node].initiate(&self.procs[node]);
+                let id = self.sim.initiate(self.ids[node])?;
                 self.initiated.push(id);
                 self.trace.push(Event::Initiate {
                     node: self.ids[node],
                     id,
                 });
-                self.carry_out(node, at, actions);
+                self.recorded(node, at, id);
             }
         }
         self.observe_concurrency();
         Ok(())
     }
 
-    fn deliver(&mut self, from: usize, to: usize) -> Result<(), EngineError> {
-        let queue = self.queues.get_mut(&(from, to)).unwrap();
+    fn deliver(&mut self, from: Endpoint, to: Endpoint) -> Result<(), SimError> {
+        let (Endpoint::Node(sender), Endpoint::Node(receiver)) = (from, to) else {
+            panic!("a channel between nodes: {from} -> {to}");
+        };
+        let is_marker = |frame: &&Frame<_, _, _>| matches!(frame, Frame::Peer(Envelope::Marker(_)));
         let position = match self.delivery {
             Delivery::Fifo => 0,
-            Delivery::MarkerOvertakes => queue
-                .iter()
-                .position(|item| matches!(item, Item::Marker(_)))
+            Delivery::MarkerOvertakes => self
+                .sim
+                .frames(sender, receiver)
+                .position(|frame| is_marker(&frame))
                 .unwrap_or(0),
         };
-        let item = queue
-            .remove(position)
-            .expect("delivery from an empty channel");
+        let event = match self.sim.frames(sender, receiver).nth(position) {
+            Some(Frame::Peer(Envelope::App(transfer))) => Event::Transfer {
+                from: sender,
+                to: receiver,
+                id: transfer.id,
+            },
+            Some(Frame::Peer(Envelope::Marker(id))) => Event::Marker {
+                from: sender,
+                to: receiver,
+                id: *id,
+            },
+            other => panic!("only transfers and markers travel, not {other:?}"),
+        };
+        let received = match event {
+            Event::Transfer { id, .. } => Some(id),
+            _ => None,
+        };
+        self.trace.push(event);
         let at = self.tick();
-        let (sender, receiver) = (self.ids[from], self.ids[to]);
-        match item {
-            Item::Transfer(transfer) => {
-                self.trace.push(Event::Transfer {
-                    from: sender,
-                    to: receiver,
-                    id: transfer.id,
-                });
-                self.engines[to].on_message(sender, &transfer, &self.procs[to])?;
-                self.procs[to].handle(sender, transfer, &mut Outbox::default());
-                self.sent[transfer.id].received_at = Some(at);
-            }
-            Item::Marker(id) => {
-                self.trace.push(Event::Marker {
-                    from: sender,
-                    to: receiver,
-                    id,
-                });
-                let actions = self.engines[to].on_marker(sender, id, &self.procs[to])?;
-                self.carry_out(to, at, actions);
-            }
+        let delivered = match self.delivery {
+            Delivery::Fifo => self.sim.deliver(sender, receiver)?,
+            // Fault injection: the first marker jumps the messages ahead of it.
+            Delivery::MarkerOvertakes => self.sim.deliver_nth(sender, receiver, position)?,
+        };
+        if let Some(id) = received {
+            self.sent[id].received_at = Some(at);
+        }
+        if let Some(id) = delivered.started {
+            self.recorded(self.index[&receiver], at, id);
         }
         Ok(())
     }
 
-    fn drain(&mut self) -> Result<(), EngineError> {
+    fn drain(&mut self) -> Result<(), SimError> {
         loop {
-            let busy: Vec<_> = self
-                .queues
-                .iter()
-                .filter(|(_, q)| !q.is_empty())
-                .map(|(&ch, _)| ch)
-                .collect();
+            let busy = self.sim.ready();
             if busy.is_empty() {
                 return Ok(());
             }
@@ -459,34 +453,31 @@ impl Sim {
     }
 
     fn observe_concurrency(&mut self) {
-        for engine in &self.engines {
-            let in_flight: Vec<_> = engine.in_flight().collect();
+        for node in self.sim.nodes() {
+            let in_flight: Vec<_> = node.engine().in_flight().collect();
             let c = &mut self.coverage;
             c.max_in_flight = c.max_in_flight.max(in_flight.len());
             c.same_initiator_concurrent |= in_flight
                 .iter()
-                .filter(|id| id.initiator == engine.node())
+                .filter(|id| id.initiator == node.id())
                 .count()
                 >= 2;
         }
     }
 
     /// Runs `case` and checks every snapshot against the model.
-    fn run(case: &Case, delivery: Delivery) -> (Sim, Vec<Violation>) {
-        let mut sim = Sim::new(case, delivery);
-        let run = case
+    fn run(case: &Case, delivery: Delivery) -> (Harness, Vec<Violation>) {
+        let mut run = Harness::new(case, delivery);
+        let result = case
             .steps
             .iter()
-            .try_for_each(|&step| sim.run_step(step))
-            .and_then(|()| sim.drain());
-        let violations = match run {
-            Ok(()) => sim.verify(),
-            Err(error) => vec![Violation {
-                check: Check::Engine,
-                what: error.to_string(),
-            }],
+            .try_for_each(|&step| run.run_step(step))
+            .and_then(|()| run.drain());
+        let violations = match result {
+            Ok(()) => run.verify(),
+            Err(error) => vec![violation(error)],
         };
-        (sim, violations)
+        (run, violations)
     }
 
     fn verify(&mut self) -> Vec<Violation> {
@@ -500,16 +491,32 @@ impl Sim {
             by_channel.entry((sent.from, sent.to)).or_default().push(id);
         }
 
-        for engine in &self.engines {
-            if engine.in_flight().next().is_some() {
-                let left: Vec<_> = engine.in_flight().collect();
+        for node in self.sim.nodes() {
+            let left: Vec<_> = node.engine().in_flight().collect();
+            if !left.is_empty() {
                 fail(
                     Check::Completion,
-                    format!("node {} still has {left:?} in flight", engine.node()),
+                    format!("node {} still has {left:?} in flight", node.id()),
                 );
             }
         }
-        if self.completed.keys().any(|id| !self.initiated.contains(id)) {
+        let incomplete = self.sim.incomplete();
+        if !incomplete.is_empty() {
+            fail(
+                Check::Completion,
+                format!("parts of snapshots never assembled, missing: {incomplete:?}"),
+            );
+        }
+        let completed: BTreeMap<SnapshotId, &Global> = self
+            .sim
+            .completed()
+            .iter()
+            .map(|global| (global.id(), global))
+            .collect();
+        if completed.len() != self.sim.completed().len() {
+            fail(Check::Completion, "a snapshot was assembled twice".into());
+        }
+        if completed.keys().any(|id| !self.initiated.contains(id)) {
             fail(
                 Check::Completion,
                 "a snapshot nobody initiated completed".into(),
@@ -518,25 +525,15 @@ impl Sim {
 
         for &id in &self.initiated {
             self.coverage.snapshots += 1;
-            let locals = self.completed.get(&id).cloned().unwrap_or_default();
-            let reported: BTreeSet<_> = locals.iter().map(|l| l.node).collect();
-            if locals.len() != n || reported.len() != n {
-                fail(
-                    Check::Completion,
-                    format!("{id}: {} local snapshots from {reported:?}", locals.len()),
-                );
+            // Assembled by the simulation's collector: one part from each node.
+            let Some(&global) = completed.get(&id) else {
+                fail(Check::Completion, format!("{id}: not assembled"));
                 continue;
-            }
+            };
+            debug_assert_eq!(global.nodes().count(), n);
             let recorded_at = &self.recorded_at[&id];
 
             // (a) The engines' own consistency check.
-            let global = match GlobalSnapshot::from_locals(id, locals) {
-                Ok(global) => global,
-                Err(error) => {
-                    fail(Check::Cut, format!("{id}: {error}"));
-                    continue;
-                }
-            };
             if let Err(error) = global.check_cut() {
                 fail(Check::Cut, format!("{id}: {error}"));
             }
@@ -567,7 +564,7 @@ impl Sim {
                 .iter()
                 .map(|&(from, to, _)| (self.index[&from], self.index[&to]))
                 .collect();
-            let expected_channels: Vec<_> = self.queues.keys().copied().collect();
+            let expected_channels = self.links.clone();
             if channels != expected_channels {
                 fail(
                     Check::Channel,
@@ -606,7 +603,7 @@ impl Sim {
                 let mut balance = INITIAL_BALANCE;
                 let mut sent = BTreeMap::new();
                 let mut received = BTreeMap::new();
-                for &(a, b) in self.queues.keys() {
+                for &(a, b) in &self.links {
                     if a == j {
                         sent.insert(self.ids[b], 0);
                     }
@@ -642,7 +639,7 @@ impl Sim {
 
 /// The property, as a proptest test case.
 fn property(case: &Case, delivery: Delivery) -> Result<Coverage, TestCaseError> {
-    let (sim, violations) = Sim::run(case, delivery);
+    let (sim, violations) = Harness::run(case, delivery);
     if violations.is_empty() {
         return Ok(sim.coverage);
     }
@@ -711,7 +708,7 @@ fn the_checks_catch_a_marker_overtaking_a_message() {
         other => panic!("non-FIFO channels went unnoticed: {other:?}"),
     };
 
-    let (broken, violations) = Sim::run(&minimal, Delivery::MarkerOvertakes);
+    let (broken, violations) = Harness::run(&minimal, Delivery::MarkerOvertakes);
     println!("minimal counterexample: {:#?}", broken.trace);
     println!("violations: {violations:#?}");
     let checks: BTreeSet<_> = violations.iter().map(|v| v.check).collect();
@@ -725,6 +722,6 @@ fn the_checks_catch_a_marker_overtaking_a_message() {
     assert!(!checks.contains(&Check::Engine));
     assert!(!checks.contains(&Check::Completion));
     // And the schedule is fine on FIFO channels: the reordering is the culprit.
-    let (_, fifo) = Sim::run(&minimal, Delivery::Fifo);
+    let (_, fifo) = Harness::run(&minimal, Delivery::Fifo);
     assert!(fifo.is_empty(), "{fifo:#?}");
 }
