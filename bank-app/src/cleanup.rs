@@ -4,6 +4,7 @@
 //! The state is process-wide because the ways out are on different threads: the main
 //! thread, the signal thread, and the threads that watch the children.
 
+use crate::protocol::Who;
 use crate::role::Role;
 use std::path::PathBuf;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
@@ -100,7 +101,7 @@ fn watch(role: Role, pid: libc::pid_t) {
     };
     if unexpected {
         let _ = crate::output::flush();
-        eprintln!("{}: {}", role.endpoint(), describe_exit(status));
+        eprintln!("{}: {}", Who(role.endpoint()), describe_exit(status));
         exit(crate::master::Status::Failed as i32);
     }
 }

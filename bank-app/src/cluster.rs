@@ -13,11 +13,12 @@
 //! that the file does not name is rejected. The observer runs inside the master.
 
 use crate::protocol::Wire;
+use crate::protocol::{MASTER, OBSERVER};
 use crate::role::Role;
 use crate::spawned::{self, EndpointConfig};
 use crate::system::{Options, Started, System, TransportKind, run_reporting_failure};
 use anyhow::{Context, bail};
-use snapshot_core::{Endpoint, NodeId, Transport};
+use snapshot_core::{NodeId, Transport};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -107,7 +108,7 @@ impl ClusterSystem {
 
 impl System for ClusterSystem {
     fn master(&mut self) -> anyhow::Result<Box<dyn Transport<Wire>>> {
-        let transport = spawned::open(TransportKind::Tcp, Endpoint::Master, &self.config)?;
+        let transport = spawned::open(TransportKind::Tcp, MASTER, &self.config)?;
         self.master_address = Some(transport.address());
         Ok(transport)
     }
@@ -134,8 +135,8 @@ impl System for ClusterSystem {
                     listen: SocketAddr::new(self.config.listen.ip(), 0),
                     ..self.config.clone()
                 };
-                let mut transport = spawned::open(TransportKind::Tcp, Endpoint::Observer, &config)?;
-                transport.connect(Endpoint::Master, &master)?;
+                let mut transport = spawned::open(TransportKind::Tcp, OBSERVER, &config)?;
+                transport.connect(MASTER, &master)?;
                 let thread = std::thread::Builder::new()
                     .name("observer".to_string())
                     .spawn(move || {

@@ -4,13 +4,13 @@
 use anyhow::Context;
 use bank_app::choice;
 use bank_app::master::{Master, Status, run_script};
-use bank_app::protocol::{Control, Wire};
+use bank_app::protocol::{Control, MASTER, Wire};
 use bank_app::role::Role;
 use bank_app::spawned::{self, EndpointConfig, KEY_VARIABLE};
 use bank_app::system::{self, Options, TransportKind, run_reporting_failure};
 use bank_app::{cleanup, cluster, output};
 use clap::{Args, Parser, Subcommand};
-use snapshot_core::{Endpoint, Frame, Incoming, NodeId, Transport, TransportError};
+use snapshot_core::{Frame, Incoming, NodeId, Transport, TransportError};
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -261,7 +261,7 @@ fn run_node(args: NodeArgs) -> anyhow::Result<bool> {
     }
     let attached = match &args.master {
         Some(master) => {
-            transport.connect(Endpoint::Master, master)?;
+            transport.connect(MASTER, master)?;
             true
         }
         None => {
@@ -284,8 +284,8 @@ fn run_node(args: NodeArgs) -> anyhow::Result<bool> {
 fn wait_for_attach(transport: &mut dyn Transport<Wire>) -> anyhow::Result<bool> {
     loop {
         match transport.recv() {
-            Ok(Incoming::Frame(Endpoint::Master, Frame::Control(Control::Attach { master }))) => {
-                transport.connect(Endpoint::Master, &master)?;
+            Ok(Incoming::Frame(MASTER, Frame::Control(Control::Attach { master }))) => {
+                transport.connect(MASTER, &master)?;
                 return Ok(true);
             }
             Ok(Incoming::Frame(from, frame)) => {

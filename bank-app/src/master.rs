@@ -8,7 +8,7 @@
 
 use crate::channels::ChannelCounts;
 use crate::choice::Chooser;
-use crate::protocol::{BankSnapshot, Control, Peer, Taken, Wire};
+use crate::protocol::{BankSnapshot, Control, MASTER, OBSERVER, Peer, Taken, Who, Wire};
 use crate::role::Role;
 use crate::script::Command;
 use crate::system::System;
@@ -127,7 +127,7 @@ impl<W: Write> Master<W> {
 
     fn start(&mut self) -> Result<(), Refusal> {
         let transport = self.system.master().map_err(|error| Refusal::Failed {
-            who: Endpoint::Master,
+            who: MASTER,
             cause: format!("{error:#}"),
         })?;
         self.transport = Some(transport);
@@ -224,7 +224,7 @@ impl<W: Write> Master<W> {
             waiting.remove(&who);
         }
         self.request(
-            Endpoint::Observer,
+            OBSERVER,
             Control::AddNode {
                 peer: newcomer.clone(),
                 balance: amount,
@@ -337,7 +337,7 @@ impl<W: Write> Master<W> {
         if self.snapshot_open {
             return rejected("a snapshot is already open (CollectState closes it)");
         }
-        self.request(Endpoint::Observer, Control::Begin(node), |c| {
+        self.request(OBSERVER, Control::Begin(node), |c| {
             matches!(c, Control::Begun)
         })?;
         self.snapshot_open = true;
@@ -355,11 +355,11 @@ impl<W: Write> Master<W> {
                 self.markers_in_transit
             ));
         }
-        match self.request(Endpoint::Observer, Control::Collect, |c| {
+        match self.request(OBSERVER, Control::Collect, |c| {
             matches!(c, Control::Collected | Control::Invalid(_))
         })? {
             Control::Invalid(reason) => Err(Refusal::Failed {
-                who: Endpoint::Observer,
+                who: OBSERVER,
                 cause: format!("the collected snapshot is not valid: {reason}"),
             }),
             _ => {
@@ -374,11 +374,11 @@ impl<W: Write> Master<W> {
         if !self.collected {
             return rejected("no snapshot has been collected yet");
         }
-        let snapshot = match self.request(Endpoint::Observer, Control::Print, |c| {
+        let snapshot = match self.request(OBSERVER, Control::Print, |c| {
             matches!(c, Control::Snapshot(Some(_)))
         })? {
             Control::Snapshot(Some(snapshot)) => snapshot,
-            other => return Err(protocol_error(Endpoint::Observer, &other)),
+            other => return Err(protocol_error(OBSERVER, &other)),
         };
         let block = format_snapshot(&snapshot);
         self.print(&block)
@@ -397,7 +397,7 @@ impl<W: Write> Master<W> {
 
     fn transport(&mut self) -> Result<&mut Box<dyn Transport<Wire>>, Refusal> {
         self.transport.as_mut().ok_or(Refusal::Failed {
-            who: Endpoint::Master,
+            who: MASTER,
             cause: "the master has no transport".to_string(),
         })
     }
@@ -441,7 +441,7 @@ impl<W: Write> Master<W> {
     /// speak.
     fn await_any(&mut self, from: &BTreeSet<Endpoint>) -> Result<(Endpoint, Control), Refusal> {
         let timeout = self.ack_timeout;
-        let first = from.first().copied().unwrap_or(Endpoint::Master);
+        let first = from.first().copied().unwrap_or(MASTER);
         let received = self
             .transport()?
             .recv_timeout(timeout)
@@ -563,7 +563,7 @@ pub fn run_script<W: Write>(master: &mut Master<W>, input: &mut dyn std::io::Buf
                     crate::cleanup::wait_for_exit();
                 }
                 let _ = master.flush_output();
-                eprintln!("{who}: {cause}");
+                eprintln!("{}: {cause}", Who(who));
                 master.shutdown();
                 return Status::Failed;
             }

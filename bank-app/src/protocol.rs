@@ -1,10 +1,10 @@
 //! The bank's control protocol: what the master, the observer and the nodes say to
 //! each other besides the node-to-node traffic of snapshot-core.
 
-use crate::account::{Account, Transfer};
+use crate::account::Account;
 use serde::{Deserialize, Serialize};
 use snapshot_core::Endpoint;
-use snapshot_core::{Frame, GlobalSnapshot, NodeId, NodeSnapshot};
+use snapshot_core::{GlobalSnapshot, NodeFrame, NodeId, NodeSnapshot};
 
 /// A node's local snapshot in the bank: its balance, and the money in transit on each
 /// incoming channel.
@@ -13,8 +13,29 @@ pub type BankLocal = NodeSnapshot<Account>;
 /// A global snapshot of the bank.
 pub type BankSnapshot = GlobalSnapshot<u64, u64>;
 
+/// The master's endpoint: the role that reads the script and drives the others.
+pub const MASTER: Endpoint = Endpoint::Role(0);
+
+/// The observer's endpoint: the role that starts and collects snapshots.
+pub const OBSERVER: Endpoint = Endpoint::Role(1);
+
+/// An endpoint as the bank names it in what it prints: `master`, `observer`,
+/// `node 3`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Who(pub Endpoint);
+
+impl std::fmt::Display for Who {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            MASTER => f.write_str("master"),
+            OBSERVER => f.write_str("observer"),
+            other => other.fmt(f),
+        }
+    }
+}
+
 /// Everything the bank's transports carry.
-pub type Wire = Frame<Transfer, Control>;
+pub type Wire = NodeFrame<Account, Control>;
 
 /// A peer to connect to: its id and where it listens (for transports that need it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

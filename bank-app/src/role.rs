@@ -3,6 +3,7 @@
 
 use crate::account::{Account, Transfer};
 use crate::protocol::{BankLocal, BankSnapshot, Control, Peer, Taken, Wire};
+use crate::protocol::{MASTER, OBSERVER};
 use serde::{Deserialize, Serialize};
 use snapshot_core::{
     Endpoint, Envelope, Frame, GlobalSnapshot, Incoming, Node, NodeError, NodeId, Transport,
@@ -24,7 +25,7 @@ impl Role {
     /// The role's endpoint on the transport.
     pub fn endpoint(self) -> Endpoint {
         match self {
-            Role::Observer => Endpoint::Observer,
+            Role::Observer => OBSERVER,
             Role::Node(id) => Endpoint::Node(id),
         }
     }
@@ -56,7 +57,7 @@ impl RoleError {
             _ => return None,
         };
         match error {
-            TransportError::Disconnected(peer) if *peer != Endpoint::Master => Some(*peer),
+            TransportError::Disconnected(peer) if *peer != MASTER => Some(*peer),
             _ => None,
         }
     }
@@ -67,8 +68,8 @@ impl RoleError {
 pub fn wait_for_stop(transport: &mut dyn Transport<Wire>) -> bool {
     loop {
         match transport.recv() {
-            Ok(Incoming::Frame(Endpoint::Master, Frame::Control(Control::Stop))) => return true,
-            Ok(Incoming::Departed(Endpoint::Master)) | Err(TransportError::Closed) => return true,
+            Ok(Incoming::Frame(MASTER, Frame::Control(Control::Stop))) => return true,
+            Ok(Incoming::Departed(MASTER)) | Err(TransportError::Closed) => return true,
             Ok(_) => {}
             Err(_) => return false,
         }
@@ -78,7 +79,7 @@ pub fn wait_for_stop(transport: &mut dyn Transport<Wire>) -> bool {
 /// Runs `role` on `transport` until the master says stop or goes away.
 pub fn run(role: Role, transport: &mut dyn Transport<Wire>) -> Result<(), RoleError> {
     let address = Some(transport.address());
-    transport.send(Endpoint::Master, Frame::Control(Control::Hello { address }))?;
+    transport.send(MASTER, Frame::Control(Control::Hello { address }))?;
     let result = match role {
         Role::Node(id) => Branch::new(id).run(transport),
         Role::Observer => Observer::default().run(transport),
@@ -97,7 +98,7 @@ fn next(t: &mut dyn Transport<Wire>) -> Result<(Endpoint, Wire), RoleError> {
     loop {
         match t.recv() {
             Ok(Incoming::Frame(from, frame)) => return Ok((from, frame)),
-            Ok(Incoming::Departed(Endpoint::Master)) | Err(TransportError::Closed) => {
+            Ok(Incoming::Departed(MASTER)) | Err(TransportError::Closed) => {
                 return Err(RoleError::MasterGone);
             }
             Ok(Incoming::Departed(peer)) => tracing::debug!(%peer, "peer gone"),
@@ -143,9 +144,9 @@ impl Branch {
             let (from, frame) = next(t)?;
             match (from, frame) {
                 (Endpoint::Node(peer), Frame::Peer(envelope)) => self.node.hold(peer, envelope),
-                (Endpoint::Master, Frame::Control(Control::Stop)) => return Ok(()),
-                (Endpoint::Master, Frame::Control(control)) => self.on_master(t, control)?,
-                (Endpoint::Observer, Frame::Control(control)) => self.on_observer(t, control)?,
+                (MASTER, Frame::Control(Control::Stop)) => return Ok(()),
+                (MASTER, Frame::Control(control)) => self.on_master(t, control)?,
+                (OBSERVER, Frame::Control(control)) => self.on_observer(t, control)?,
                 (from, frame) => return Err(unexpected(from, &frame)),
             }
         }
@@ -164,7 +165,7 @@ impl Branch {
             } => {
                 self.node.process_mut().balance = balance;
                 if let Some(observer) = observer {
-                    t.connect(Endpoint::Observer, &observer)?;
+                    t.connect(OBSERVER, &observer)?;
                 }
                 for peer in peers {
                     self.connect(t, peer)?;
@@ -184,9 +185,9 @@ impl Branch {
                 }
             }
             Control::Take { from } => self.take(t, from)?,
-            other => return Err(unexpected(Endpoint::Master, &Frame::Control(other))),
+            other => return Err(unexpected(MASTER, &Frame::Control(other))),
         };
-        reply(t, Endpoint::Master, answer)
+        reply(t, MASTER, answer)
     }
 
     fn on_observer(
@@ -201,9 +202,9 @@ impl Branch {
                 Control::Started
             }
             Control::Report => Control::Local(self.completed.take().map(Box::new)),
-            other => return Err(unexpected(Endpoint::Observer, &Frame::Control(other))),
+            other => return Err(unexpected(OBSERVER, &Frame::Control(other))),
         };
-        reply(t, Endpoint::Observer, answer)
+        reply(t, OBSERVER, answer)
     }
 
     fn connect(&mut self, t: &mut dyn Transport<Wire>, peer: Peer) -> Result<(), RoleError> {
@@ -260,8 +261,8 @@ impl Observer {
         loop {
             let (from, frame) = next(t)?;
             let control = match (from, frame) {
-                (Endpoint::Master, Frame::Control(Control::Stop)) => return Ok(()),
-                (Endpoint::Master, Frame::Control(control)) => control,
+                (MASTER, Frame::Control(Control::Stop)) => return Ok(()),
+                (MASTER, Frame::Control(control)) => control,
                 (from, frame) => return Err(unexpected(from, &frame)),
             };
             let answer = match control {
@@ -290,9 +291,9 @@ impl Observer {
                     Err(reason) => Control::Invalid(reason),
                 },
                 Control::Print => Control::Snapshot(self.last.clone()),
-                other => return Err(unexpected(Endpoint::Master, &Frame::Control(other))),
+                other => return Err(unexpected(MASTER, &Frame::Control(other))),
             };
-            reply(t, Endpoint::Master, answer)?;
+            reply(t, MASTER, answer)?;
         }
     }
 

@@ -2,6 +2,7 @@
 //! master from its own executable (`master node …`), over pipes or TCP.
 
 use crate::cleanup;
+use crate::protocol::MASTER;
 use crate::protocol::Wire;
 use crate::role::Role;
 use crate::system::{Options, Started, System, TransportKind};
@@ -58,7 +59,7 @@ pub fn open(
                 .clone()
                 .context("a pipe endpoint needs the run's directory")?;
             let mut transport = PipeTransport::new(dir, endpoint)?;
-            if endpoint == Endpoint::Master {
+            if endpoint == MASTER {
                 transport.set_spin(MASTER_SPIN);
             }
             Box::new(transport)
@@ -67,7 +68,7 @@ pub fn open(
             let mut tcp = TcpConfig::new(config.cluster.clone(), config.key.clone());
             tcp.bind = config.listen;
             let mut transport = TcpTransport::new(endpoint, tcp)?;
-            if endpoint == Endpoint::Master {
+            if endpoint == MASTER {
                 transport.set_spin(MASTER_SPIN);
             }
             Box::new(transport)
@@ -138,7 +139,7 @@ use std::os::unix::fs::DirBuilderExt;
 
 impl System for SpawnedSystem {
     fn master(&mut self) -> anyhow::Result<Box<dyn Transport<Wire>>> {
-        let transport = open(self.kind, Endpoint::Master, &self.config)?;
+        let transport = open(self.kind, MASTER, &self.config)?;
         self.master_address = Some(transport.address());
         Ok(transport)
     }

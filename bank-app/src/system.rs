@@ -3,11 +3,12 @@
 //! This is the only place that knows which transport a run uses: the master and the
 //! roles see nothing but `dyn Transport`.
 
+use crate::protocol::MASTER;
 use crate::protocol::{Control, Wire};
 use crate::role::{self, Role};
 use anyhow::Context;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use snapshot_core::{Endpoint, Frame, NodeId, Transport};
+use snapshot_core::{Frame, NodeId, Transport};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -128,7 +129,7 @@ const MEM_MAX_NODES: usize = 256;
 
 impl System for MemSystem {
     fn master(&mut self) -> anyhow::Result<Box<dyn Transport<Wire>>> {
-        let mut master = self.network.endpoint(Endpoint::Master)?;
+        let mut master = self.network.endpoint(MASTER)?;
         // The master waits for one quick answer at a time; nodes are many and mostly
         // idle, so only the master spins.
         master.set_spin(MASTER_SPIN);
@@ -138,7 +139,7 @@ impl System for MemSystem {
 
     fn start(&mut self, role: Role) -> anyhow::Result<Started> {
         let mut transport = self.network.endpoint(role.endpoint())?;
-        transport.connect(Endpoint::Master, &self.master)?;
+        transport.connect(MASTER, &self.master)?;
         let address = transport.address();
         let name = match role {
             Role::Observer => "observer".to_string(),
@@ -189,7 +190,7 @@ pub fn run_reporting_failure(role: Role, transport: &mut dyn Transport<Wire>) ->
             // ends the run; this role waits for that rather than exit and be blamed.
             Some(peer) => {
                 tracing::warn!(?role, %peer, "cannot go on: a peer has gone");
-                let _ = transport.send(Endpoint::Master, Frame::Control(Control::PeerGone(peer)));
+                let _ = transport.send(MASTER, Frame::Control(Control::PeerGone(peer)));
                 let _ = transport.flush();
                 return role::wait_for_stop(transport);
             }
@@ -202,7 +203,7 @@ pub fn run_reporting_failure(role: Role, transport: &mut dyn Transport<Wire>) ->
             .unwrap_or_else(|| "panicked".to_string()),
     };
     tracing::error!(?role, %cause, "role failed");
-    let _ = transport.send(Endpoint::Master, Frame::Control(Control::Failure(cause)));
+    let _ = transport.send(MASTER, Frame::Control(Control::Failure(cause)));
     let _ = transport.flush();
     false
 }

@@ -3,7 +3,7 @@
 //!
 //! A run is a [`Cluster`]: nodes, each a thread of this process running a
 //! [`Node`] free over its own endpoint of one [`Medium`], and a driver on the
-//! [`Endpoint::Observer`] endpoint, in the calling thread, that starts them, asks
+//! `Endpoint::Role(0)` endpoint, in the calling thread, that starts them, asks
 //! for snapshots and assembles them with a [`Collector`]. On pipe and tcp the
 //! endpoints are real FIFOs and real loopback sockets; only the processes are
 //! threads.
@@ -119,7 +119,7 @@ pub enum Control {
 }
 
 /// What every endpoint carries.
-pub type Wire = Frame<Transfer, Control>;
+pub type Wire = snapshot_core::NodeFrame<Account, Control>;
 
 /// The frame of one transfer, as every medium carries it.
 pub fn transfer_frame(seq: u64) -> Wire {
@@ -271,7 +271,7 @@ fn classify(error: NodeError) -> Failure {
     match error {
         NodeError::Transport(TransportError::Disconnected(Endpoint::Node(_))) => Failure::Quiet,
         NodeError::Transport(
-            TransportError::Disconnected(Endpoint::Observer) | TransportError::Closed,
+            TransportError::Disconnected(Endpoint::Role(0)) | TransportError::Closed,
         ) => Failure::End,
         other => Failure::Fail(other),
     }
@@ -311,7 +311,7 @@ impl<T: Transport<Wire>> Worker<T> {
     }
 
     fn report(&mut self, control: Control) -> Result<(), NodeError> {
-        self.t.send(Endpoint::Observer, Frame::Control(control))?;
+        self.t.send(Endpoint::Role(0), Frame::Control(control))?;
         Ok(self.t.flush()?)
     }
 
@@ -381,7 +381,7 @@ impl<T: Transport<Wire>> Worker<T> {
     }
 
     /// Acts on what the node handed over; `false` once told to stop.
-    fn on_event(&mut self, event: Event<Control, i64, i64>) -> Result<bool, NodeError> {
+    fn on_event(&mut self, event: Event<i64, i64, Control>) -> Result<bool, NodeError> {
         match event {
             Event::Control { control, .. } => match control {
                 Control::Start => {
@@ -464,11 +464,11 @@ struct Plan {
 
 impl Plan {
     fn new(topology: Topology) -> Self {
-        let mut endpoints = vec![Endpoint::Observer];
+        let mut endpoints = vec![Endpoint::Role(0)];
         let mut pairs = Vec::new();
         for node in 1..=topology.nodes() {
             endpoints.push(Endpoint::Node(NodeId(node)));
-            pairs.push((Endpoint::Observer, Endpoint::Node(NodeId(node))));
+            pairs.push((Endpoint::Role(0), Endpoint::Node(NodeId(node))));
             for peer in topology.neighbours(node) {
                 if peer.0 > node {
                     pairs.push((Endpoint::Node(NodeId(node)), Endpoint::Node(peer)));
@@ -518,8 +518,8 @@ fn launch<T: Transport<Wire> + 'static>(
 ) -> Result<Launched, TransportError> {
     let at = open
         .iter()
-        .position(|(e, _)| *e == Endpoint::Observer)
-        .ok_or(TransportError::UnknownEndpoint(Endpoint::Observer))?;
+        .position(|(e, _)| *e == Endpoint::Role(0))
+        .ok_or(TransportError::UnknownEndpoint(Endpoint::Role(0)))?;
     let mut driver: Driver = Box::new(open.swap_remove(at).1);
     let mut threads = Vec::new();
     let mut started = Vec::new();
@@ -637,7 +637,7 @@ impl Cluster {
             driver: Some(driver),
             nodes: (1..=topology.nodes()).map(NodeId).collect(),
             threads,
-            collector: Collector::new(topology.nodes() as usize),
+            collector: Collector::new((1..=topology.nodes()).map(NodeId)),
             snapshots: 0,
             dir,
         })
@@ -830,10 +830,17 @@ fn expected(topology: Topology, sends: &dyn Fn(u32) -> u64, node: u32) -> u64 {
         .sum()
 }
 
+/// The most snapshots [`run_transfers`] has in flight at once: half of what a node's
+/// engine takes by default, so that a run whose snapshots fall behind its schedule
+/// skips some rather than fails.
+pub const MAX_IN_FLIGHT: u64 =
+    snapshot_core::SnapshotEngine::<Account>::DEFAULT_MAX_IN_FLIGHT as u64 / 2;
+
 /// Runs `topology` on `medium` with its sending nodes moving `total` transfers
 /// between them as fast as they can (shared out evenly), while the driver starts a
 /// snapshot `snapshots_per_second` times a second (0: none), at each node in turn,
-/// with as many in flight as that makes. Every assembled snapshot is [checked](check).
+/// with as many in flight as that makes, up to [`MAX_IN_FLIGHT`] (a snapshot due
+/// beyond it is skipped). Every assembled snapshot is [checked](check).
 ///
 /// The time runs from the driver's `Start` to the last node's `Done`; setting the
 /// nodes up and stopping them is not part of it.
@@ -874,8 +881,12 @@ pub fn run_transfers(
         }
         let timeout = match (next_snapshot, every) {
             (Some(at), Some(every)) if now >= at => {
-                cluster.initiate(NodeId(initiator % n + 1))?;
-                initiator += 1;
+                // Never more in flight than the nodes' engines take: a snapshot due
+                // while as many are unfinished is skipped, not queued.
+                if u64::from(initiator) - cluster.snapshots < MAX_IN_FLIGHT {
+                    cluster.initiate(NodeId(initiator % n + 1))?;
+                    initiator += 1;
+                }
                 // A driver that has fallen behind does not catch up in a burst.
                 next_snapshot = Some((at + every).max(now));
                 Duration::ZERO

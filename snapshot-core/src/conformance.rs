@@ -39,6 +39,7 @@
 //! | [`frame_size`] | With a [`max_frame`](Network::max_frame): a frame of exactly that size arrives, one a byte over is refused with [`TransportError::FrameTooLarge`], and the connection goes on working. |
 //! | [`hub`] | 64 endpoints around one: the hub gets every frame, in order per spoke, and each spoke gets the hub's reply. |
 //! | [`flood_both_ways`] | Two endpoints send each other 20,000 frames of [`FLOOD_PAYLOAD`] bytes, half in a burst, half receiving between sends: neither deadlocks, and each gets all of the other's frames in order. |
+//! | [`ring`] | 5 endpoints in a one-way ring each send the next 5,000 frames of [`FLOOD_PAYLOAD`] bytes, half in a burst, half receiving between sends: none deadlocks, and each gets all of the previous one's frames in order. |
 //! | [`bounded_memory`] | With a [`held_bound`](Network::held_bound): a sender to an endpoint that never calls its transport is made to wait once that many frames are held; when the receiver drains, everything arrives in order. |
 //!
 //! A check is deterministic for a correct transport: it waits for what must come
@@ -48,8 +49,8 @@
 //! drops every transport it made, with one exception: a check that deadlocks is
 //! reported as a [`Failure`] once its deadline has passed ([`DEADLINE_PATIENCES`]
 //! times the network's [`patience`](Network::patience): 90 s by default; 60 s for the
-//! flood), and its stuck threads, with their transports, are left behind, since a
-//! thread cannot be stopped from outside.
+//! floods of [`flood_both_ways`] and [`ring`]), and its stuck threads, with their
+//! transports, are left behind, since a thread cannot be stopped from outside.
 //!
 //! On the in-memory reference transport of this crate's tests, the whole suite runs
 //! in about a second in a debug build, most of it the waits that check timeouts and
@@ -66,13 +67,13 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
-/// The payload of a flood frame, in bytes: the frames of [`flood_both_ways`] and
-/// [`bounded_memory`], and the unit [`Network::held_bound`] counts in.
+/// The payload of a flood frame, in bytes: the frames of [`flood_both_ways`],
+/// [`ring`] and [`bounded_memory`], and the unit [`Network::held_bound`] counts in.
 pub const FLOOD_PAYLOAD: usize = 1024;
 
 /// The names of the checks, in the order [`run_all`] runs them: what
 /// [`Failure::check`] says.
-pub const CHECKS: [&str; 9] = [
+pub const CHECKS: [&str; 10] = [
     "fifo_per_pair",
     "no_loss_no_duplication",
     "departures",
@@ -81,12 +82,13 @@ pub const CHECKS: [&str; 9] = [
     "frame_size",
     "hub",
     "flood_both_ways",
+    "ring",
     "bounded_memory",
 ];
 
 /// How long a check may run before it is reported as deadlocked, in multiples of the
-/// network's [`patience`](Network::patience). The flood of [`flood_both_ways`] must
-/// be over within two thirds of it.
+/// network's [`patience`](Network::patience). The floods of [`flood_both_ways`] and
+/// [`ring`] must be over within two thirds of it.
 pub const DEADLINE_PATIENCES: u32 = 9;
 
 /// Senders in the traffic of [`fifo_per_pair`] and [`no_loss_no_duplication`].
@@ -109,8 +111,10 @@ const SPOKES: u32 = 64;
 const SPOKE_FRAMES: u64 = 4;
 /// Flood frames each side of [`flood_both_ways`] sends.
 const FLOOD: u64 = 20_000;
-/// How many of them it sends before it first receives.
-const FLOOD_BURST: u64 = FLOOD / 2;
+/// Endpoints in the ring of [`ring`].
+const RING: u32 = 5;
+/// Flood frames each of them sends the next.
+const RING_FLOOD: u64 = 5_000;
 /// How long the counter of completed sends must stand still before
 /// [`bounded_memory`] reads it.
 const SETTLE: Duration = Duration::from_millis(500);
@@ -162,8 +166,7 @@ impl Probe {
 fn fill(from: Endpoint, seq: u64) -> u8 {
     let tag = match from {
         Endpoint::Node(NodeId(id)) => u64::from(id),
-        Endpoint::Observer => 1 << 40,
-        Endpoint::Master => 1 << 41,
+        Endpoint::Role(role) => (u64::from(role) + 1) << 40,
     };
     (seq.wrapping_add(tag.wrapping_mul(31)) % 251) as u8
 }
@@ -239,7 +242,7 @@ mod bytes {
 ///
 /// Each check gets a network of its own and makes every endpoint it uses from it,
 /// before it connects any of them. The endpoints it asks for are distinct
-/// [`Endpoint::Node`]s, [`Endpoint::Observer`] and [`Endpoint::Master`].
+/// [`Endpoint::Node`]s, `Endpoint::Role(0)` and `Endpoint::Role(1)`.
 pub trait Network: Send + 'static {
     /// The transport under test, carrying [`Probe`]s.
     type Transport: Transport<Probe> + Send + 'static;
@@ -278,8 +281,8 @@ pub trait Network: Send + 'static {
     /// correct transport on a loaded machine is never failed; it is only waited out
     /// in full when the transport is broken. It also sets the deadline past which a
     /// check is reported as deadlocked: [`DEADLINE_PATIENCES`] times it (and 6 times
-    /// it for the whole flood of [`flood_both_ways`]), so a transport whose checks
-    /// take long (a slow medium, a debug build) needs patience to match.
+    /// it for the whole flood of [`flood_both_ways`] or [`ring`]), so a transport
+    /// whose checks take long (a slow medium, a debug build) needs patience to match.
     fn patience(&self) -> Duration {
         Duration::from_secs(10)
     }
@@ -344,6 +347,7 @@ pub fn run_all<N: Network>(mut make: impl FnMut() -> N) -> Result<(), Failures> 
         frame_size,
         hub,
         flood_both_ways,
+        ring,
         bounded_memory,
     ];
     let failures: Vec<Failure> = checks
@@ -369,7 +373,7 @@ macro_rules! conformance_tests {
     ($make:expr) => {
         $crate::conformance_tests!(@each $make;
             fifo_per_pair, no_loss_no_duplication, departures, recv_timeout,
-            unknown_endpoint, frame_size, hub, flood_both_ways, bounded_memory);
+            unknown_endpoint, frame_size, hub, flood_both_ways, ring, bounded_memory);
     };
     (@each $make:expr; $($check:ident),*) => {
         $(
@@ -562,7 +566,7 @@ pub fn departures<N: Network>(network: N) -> Result<(), Failure> {
 /// `recv`), reaches the peer, whose answer comes back.
 pub fn recv_timeout<N: Network>(network: N) -> Result<(), Failure> {
     guarded("recv_timeout", network, |ctx, mut network| {
-        let mut asker = endpoint(&ctx, &mut network, Endpoint::Master)?;
+        let mut asker = endpoint(&ctx, &mut network, Endpoint::Role(1))?;
         let mut answerer = endpoint(&ctx, &mut network, node(1))?;
         link(&ctx, &mut asker, &mut answerer)?;
         let (me, peer) = (asker.local(), answerer.local());
@@ -663,7 +667,7 @@ pub fn unknown_endpoint<N: Network>(network: N) -> Result<(), Failure> {
         let stranger = endpoint(&ctx, &mut network, node(3))?;
         link(&ctx, &mut sender, &mut receiver)?;
         let me = sender.local();
-        for to in [stranger.local(), node(99), Endpoint::Observer] {
+        for to in [stranger.local(), node(99), Endpoint::Role(0)] {
             match sender.send(to, Probe::new(me, 0, SMALL)) {
                 Err(TransportError::UnknownEndpoint(named)) if named == to => {}
                 other => {
@@ -781,12 +785,12 @@ pub fn frame_size<N: Network>(network: N) -> Result<(), Failure> {
     })
 }
 
-/// Check `hub`: 64 spokes connect to one hub (the [`Endpoint::Observer`]) and send it
+/// Check `hub`: 64 spokes connect to one hub (the endpoint `Endpoint::Role(0)`) and send it
 /// 4 frames each, all from one thread; the hub gets all 256, in order per spoke,
 /// and replies to each spoke, which gets its reply.
 pub fn hub<N: Network>(network: N) -> Result<(), Failure> {
     guarded("hub", network, |ctx, mut network| {
-        let mut hub = endpoint(&ctx, &mut network, Endpoint::Observer)?;
+        let mut hub = endpoint(&ctx, &mut network, Endpoint::Role(0))?;
         let mut spokes = Vec::new();
         for i in 1..=SPOKES {
             let mut spoke = endpoint(&ctx, &mut network, node(i))?;
@@ -820,26 +824,23 @@ pub fn hub<N: Network>(network: N) -> Result<(), Failure> {
 /// stuck threads are left behind), and each gets all of the other's frames, in
 /// order.
 pub fn flood_both_ways<N: Network>(network: N) -> Result<(), Failure> {
-    guarded("flood_both_ways", network, |ctx, mut network| {
-        let mut a = endpoint(&ctx, &mut network, node(1))?;
-        let mut b = endpoint(&ctx, &mut network, node(2))?;
-        link(&ctx, &mut a, &mut b)?;
-        let deadline = Instant::now() + ctx.patience * (DEADLINE_PATIENCES * 2 / 3);
-        let (a_end, b_end) = (a.local(), b.local());
-        let a = Worker::spawn(&ctx, format!("{a_end} flooding"), move || {
-            flood(&ctx, &mut a, b_end).map(|()| a)
-        })?;
-        let b = Worker::spawn(&ctx, format!("{b_end} flooding"), move || {
-            flood(&ctx, &mut b, a_end).map(|()| b)
-        })?;
-        let a = a.join_by(&ctx, deadline);
-        let b = b.join_by(&ctx, deadline);
-        // Both threads have ended (or are left behind) before either transport drops.
-        let (a, b) = (a.and_then(|a| a), b.and_then(|b| b));
-        match (a, b) {
-            (Ok(_), Ok(_)) => Ok(()),
-            (Err(failure), _) | (_, Err(failure)) => Err(failure),
-        }
+    guarded("flood_both_ways", network, |ctx, network| {
+        flood_ring(&ctx, network, 2, FLOOD)
+    })
+}
+
+/// Check `ring`: 5 endpoints in a one-way ring, each connected to the one before it
+/// and the one after it and on a thread of its own. Each sends the next 5,000 frames
+/// of [`FLOOD_PAYLOAD`] bytes while it takes the previous one's: the first 2,500 in
+/// one burst, receiving nothing meanwhile (a send that waits must take in what
+/// arrives, from every peer, not only from the one it waits for), the rest taking
+/// what has arrived with `recv_timeout(ZERO)` after every send; then it flushes and
+/// takes the rest. All finish within 6 times the network's
+/// [`patience`](Network::patience), as in [`flood_both_ways`], and each gets all of
+/// the previous one's frames, in order.
+pub fn ring<N: Network>(network: N) -> Result<(), Failure> {
+    guarded("ring", network, |ctx, network| {
+        flood_ring(&ctx, network, RING, RING_FLOOD)
     })
 }
 
@@ -1155,7 +1156,7 @@ fn traffic<N: Network>(
     ctx: &Ctx,
     mut network: N,
 ) -> Result<BTreeMap<Endpoint, Vec<Probe>>, Failure> {
-    let mut receiver = endpoint(ctx, &mut network, Endpoint::Master)?;
+    let mut receiver = endpoint(ctx, &mut network, Endpoint::Role(1))?;
     let mut senders = Vec::new();
     for i in 1..=SENDERS {
         let mut sender = endpoint(ctx, &mut network, node(i))?;
@@ -1442,15 +1443,76 @@ fn hub_side<T: Transport<Probe>>(ctx: &Ctx, hub: &mut T) -> Result<(), Failure> 
         .map_err(|e| ctx.fail(format!("{me}: flush failed: {e:?}")))
 }
 
-/// One side of [`flood_both_ways`].
-fn flood<T: Transport<Probe>>(ctx: &Ctx, transport: &mut T, peer: Endpoint) -> Result<(), Failure> {
+/// The floods of [`flood_both_ways`] and [`ring`]: endpoints 1 to `size` (at least
+/// 2) in a one-way ring, each on a thread of its own, each sending the next `total`
+/// flood frames (see [`flood`]) while it takes the previous one's, all by two thirds
+/// of the check's deadline. In a ring of two, each is the other's next.
+fn flood_ring<N: Network>(ctx: &Ctx, mut network: N, size: u32, total: u64) -> Result<(), Failure> {
+    let mut ring = Vec::new();
+    for i in 1..=size {
+        ring.push(endpoint(ctx, &mut network, node(i))?);
+    }
+    for i in 1..ring.len() {
+        let (before, after) = ring.split_at_mut(i);
+        link(ctx, &mut before[i - 1], &mut after[0])?;
+    }
+    // Closes the ring, unless it is a pair, linked already.
+    if let [first, between @ .., last] = ring.as_mut_slice()
+        && !between.is_empty()
+    {
+        link(ctx, last, first)?;
+    }
+    let ends: Vec<Endpoint> = ring.iter().map(Transport::local).collect();
+    let deadline = Instant::now() + ctx.patience * (DEADLINE_PATIENCES * 2 / 3);
+    let mut workers = Vec::new();
+    for (i, mut transport) in ring.into_iter().enumerate() {
+        let ctx = *ctx;
+        let me = ends[i];
+        let next = ends[(i + 1) % ends.len()];
+        let previous = ends[(i + ends.len() - 1) % ends.len()];
+        workers.push(Worker::spawn(&ctx, format!("{me} flooding"), move || {
+            let result = flood(&ctx, &mut transport, next, previous, total);
+            // A failed endpoint drops its transport here: its departure ends the
+            // others' waits.
+            (result.map(|()| transport), Instant::now())
+        })?);
+    }
+    let mut failures = Vec::new();
+    let mut finished = Vec::new();
+    for worker in workers {
+        match worker.join_by(ctx, deadline) {
+            Ok((Ok(transport), _)) => finished.push(transport),
+            Ok((Err(failure), at)) => failures.push((at, failure)),
+            // Stuck, or panicked.
+            Err(failure) => failures.push((Instant::now(), failure)),
+        }
+    }
+    // Every thread has ended (or is left behind) before any transport drops.
+    drop(finished);
+    // The failure that came first: the others may follow from it.
+    match failures.into_iter().min_by_key(|&(at, _)| at) {
+        None => Ok(()),
+        Some((_, failure)) => Err(failure),
+    }
+}
+
+/// One endpoint of a flood: sends `total` flood frames to `next`, the first half in
+/// a burst, then taking what has arrived with `recv_timeout(ZERO)` after each send;
+/// flushes; then takes the rest of the `total` frames due from `previous`.
+fn flood<T: Transport<Probe>>(
+    ctx: &Ctx,
+    transport: &mut T,
+    next: Endpoint,
+    previous: Endpoint,
+    total: u64,
+) -> Result<(), Failure> {
     let me = transport.local();
-    let mut expect = InOrder::new(peer, FLOOD_PAYLOAD, FLOOD);
-    for seq in 0..FLOOD {
+    let mut expect = InOrder::new(previous, FLOOD_PAYLOAD, total);
+    for seq in 0..total {
         transport
-            .send(peer, Probe::new(me, seq, FLOOD_PAYLOAD))
-            .map_err(|e| ctx.fail(format!("{me}: send {seq} to {peer} failed: {e:?}")))?;
-        if seq < FLOOD_BURST {
+            .send(next, Probe::new(me, seq, FLOOD_PAYLOAD))
+            .map_err(|e| ctx.fail(format!("{me}: send {seq} to {next} failed: {e:?}")))?;
+        if seq < total / 2 {
             continue;
         }
         loop {
@@ -1465,6 +1527,10 @@ fn flood<T: Transport<Probe>>(ctx: &Ctx, transport: &mut T, peer: Endpoint) -> R
             }
         }
     }
+    // Everything due may have come already, and then receiving would not flush.
+    transport
+        .flush()
+        .map_err(|e| ctx.fail(format!("{me}: flush failed: {e:?}")))?;
     expect.receive_rest(ctx, transport)
 }
 
@@ -1476,7 +1542,7 @@ mod tests {
     fn encoded_size_is_postcards() {
         for len in (0..300).chain([16_380, 16_383, 16_384, 16_385, 70_000]) {
             for seq in [0, 1, 127, 128, 200, 16_383, 16_384, u64::MAX] {
-                let probe = Probe::new(Endpoint::Master, seq, len);
+                let probe = Probe::new(Endpoint::Role(1), seq, len);
                 let bytes = postcard::to_stdvec(&probe).unwrap();
                 assert_eq!(probe.encoded_size(), bytes.len(), "seq {seq}, {len} bytes");
                 // The same bytes as a plain sequence of bytes would give.
@@ -1489,11 +1555,11 @@ mod tests {
 
     #[test]
     fn probes_come_in_every_size() {
-        assert!(probe_of_size(Endpoint::Master, 1).is_none());
+        assert!(probe_of_size(Endpoint::Role(1), 1).is_none());
         for size in (2..20_000).chain([(1 << 21) - 1, 1 << 21, (1 << 21) + 1, 16 << 20]) {
-            let probe = probe_of_size(Endpoint::Master, size).unwrap();
+            let probe = probe_of_size(Endpoint::Role(1), size).unwrap();
             assert_eq!(probe.encoded_size(), size);
-            assert!(probe.is_intact(Endpoint::Master, probe.payload.len()));
+            assert!(probe.is_intact(Endpoint::Role(1), probe.payload.len()));
         }
     }
 
@@ -1505,7 +1571,7 @@ mod tests {
         }]);
         assert_eq!(
             format!("{failures:?}"),
-            "1 of 9 conformance checks failed\n  fifo_per_pair: from node 2, frame 17 came \
+            "1 of 10 conformance checks failed\n  fifo_per_pair: from node 2, frame 17 came \
              after frame 18"
         );
         assert_eq!(failures.checks().collect::<Vec<_>>(), ["fifo_per_pair"]);

@@ -32,7 +32,9 @@ impl From<u32> for NodeId {
 pub struct SnapshotId {
     /// The node that initiated the snapshot.
     pub initiator: NodeId,
-    /// The initiator's sequence number for it, counting from 0.
+    /// The initiator's sequence number for it, counting from the initiator's epoch: 0,
+    /// or past every sequence number it used before a restart (see
+    /// [`SnapshotEngine::with_epoch`](crate::SnapshotEngine::with_epoch)).
     pub seq: u64,
 }
 
@@ -42,26 +44,33 @@ impl fmt::Display for SnapshotId {
     }
 }
 
-/// An address on a [`Transport`](crate::Transport): a node, or one of the two roles
-/// around the nodes.
+/// An address on a [`Transport`](crate::Transport): a node, or an endpoint of the
+/// application's own around the nodes.
+///
+/// Which roles an application has (a coordinator, an observer, a command shell, ...)
+/// is its own business: it numbers them, and names them in constants of its own:
+///
+/// ```
+/// use snapshot_core::Endpoint;
+///
+/// const COORDINATOR: Endpoint = Endpoint::Role(0);
+/// assert_eq!(COORDINATOR.to_string(), "role 0");
+/// ```
 ///
 /// Keeping the roles apart from node ids means no node id is ever reserved for them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Endpoint {
     /// A node of the snapshot protocol.
     Node(NodeId),
-    /// The role that collects local snapshots into global ones.
-    Observer,
-    /// The role that drives the nodes (for example, a test harness or a command shell).
-    Master,
+    /// An endpoint of the application's, by the number it gives it.
+    Role(u16),
 }
 
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Endpoint::Node(id) => write!(f, "node {id}"),
-            Endpoint::Observer => f.write_str("observer"),
-            Endpoint::Master => f.write_str("master"),
+            Endpoint::Role(role) => write!(f, "role {role}"),
         }
     }
 }

@@ -8,39 +8,20 @@
 //! channel: each node records its own state when the first marker reaches it, and
 //! records every other incoming channel until that channel's marker arrives.
 //!
-//! This crate is built in layers, so that each can be used and tested alone:
+//! # Taking snapshots
 //!
-//! - [`SnapshotEngine`]: the protocol for one node, a deterministic state machine with
-//!   no threads, sockets or clocks. Inputs are method calls ("a marker arrived from
-//!   node 3"), outputs are [`Action`]s ("send a marker to node 5", "local part
-//!   complete"). Any number of snapshots may be in flight, started by any node, on any
-//!   directed topology.
-//! - [`Process`]: the application, as the protocol sees it: its messages, its state,
-//!   and how a message caught in transit is recorded.
-//! - [`Transport`]: moves [`Frame`]s between [`Endpoint`]s, FIFO per ordered pair. It is
-//!   object-safe, so the medium can be chosen at run time.
-//! - [`Node`]: a driver that joins a process, its engine and a transport, and does the
-//!   counting that is easy to get wrong by hand.
-//!   With the `async` feature, `AsyncTransport` is the transport's asynchronous twin
-//!   and `Node` has async twins of its methods (`next_event_async`, ...), for nodes
-//!   run as tasks on any runtime.
-//! - [`GlobalSnapshot`]: local snapshots assembled into one, serializable with serde,
-//!   that can [check](GlobalSnapshot::check_cut) that it is a consistent cut.
-//!
-//! # Example
-//!
-//! Three processes pass tokens around; the total number of tokens never changes, so a
-//! consistent snapshot must account for every one of them, including those in
-//! transit. The engine is driven by hand here, with the channels as plain queues,
-//! which is exactly what makes it easy to test:
+//! An application describes each of its processes as a [`Process`] (its messages, its
+//! state, how a message caught in transit is recorded), runs each one in a [`Node`]
+//! over a [`Transport`], and lets a [`Coordinator`] start snapshots and assemble them:
 //!
 //! ```
-//! use snapshot_core::{
-//!     Action, GlobalSnapshot, NodeId, Outbox, Process, SnapshotEngine, SnapshotId,
-//! };
-//! use std::collections::{BTreeMap, VecDeque};
+//! use snapshot_core::topology::Topology;
+//! use snapshot_core::{Coordinator, CoordinatorEvent, Endpoint, Node, NodeFrame, NodeId};
+//! use snapshot_core::{Outbox, Process, Transport};
+//! use std::time::Duration;
+//! use transport_mem::MemNetwork;
 //!
-//! /// A process holding some tokens.
+//! /// A process holding some tokens; what is in transit is summed.
 //! struct Tokens(u64);
 //!
 //! impl Process for Tokens {
@@ -59,77 +40,97 @@
 //!     }
 //! }
 //!
-//! /// What travels on a channel.
-//! enum Item {
-//!     Tokens(u64),
-//!     Marker(SnapshotId),
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Three nodes in a one-way ring, and a coordinator, on one in-process network.
+//! let ids = [1, 2, 3].map(NodeId);
+//! let ring = Topology::ring(ids);
+//! ring.check()?; // strongly connected: a snapshot can complete
+//! const COORDINATOR: Endpoint = Endpoint::Role(0);
+//! let network = MemNetwork::<NodeFrame<Tokens>>::new();
+//! let mut control = network.endpoint(COORDINATOR)?;
+//! let mut nodes = Vec::new();
+//! for id in ids {
+//!     let t = network.endpoint(Endpoint::Node(id))?;
+//!     let mut node = Node::new(id, Tokens(10));
+//!     ring.join(&mut node)?;
+//!     node.report_to(COORDINATOR);
+//!     nodes.push((node, t));
 //! }
-//!
-//! let ids = [NodeId(1), NodeId(2), NodeId(3)];
-//! let mut procs: BTreeMap<NodeId, Tokens> = ids.iter().map(|&id| (id, Tokens(10))).collect();
-//! let mut engines: BTreeMap<NodeId, SnapshotEngine<Tokens>> = BTreeMap::new();
-//! let mut channels: BTreeMap<(NodeId, NodeId), VecDeque<Item>> = BTreeMap::new();
-//! for &me in &ids {
-//!     let mut engine = SnapshotEngine::new(me);
-//!     for &peer in ids.iter().filter(|&&p| p != me) {
-//!         engine.add_incoming(peer).unwrap();
-//!         engine.add_outgoing(peer).unwrap();
-//!         channels.insert((me, peer), VecDeque::new());
-//!     }
-//!     engines.insert(me, engine);
-//! }
-//!
-//! // Process 1 sends 4 tokens to 2, then starts a snapshot; 2 sends 3 tokens to 3.
-//! let (a, b, c) = (ids[0], ids[1], ids[2]);
-//! procs.get_mut(&a).unwrap().0 -= 4;
-//! engines.get_mut(&a).unwrap().on_send(b).unwrap();
-//! channels.get_mut(&(a, b)).unwrap().push_back(Item::Tokens(4));
-//!
-//! let mut done = Vec::new();
-//! let mut carry_out = |from: NodeId, actions: Vec<Action<u64, u64>>,
-//!                      channels: &mut BTreeMap<(NodeId, NodeId), VecDeque<Item>>| {
-//!     for action in actions {
-//!         match action {
-//!             Action::SendMarker { to, id } => {
-//!                 channels.get_mut(&(from, to)).unwrap().push_back(Item::Marker(id))
-//!             }
-//!             Action::Complete(local) => done.push(local),
-//!             Action::Recorded { .. } => {}
+//! // Each endpoint connects to every other it talks to, both ways.
+//! let addresses: Vec<_> = nodes.iter().map(|(_, t)| (t.local(), t.address())).collect();
+//! for (_, t) in &mut nodes {
+//!     for (peer, address) in &addresses {
+//!         if *peer != t.local() {
+//!             t.connect(*peer, address)?;
 //!         }
+//!     }
+//!     t.connect(COORDINATOR, &control.address())?;
+//!     control.connect(t.local(), &t.address())?;
+//! }
+//!
+//! // Node 1 hands 4 tokens to node 2; a snapshot starts at node 3 before they arrive.
+//! let (node, t) = &mut nodes[0];
+//! node.process_mut().0 -= 4;
+//! node.send(t, NodeId(2), 4)?;
+//! let mut coordinator = Coordinator::new(ids);
+//! coordinator.initiate(&mut control, NodeId(3))?;
+//!
+//! // Each node handles what has come (one thread here; usually a thread or a task
+//! // each, looping on `next_event`), until the coordinator has the whole snapshot.
+//! let global = loop {
+//!     for (node, t) in &mut nodes {
+//!         node.poll_event(t, Duration::ZERO)?;
+//!     }
+//!     match coordinator.next_event(&mut control, Duration::ZERO)? {
+//!         Some(CoordinatorEvent::Completed(global)) => break global,
+//!         _ => continue,
 //!     }
 //! };
-//! let (id, actions) = engines.get_mut(&a).unwrap().initiate(&procs[&a]);
-//! carry_out(a, actions, &mut channels);
-//!
-//! procs.get_mut(&b).unwrap().0 -= 3;
-//! engines.get_mut(&b).unwrap().on_send(c).unwrap();
-//! channels.get_mut(&(b, c)).unwrap().push_back(Item::Tokens(3));
-//!
-//! // Deliver everything, channel by channel, in order.
-//! while let Some((&(from, to), _)) = channels.iter().find(|(_, q)| !q.is_empty()) {
-//!     let item = channels.get_mut(&(from, to)).unwrap().pop_front().unwrap();
-//!     let engine = engines.get_mut(&to).unwrap();
-//!     match item {
-//!         Item::Tokens(n) => {
-//!             engine.on_message(from, &n, &procs[&to]).unwrap();
-//!             procs.get_mut(&to).unwrap().handle(from, n, &mut Outbox::default());
-//!         }
-//!         Item::Marker(id) => {
-//!             let actions = engine.on_marker(from, id, &procs[&to]).unwrap();
-//!             carry_out(to, actions, &mut channels);
-//!         }
-//!     }
-//! }
-//!
-//! let global = GlobalSnapshot::from_locals(id, done).unwrap();
-//! global.check_cut().unwrap();
+//! global.check_cut()?; // a consistent cut...
 //! let held: u64 = global.nodes().map(|local| local.state).sum();
-//! let in_transit: u64 = global.channels().iter().map(|(_, _, ch)| ch.record).sum();
-//! assert_eq!(held + in_transit, 30, "every token is accounted for");
+//! let in_transit: u64 = global.channels().iter().map(|(_, _, c)| c.record).sum();
+//! assert_eq!(held + in_transit, 30); // ...that accounts for every token
+//! # Ok(())
+//! # }
 //! ```
 //!
-//! `examples/tokens.rs` runs the same application with a thread per process, through
-//! the [`Node`] driver and a [`Transport`] written in a few lines over `std::sync::mpsc`.
+//! `examples/ring.rs` is the same with a thread per node, tokens and named items, and
+//! three snapshots at once: `cargo run -p snapshot-core --example ring --all-features`.
+//!
+//! # Layers
+//!
+//! The crate is built in layers, so that each can be used and tested alone:
+//!
+//! - [`SnapshotEngine`]: the protocol for one node, a deterministic state machine with
+//!   no threads, sockets or clocks. Inputs are method calls ("a marker arrived from
+//!   node 3"), outputs are [`Action`]s ("send a marker to node 5", "local part
+//!   complete"). Any number of snapshots may be in flight (up to a bound), started by
+//!   any node, on any strongly connected directed [`topology`].
+//! - [`Process`]: the application, as the protocol sees it.
+//! - [`Transport`]: moves [`Frame`]s between [`Endpoint`]s, FIFO per ordered pair,
+//!   under one contract (see the trait). It is dyn-compatible, so the medium can be
+//!   chosen at run time. `transport-mem`, `transport-pipe` and `transport-tcp`
+//!   implement it.
+//! - [`Node`]: the driver that joins a process, its engine and a transport, and does
+//!   the counting that is easy to get wrong by hand.
+//! - [`Coordinator`]: starts snapshots at any node and assembles their parts, with the
+//!   [`Coordination`] frames the driver answers by itself.
+//! - [`GlobalSnapshot`]: local snapshots assembled into one, serializable with serde,
+//!   that can [check](GlobalSnapshot::check_cut) that it is a consistent cut.
+//!
+//! # Features
+//!
+//! - `codec`: [`codec`], length-prefixed postcard frames, and [`stream::Inbound`],
+//!   the reader of byte streams, for transports that cross a process boundary.
+//! - `async`: `AsyncTransport`, the transport's asynchronous twin, and async twins of
+//!   the [`Node`] methods (`next_event_async`, ...), for nodes run as tasks on tokio
+//!   or any other runtime.
+//! - `conformance`: `conformance`, the suite that checks a [`Transport`] keeps the
+//!   contract; a transport crate runs it with `conformance_tests!`.
+//! - `sim`: `sim`, a seeded simulated network, to test a [`Process`] under any
+//!   schedule, delay or failure.
+//!
+//! Helpers for those who write a transport are in [`stream`].
 
 #![deny(missing_docs)]
 
@@ -139,19 +140,24 @@ mod asynchronous;
 pub mod codec;
 #[cfg(feature = "conformance")]
 pub mod conformance;
+mod coordinator;
 mod engine;
 mod frame;
 mod id;
 mod node;
 mod process;
+#[cfg(feature = "sim")]
+pub mod sim;
 mod snapshot;
 pub mod stream;
+pub mod topology;
 mod transport;
 
 #[cfg(feature = "async")]
 pub use asynchronous::AsyncTransport;
+pub use coordinator::{Coordinator, CoordinatorError, CoordinatorEvent};
 pub use engine::{Action, EngineError, SnapshotEngine};
-pub use frame::{Envelope, Frame};
+pub use frame::{Coordination, Envelope, Frame};
 pub use id::{Endpoint, NodeId, SnapshotId};
 pub use node::{Event, Node, NodeError, NodeEvent, NodeFrame, NodeSnapshot, Outcome};
 pub use process::{Outbox, Process};

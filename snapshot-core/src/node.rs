@@ -1,8 +1,8 @@
 //! A driver that joins a [`Process`], its [`SnapshotEngine`] and a [`Transport`].
 
 use crate::{
-    Action, Endpoint, EngineError, Envelope, Frame, Incoming, LocalSnapshot, NodeId, Outbox,
-    Process, SnapshotEngine, SnapshotId, Transport, TransportError,
+    Action, Coordination, Endpoint, EngineError, Envelope, Frame, Incoming, LocalSnapshot, NodeId,
+    Outbox, Process, SnapshotEngine, SnapshotId, Transport, TransportError,
 };
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -44,7 +44,7 @@ impl<S, R> Default for Outcome<S, R> {
 
 /// What a free-running node hands to its application (see [`Node::next_event`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event<C, S, R> {
+pub enum Event<S, R, C> {
     /// A control frame, from any endpoint.
     Control {
         /// Who sent it.
@@ -52,7 +52,8 @@ pub enum Event<C, S, R> {
         /// What it says.
         control: C,
     },
-    /// This node's part of a snapshot is complete (typically sent on to a collector).
+    /// This node's part of a snapshot is complete. A node with a
+    /// [coordinator](Node::report_to) sends it there instead.
     Completed(LocalSnapshot<S, R>),
     /// A peer has gone (see [`Incoming::Departed`]). A node whose peer departs can
     /// finish no snapshot that needs a marker from it.
@@ -60,11 +61,12 @@ pub enum Event<C, S, R> {
 }
 
 /// The frames a node's transport carries, for a process `P` and control traffic `C`.
-pub type NodeFrame<P, C> = Frame<<P as Process>::Message, C>;
+pub type NodeFrame<P, C = ()> =
+    Frame<<P as Process>::Message, <P as Process>::State, <P as Process>::Record, C>;
 
 /// What a free-running node of process `P` with control traffic `C` hands to its
 /// application.
-pub type NodeEvent<P, C> = Event<C, <P as Process>::State, <P as Process>::Record>;
+pub type NodeEvent<P, C = ()> = Event<<P as Process>::State, <P as Process>::Record, C>;
 
 /// The local snapshots a node's process produces.
 pub type NodeSnapshot<P> = LocalSnapshot<<P as Process>::State, <P as Process>::Record>;
@@ -94,6 +96,8 @@ pub struct Node<P: Process> {
     engine: SnapshotEngine<P>,
     held: BTreeMap<NodeId, VecDeque<Envelope<P::Message>>>,
     outbox: Outbox<P::Message>,
+    /// Where this node's parts of snapshots go, if a coordinator collects them.
+    coordinator: Option<Endpoint>,
 }
 
 impl<P: Process> std::fmt::Debug for Node<P> {
@@ -115,6 +119,14 @@ impl<P: Process> Node<P> {
     /// frames keep coming, between two looks at the clock.
     pub const CLOCK_EVERY: usize = 32;
 
+    /// A node running `process` on `engine`: for an engine made with other limits or
+    /// an epoch (see [`SnapshotEngine::with_epoch`], for a node that restarts).
+    pub fn with_engine(engine: SnapshotEngine<P>, process: P) -> Self {
+        let mut node = Node::new(engine.node(), process);
+        node.engine = engine;
+        node
+    }
+
     /// Node `id` running `process`, with no channels yet.
     pub fn new(id: NodeId, process: P) -> Self {
         Node {
@@ -122,6 +134,7 @@ impl<P: Process> Node<P> {
             engine: SnapshotEngine::new(id),
             held: BTreeMap::new(),
             outbox: Outbox::default(),
+            coordinator: None,
         }
     }
 
@@ -147,18 +160,40 @@ impl<P: Process> Node<P> {
         &self.engine
     }
 
-    /// Adds the channels `self -> peer` and `peer -> self`.
+    /// Sends this node's parts of snapshots to `coordinator` (a
+    /// [`Coordinator`](crate::Coordinator)'s endpoint) as they complete, rather than
+    /// handing them to the application as [`Event::Completed`]. A node asked to
+    /// initiate by a coordinator reports to it from then on, if it had no coordinator.
+    pub fn report_to(&mut self, coordinator: Endpoint) {
+        self.coordinator = Some(coordinator);
+    }
+
+    /// Where this node's parts of snapshots go, if a coordinator collects them.
+    pub fn coordinator(&self) -> Option<Endpoint> {
+        self.coordinator
+    }
+
+    /// Adds both channels between this node and `peer`: `self -> peer` and
+    /// `peer -> self`. For a one-way link, use [`add_incoming`](Self::add_incoming)
+    /// and [`add_outgoing`](Self::add_outgoing), or [`crate::topology`].
+    ///
+    /// A snapshot completes only if the markers reach every node and every node
+    /// receives a marker on each of its incoming channels: the graph of channels must
+    /// be strongly connected, and each end of a channel must know it (an outgoing
+    /// channel here is an incoming one at the peer).
     pub fn add_peer(&mut self, peer: NodeId) -> Result<(), EngineError> {
         self.engine.add_incoming(peer)?;
         self.engine.add_outgoing(peer)
     }
 
-    /// Adds the incoming channel `from -> self`.
+    /// Adds the incoming channel `from -> self`: this node takes messages, and a
+    /// marker, from `from`. The node `from` adds the same channel as its outgoing one.
     pub fn add_incoming(&mut self, from: NodeId) -> Result<(), EngineError> {
         self.engine.add_incoming(from)
     }
 
-    /// Adds the outgoing channel `self -> to`.
+    /// Adds the outgoing channel `self -> to`: this node sends messages, and a marker,
+    /// to `to`. The node `to` adds the same channel as its incoming one.
     pub fn add_outgoing(&mut self, to: NodeId) -> Result<(), EngineError> {
         self.engine.add_outgoing(to)
     }
@@ -179,7 +214,8 @@ impl<P: Process> Node<P> {
     }
 
     /// Starts a new snapshot at this node. Returns its id, and this node's part of it
-    /// if that is already complete (a node with no incoming channel).
+    /// if that is already complete (a node with no incoming channel) and it has no
+    /// [coordinator](Self::report_to) to send it to.
     pub fn initiate<C, T>(
         &mut self,
         transport: &mut T,
@@ -187,8 +223,8 @@ impl<P: Process> Node<P> {
     where
         T: Transport<NodeFrame<P, C>> + ?Sized,
     {
-        let (id, step) = self.start_snapshot();
-        let outcome = Self::send_markers(transport, step)?;
+        let (id, step) = self.start_snapshot()?;
+        let outcome = self.carry_out(transport, step)?;
         Ok((id, outcome.completed))
     }
 
@@ -267,7 +303,7 @@ impl<P: Process> Node<P> {
         T: Transport<NodeFrame<P, C>> + ?Sized,
     {
         let step = self.take_marker(from, id)?;
-        Self::send_markers(transport, step)
+        self.carry_out(transport, step)
     }
 
     /// Runs the node free: receives frames and handles node-to-node traffic as it
@@ -323,22 +359,22 @@ impl<P: Process> Node<P> {
     /// }
     ///
     /// /// Frames that have already arrived, and nowhere to send to.
-    /// struct Arrived(VecDeque<(Endpoint, Frame<u64, &'static str>)>);
+    /// struct Arrived(VecDeque<(Endpoint, Frame<u64, u64, u64, &'static str>)>);
     /// # use snapshot_core::{Incoming, TransportError};
-    /// # impl Transport<Frame<u64, &'static str>> for Arrived {
+    /// # impl Transport<Frame<u64, u64, u64, &'static str>> for Arrived {
     /// #     fn local(&self) -> Endpoint { Endpoint::Node(NodeId(2)) }
     /// #     fn address(&self) -> String { String::new() }
     /// #     fn connect(&mut self, _: Endpoint, _: &str) -> Result<(), TransportError> { Ok(()) }
-    /// #     fn send(&mut self, to: Endpoint, _: Frame<u64, &'static str>)
+    /// #     fn send(&mut self, to: Endpoint, _: Frame<u64, u64, u64, &'static str>)
     /// #         -> Result<(), TransportError> {
     /// #         Err(TransportError::UnknownEndpoint(to))
     /// #     }
     /// #     fn flush(&mut self) -> Result<(), TransportError> { Ok(()) }
-    /// #     fn recv(&mut self) -> Result<Incoming<Frame<u64, &'static str>>, TransportError> {
+    /// #     fn recv(&mut self) -> Result<Incoming<Frame<u64, u64, u64, &'static str>>, TransportError> {
     /// #         self.recv_timeout(Duration::ZERO)?.ok_or(TransportError::Closed)
     /// #     }
     /// #     fn recv_timeout(&mut self, _: Duration)
-    /// #         -> Result<Option<Incoming<Frame<u64, &'static str>>>, TransportError> {
+    /// #         -> Result<Option<Incoming<Frame<u64, u64, u64, &'static str>>>, TransportError> {
     /// #         Ok(self.0.pop_front().map(|(from, frame)| Incoming::Frame(from, frame)))
     /// #     }
     /// # }
@@ -348,12 +384,12 @@ impl<P: Process> Node<P> {
     /// let peer = Endpoint::Node(NodeId(1));
     /// let mut transport = Arrived(VecDeque::from([
     ///     (peer, Frame::Peer(snapshot_core::Envelope::App(5))),
-    ///     (Endpoint::Master, Frame::Control("report")),
+    ///     (Endpoint::Role(1), Frame::Control("report")),
     ///     (peer, Frame::Peer(snapshot_core::Envelope::App(7))),
     /// ]));
     /// // The transfer before the control frame is handled on the way to it...
     /// let event = node.poll_event(&mut transport, Duration::ZERO)?;
-    /// assert_eq!(event, Some(Event::Control { from: Endpoint::Master, control: "report" }));
+    /// assert_eq!(event, Some(Event::Control { from: Endpoint::Role(1), control: "report" }));
     /// assert_eq!(node.process().0, 5);
     /// // ...and the next poll handles the rest; nothing else needs the application.
     /// assert_eq!(node.poll_event(&mut transport, Duration::ZERO)?, None);
@@ -433,22 +469,36 @@ impl<P: Process> Node<P> {
                 .deliver_marker(transport, from, id)?
                 .completed
                 .map(Event::Completed)),
+            Arrival::Initiate(from) => {
+                let step = self.initiated_by(from)?;
+                Ok(self
+                    .carry_out(transport, step)?
+                    .completed
+                    .map(Event::Completed))
+            }
             Arrival::Event(event) => Ok(Some(event)),
         }
     }
 
-    /// Sends the markers of `step`, in order; returns its outcome.
-    fn send_markers<C, T>(
+    /// Sends the frames of `step`, in order (markers, then what goes to the
+    /// coordinator); returns its outcome.
+    fn carry_out<C, T>(
+        &self,
         transport: &mut T,
         step: Step<P>,
     ) -> Result<Outcome<P::State, P::Record>, NodeError>
     where
         T: Transport<NodeFrame<P, C>> + ?Sized,
     {
-        for (to, id) in step.markers {
-            transport.send(Endpoint::Node(to), Frame::Peer(Envelope::Marker(id)))?;
+        let (frames, outcome) = self.frames(step);
+        for (to, frame) in frames {
+            match transport.send(to, frame) {
+                // A peer that has gone needs no marker; the others still do.
+                Err(TransportError::Disconnected(_)) => {}
+                sent => sent?,
+            }
         }
-        Ok(step.outcome)
+        Ok(outcome)
     }
 }
 
@@ -456,9 +506,11 @@ impl<P: Process> Node<P> {
 // `async`): everything but the calls to the transport.
 
 /// What the engine's answer to one input has the driver do: send these markers, in
-/// order, and report this outcome.
+/// order, tell the coordinator that the snapshot it asked for has started, and report
+/// this outcome.
 struct Step<P: Process> {
     markers: Vec<(NodeId, SnapshotId)>,
+    started_for: Option<Endpoint>,
     outcome: Outcome<P::State, P::Record>,
 }
 
@@ -466,6 +518,7 @@ impl<P: Process> Step<P> {
     fn new(actions: Vec<Action<P::State, P::Record>>) -> Self {
         let mut step = Step {
             markers: Vec::new(),
+            started_for: None,
             outcome: Outcome::default(),
         };
         for action in actions {
@@ -479,12 +532,20 @@ impl<P: Process> Step<P> {
     }
 }
 
+/// A frame to send, and where.
+type Addressed<P, C> = (Endpoint, NodeFrame<P, C>);
+
+/// What a step of a node of process `P` did to snapshots.
+type NodeOutcome<P> = Outcome<<P as Process>::State, <P as Process>::Record>;
+
 /// A received frame or departure, by what the node does with it.
 enum Arrival<P: Process, C> {
     /// An application message on the channel from that node.
     Message(NodeId, P::Message),
     /// A marker on the channel from that node.
     Marker(NodeId, SnapshotId),
+    /// A coordinator asks for a snapshot.
+    Initiate(Endpoint),
     /// What needs the application.
     Event(NodeEvent<P, C>),
 }
@@ -513,9 +574,9 @@ impl<P: Process> Node<P> {
     }
 
     /// Records this node's state for a new snapshot: its id, and the markers to send.
-    fn start_snapshot(&mut self) -> (SnapshotId, Step<P>) {
-        let (id, actions) = self.engine.initiate(&self.process);
-        (id, Step::new(actions))
+    fn start_snapshot(&mut self) -> Result<(SnapshotId, Step<P>), NodeError> {
+        let (id, actions) = self.engine.initiate(&self.process)?;
+        Ok((id, Step::new(actions)))
     }
 
     /// An application message from `from`, through the engine (counted, recorded) to
@@ -524,6 +585,42 @@ impl<P: Process> Node<P> {
         self.engine.on_message(from, &message, &self.process)?;
         self.process.handle(from, message, &mut self.outbox);
         Ok(())
+    }
+
+    /// A coordinator at `from` asks for a snapshot: it is started, and the
+    /// coordinator hears of it (and collects this node's parts, unless it has a
+    /// coordinator already).
+    fn initiated_by(&mut self, from: Endpoint) -> Result<Step<P>, NodeError> {
+        self.coordinator.get_or_insert(from);
+        let (_, mut step) = self.start_snapshot()?;
+        step.started_for = Some(from);
+        Ok(step)
+    }
+
+    /// The frames `step` sends, in order, and what is left for the application: a
+    /// completed part goes to the coordinator, if there is one.
+    fn frames<C>(&self, step: Step<P>) -> (Vec<Addressed<P, C>>, NodeOutcome<P>) {
+        let Step {
+            markers,
+            started_for,
+            mut outcome,
+        } = step;
+        let mut frames: Vec<_> = markers
+            .into_iter()
+            .map(|(to, id)| (Endpoint::Node(to), Frame::Peer(Envelope::Marker(id))))
+            .collect();
+        if let (Some(to), Some(id)) = (started_for, outcome.started) {
+            frames.push((to, Frame::Snapshot(Coordination::Started(id))));
+        }
+        if let Some(coordinator) = self.coordinator
+            && let Some(local) = outcome.completed.take()
+        {
+            frames.push((
+                coordinator,
+                Frame::Snapshot(Coordination::Report(Box::new(local))),
+            ));
+        }
+        (frames, outcome)
     }
 
     /// A marker from `from`, through the engine.
@@ -547,6 +644,11 @@ impl<P: Process> Node<P> {
                 Ok(Arrival::Marker(from, id))
             }
             (from, Frame::Control(control)) => Ok(Arrival::Event(Event::Control { from, control })),
+            (from, Frame::Snapshot(Coordination::Initiate)) => Ok(Arrival::Initiate(from)),
+            (from, Frame::Snapshot(_)) => Err(TransportError::Protocol(format!(
+                "{from} sent a node what only coordinators take"
+            ))
+            .into()),
             (from, Frame::Peer(_)) => Err(TransportError::Protocol(format!(
                 "{from} sent node-to-node traffic but is not a node"
             ))

@@ -3,7 +3,7 @@
 
 use crate::{NodeId, SnapshotId};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use thiserror::Error;
 
 /// What a node recorded of one incoming channel during a snapshot.
@@ -62,6 +62,9 @@ pub enum SnapshotError {
     /// Two local snapshots came from the same node.
     #[error("node {0} reported twice")]
     Duplicate(NodeId),
+    /// A local snapshot came from a node the collector does not expect.
+    #[error("node {0} is not one of the nodes this collector expects")]
+    UnexpectedNode(NodeId),
     /// A channel names a node that has no local snapshot.
     #[error("channel ({from} -> {to}) names a node with no local snapshot")]
     MissingNode {
@@ -233,8 +236,9 @@ impl<S, R> GlobalSnapshot<S, R> {
 }
 
 /// Assembles [`GlobalSnapshot`]s from local snapshots as they come, for a collector
-/// that knows how many nodes take part: any number of snapshots may be in flight at
-/// once, and their local parts may come in any order.
+/// that knows which nodes take part: any number of snapshots may be in flight at
+/// once, and their local parts may come in any order. A part from a node it does not
+/// expect is refused ([`SnapshotError::UnexpectedNode`]).
 ///
 /// ```
 /// use snapshot_core::{Collector, LocalSnapshot, NodeId, SnapshotId};
@@ -249,7 +253,7 @@ impl<S, R> GlobalSnapshot<S, R> {
 ///     sent: Default::default(),
 ///     received: Default::default(),
 /// };
-/// let mut collector = Collector::new(2);
+/// let mut collector = Collector::new([NodeId(1), NodeId(2)]);
 /// assert!(collector.add(local(1, first))?.is_none());
 /// assert!(collector.add(local(1, second))?.is_none());
 /// let done = collector.add(local(2, second))?.expect("both nodes of the second");
@@ -259,17 +263,37 @@ impl<S, R> GlobalSnapshot<S, R> {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Collector<S, R> {
-    nodes: usize,
+    nodes: BTreeSet<NodeId>,
     assembling: BTreeMap<SnapshotId, GlobalSnapshot<S, R>>,
 }
 
 impl<S, R> Collector<S, R> {
-    /// A collector for snapshots that `nodes` nodes take part in.
-    pub fn new(nodes: usize) -> Self {
+    /// A collector for snapshots that `nodes` take part in: every one of them, and no
+    /// other.
+    pub fn new(nodes: impl IntoIterator<Item = NodeId>) -> Self {
         Collector {
-            nodes,
+            nodes: nodes.into_iter().collect(),
             assembling: BTreeMap::new(),
         }
+    }
+
+    /// The nodes whose parts make a snapshot whole.
+    pub fn nodes(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.nodes.iter().copied()
+    }
+
+    /// The snapshots with some parts in, but not all, and the nodes whose parts are
+    /// still missing from each.
+    pub fn missing(&self) -> impl Iterator<Item = (SnapshotId, Vec<NodeId>)> + '_ {
+        self.assembling.iter().map(|(&id, global)| {
+            let missing = self
+                .nodes
+                .iter()
+                .copied()
+                .filter(|node| !global.nodes.contains_key(node))
+                .collect();
+            (id, missing)
+        })
     }
 
     /// Adds one node's part of a snapshot; returns the snapshot once every node's part
@@ -280,12 +304,15 @@ impl<S, R> Collector<S, R> {
         local: LocalSnapshot<S, R>,
     ) -> Result<Option<GlobalSnapshot<S, R>>, SnapshotError> {
         let id = local.id;
+        if !self.nodes.contains(&local.node) {
+            return Err(SnapshotError::UnexpectedNode(local.node));
+        }
         let global = self
             .assembling
             .entry(id)
             .or_insert_with(|| GlobalSnapshot::new(id));
         global.insert(local)?;
-        if global.nodes.len() < self.nodes {
+        if global.nodes.len() < self.nodes.len() {
             return Ok(None);
         }
         Ok(self.assembling.remove(&id))

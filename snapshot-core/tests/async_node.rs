@@ -73,7 +73,7 @@ enum Ctl {
     Report(LocalSnapshot<u64, u64>),
 }
 
-type Wire = Frame<u64, Ctl>;
+type Wire = snapshot_core::NodeFrame<Tokens, Ctl>;
 
 /// One endpoint of a full mesh of unbounded tokio channels: FIFO per ordered pair,
 /// nothing buffered, and nobody departs while the test runs.
@@ -154,7 +154,7 @@ async fn run_node(mut node: Node<Tokens>, mut transport: Mesh) -> Result<Node<To
         node.process_mut().held -= 1;
         node.send_async(&mut transport, to, HOPS + k).await?;
     }
-    let driver = Endpoint::Observer;
+    let driver = Endpoint::Role(0);
     loop {
         let reply = match node.next_event_async(&mut transport).await? {
             Event::Control {
@@ -190,7 +190,7 @@ async fn next_control(driver: &mut Mesh) -> Ctl {
 async fn nodes_as_tasks_take_consistent_snapshots_while_tokens_move() {
     let ids: Vec<NodeId> = (1..=NODES).map(NodeId).collect();
     let mut endpoints: Vec<Endpoint> = ids.iter().map(|&id| Endpoint::Node(id)).collect();
-    endpoints.push(Endpoint::Observer);
+    endpoints.push(Endpoint::Role(0));
     let mut transports = mesh(&endpoints);
     // Each side connects to the other before traffic.
     for transport in &mut transports {
@@ -220,7 +220,7 @@ async fn nodes_as_tasks_take_consistent_snapshots_while_tokens_move() {
     }
 
     // Snapshots one after the other, each started by another node, while tokens move.
-    let mut collector = Collector::new(ids.len());
+    let mut collector = Collector::new(ids.iter().copied());
     let mut caught_moving = 0;
     for round in 0..3 {
         let initiator = node(round % NODES + 1);

@@ -43,6 +43,9 @@ struct Flaws {
     unbounded: bool,
     /// A send to a full channel waits without taking in what arrives.
     selfish: bool,
+    /// A send to a full channel takes in, while it waits, only what the endpoint it
+    /// sends to sends.
+    narrow: bool,
     /// Frames of exactly the bound are refused too.
     refuse_at_bound: bool,
 }
@@ -125,19 +128,28 @@ impl RefTransport {
     }
 
     /// Waits, until `deadline` (`None`: for ever), for something to arrive, or, with
-    /// `to_send`, for room to send it.
+    /// `to_send`, for room to send it to its endpoint.
     fn wait(
         &self,
         deadline: Option<Instant>,
-        to_send: Option<(&Sender<Probe>, &mut Option<Probe>)>,
+        to_send: Option<(Endpoint, &Sender<Probe>, &mut Option<Probe>)>,
     ) -> Option<Event> {
         let mut select = Select::new();
         let announced = select.recv(&self.announcements);
         let first = announced + 1;
-        for (_, receiver) in &self.incoming {
+        // Where in `incoming` each channel listened to is.
+        let mut listened = Vec::new();
+        for (i, (from, receiver)) in self.incoming.iter().enumerate() {
+            if let Some((to, ..)) = &to_send
+                && self.flaws.narrow
+                && from != to
+            {
+                continue;
+            }
             select.recv(receiver);
+            listened.push(i);
         }
-        let send_index = to_send.as_ref().map(|&(sender, _)| select.send(sender));
+        let send_index = to_send.as_ref().map(|&(_, sender, _)| select.send(sender));
         let operation = match deadline {
             None => select.select(),
             Some(deadline) => select.select_deadline(deadline).ok()?,
@@ -150,17 +162,18 @@ impl RefTransport {
                 Err(_) => return None,
             }
         } else if Some(index) == send_index {
-            let (sender, frame) = to_send?;
+            let (_, sender, frame) = to_send?;
             let frame = frame.take()?;
             match operation.send(sender, frame) {
                 Ok(()) => Event::Sent,
                 Err(_) => Event::SendFailed,
             }
         } else {
-            let (from, receiver) = &self.incoming[index - first];
+            let at = listened[index - first];
+            let (from, receiver) = &self.incoming[at];
             match operation.recv(receiver) {
                 Ok(frame) => Event::Frame(*from, frame),
-                Err(_) => Event::Gone(index - first),
+                Err(_) => Event::Gone(at),
             }
         })
     }
@@ -279,7 +292,7 @@ impl Transport<Probe> for RefTransport {
         };
         // Wait for room, taking in what arrives meanwhile.
         loop {
-            let Some(event) = self.wait(None, Some((&sender, &mut frame))) else {
+            let Some(event) = self.wait(None, Some((to, &sender, &mut frame))) else {
                 continue;
             };
             if matches!(event, Event::Sent | Event::SendFailed) {
@@ -601,20 +614,66 @@ fn an_off_by_one_bound_is_caught_by_frame_size() {
     );
 }
 
-/// The flood deadlocks, and is reported after 6 times the patience (6 s); the
-/// deadlocked threads are left behind.
+/// On the reference with `flaws`, `check` deadlocks, and reports it after 6 times
+/// `patience` (well within 9 times it); the deadlocked threads are left behind.
+fn deadlocks(
+    flaws: Flaws,
+    check: fn(RefNetwork) -> Result<(), Failure>,
+    name: &str,
+    patience: Duration,
+) {
+    let mut network = flawed(flaws);
+    network.patience = patience;
+    let start = Instant::now();
+    caught(check(network), name, "did not finish in time: a deadlock?");
+    assert!(start.elapsed() < patience * 9);
+}
+
+const SELFISH: Flaws = Flaws {
+    unbounded: false,
+    selfish: true,
+    narrow: false,
+    refuse_at_bound: false,
+};
+
+/// Reported after 6 s.
 #[test]
 fn a_send_that_stops_receiving_is_caught_by_flood_both_ways() {
-    let start = Instant::now();
-    caught(
-        conformance::flood_both_ways(flawed(Flaws {
-            selfish: true,
-            ..Flaws::default()
-        })),
+    deadlocks(
+        SELFISH,
+        conformance::flood_both_ways,
         "flood_both_ways",
-        "did not finish in time: a deadlock?",
+        Duration::from_secs(1),
     );
-    assert!(start.elapsed() < Duration::from_secs(9));
+}
+
+/// Every endpoint of the ring waits, in its burst, for the next one, which waits
+/// for the one after it. Reported after 1.5 s.
+#[test]
+fn a_send_that_stops_receiving_is_caught_by_ring() {
+    deadlocks(
+        SELFISH,
+        conformance::ring,
+        "ring",
+        Duration::from_millis(250),
+    );
+}
+
+/// Taking in only from the endpoint a send waits for is enough for two endpoints
+/// that flood each other, not for a ring, where that endpoint sends nothing back.
+#[test]
+fn taking_in_only_from_the_peer_sent_to_is_caught_by_ring_not_by_flood_both_ways() {
+    let narrow = Flaws {
+        narrow: true,
+        ..Flaws::default()
+    };
+    conformance::flood_both_ways(flawed(narrow)).unwrap();
+    deadlocks(
+        narrow,
+        conformance::ring,
+        "ring",
+        Duration::from_millis(250),
+    );
 }
 
 #[test]

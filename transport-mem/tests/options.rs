@@ -22,7 +22,7 @@ fn connect_all<F: Send>(endpoints: &mut [&mut MemTransport<F>]) {
 #[test]
 fn deferred_node_frames_keep_their_order_and_are_found_on_the_next_wake_up() {
     let network = MemNetwork::<u64>::with_deferred_node_frames();
-    let mut master = network.endpoint(Endpoint::Master).unwrap();
+    let mut master = network.endpoint(Endpoint::Role(1)).unwrap();
     let mut a = network.endpoint(Endpoint::Node(NodeId(1))).unwrap();
     let mut b = network.endpoint(Endpoint::Node(NodeId(2))).unwrap();
     connect_all(&mut [&mut master, &mut a, &mut b]);
@@ -47,9 +47,9 @@ fn deferred_node_frames_keep_their_order_and_are_found_on_the_next_wake_up() {
         })
         .collect();
     assert_eq!(from_a, (0..1000).collect::<Vec<_>>());
-    assert!(got.contains(&Incoming::Frame(Endpoint::Master, u64::MAX)));
+    assert!(got.contains(&Incoming::Frame(Endpoint::Role(1), u64::MAX)));
     // Frames from a node to a non-node endpoint are never deferred.
-    a.send(Endpoint::Master, 7).unwrap();
+    a.send(Endpoint::Role(1), 7).unwrap();
     assert_eq!(
         master.recv_timeout(Duration::from_secs(5)).unwrap(),
         Some(Incoming::Frame(Endpoint::Node(NodeId(1)), 7))
@@ -60,12 +60,12 @@ fn deferred_node_frames_keep_their_order_and_are_found_on_the_next_wake_up() {
 #[test]
 fn a_spinning_endpoint_still_receives_and_times_out() {
     let network = MemNetwork::<u8>::new();
-    let mut master = network.endpoint(Endpoint::Master).unwrap();
+    let mut master = network.endpoint(Endpoint::Role(1)).unwrap();
     master.set_spin(Duration::from_micros(200));
     let mut node = network.endpoint(Endpoint::Node(NodeId(1))).unwrap();
     connect_all(&mut [&mut master, &mut node]);
     assert_eq!(master.recv_timeout(Duration::from_millis(1)).unwrap(), None);
-    node.send(Endpoint::Master, 9).unwrap();
+    node.send(Endpoint::Role(1), 9).unwrap();
     assert_eq!(
         master.recv().unwrap(),
         Incoming::Frame(Endpoint::Node(NodeId(1)), 9)

@@ -27,14 +27,14 @@ fn transport(frames: u64) -> Result<Duration, Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let run = dir.path().to_string_lossy().into_owned();
     let from = Endpoint::Node(NodeId(1));
-    let mut receiver = PipeTransport::<Frame>::new(dir.path(), Endpoint::Observer)?;
+    let mut receiver = PipeTransport::<Frame>::new(dir.path(), Endpoint::Role(0))?;
     let mut sender = PipeTransport::<Frame>::new(dir.path(), from)?;
     receiver.connect(from, &run)?;
-    sender.connect(Endpoint::Observer, &run)?;
+    sender.connect(Endpoint::Role(0), &run)?;
     let start = Instant::now();
     let sending = thread::spawn(move || -> Result<_, snapshot_core::TransportError> {
         for seq in 0..frames {
-            sender.send(Endpoint::Observer, frame(seq))?;
+            sender.send(Endpoint::Role(0), frame(seq))?;
         }
         sender.flush()?;
         Ok(sender)
@@ -80,11 +80,11 @@ fn round_trips(rounds: u64, spin: Duration) -> Result<Duration, Box<dyn std::err
     let dir = tempfile::tempdir()?;
     let run = dir.path().to_string_lossy().into_owned();
     let node = Endpoint::Node(NodeId(1));
-    let mut master = PipeTransport::<Frame>::new(dir.path(), Endpoint::Master)?;
+    let mut master = PipeTransport::<Frame>::new(dir.path(), Endpoint::Role(1))?;
     master.set_spin(spin);
     let mut echo = PipeTransport::<Frame>::new(dir.path(), node)?;
     master.connect(node, &run)?;
-    echo.connect(Endpoint::Master, &run)?;
+    echo.connect(Endpoint::Role(1), &run)?;
     let echoing = thread::spawn(move || -> Result<_, snapshot_core::TransportError> {
         for _ in 0..rounds {
             match echo.recv()? {

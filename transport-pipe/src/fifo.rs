@@ -11,12 +11,11 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// The name an endpoint has in FIFO names: `node-5`, `observer`, `master`.
+/// The name an endpoint has in FIFO names: `node-5`, `role-0`.
 pub(crate) fn endpoint_name(endpoint: Endpoint) -> String {
     match endpoint {
         Endpoint::Node(id) => format!("node-{}", id.0),
-        Endpoint::Observer => "observer".to_owned(),
-        Endpoint::Master => "master".to_owned(),
+        Endpoint::Role(role) => format!("role-{role}"),
     }
 }
 

@@ -10,13 +10,13 @@
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // The application owns the run directory; here both endpoints are in one process.
 //! let dir = tempfile::tempdir()?;
-//! let mut master = PipeTransport::<String>::new(dir.path(), Endpoint::Master)?;
+//! let mut master = PipeTransport::<String>::new(dir.path(), Endpoint::Role(1))?;
 //! let mut node = PipeTransport::<String>::new(dir.path(), Endpoint::Node(NodeId(1)))?;
 //! let address = master.address();
 //! master.connect(node.local(), &address)?;
-//! node.connect(Endpoint::Master, &address)?;
+//! node.connect(Endpoint::Role(1), &address)?;
 //!
-//! node.send(Endpoint::Master, "hello".to_string())?;
+//! node.send(Endpoint::Role(1), "hello".to_string())?;
 //! node.flush()?;
 //! assert_eq!(master.recv()?, Incoming::Frame(node.local(), "hello".to_string()));
 //! drop((master, node));
@@ -28,7 +28,7 @@
 //! # How it works
 //!
 //! Frames from `a` to `b` go through the FIFO `dir/<a>-to-<b>`, with endpoints named
-//! `node-5`, `observer` and `master` (see [`fifo_path`]). There are no threads: every
+//! `node-5` and `role-0` (see [`fifo_path`]). There are no threads: every
 //! read and write is made by the thread calling the transport.
 //!
 //! - [`connect(peer, dir)`](Transport::connect) creates the incoming FIFO

@@ -48,61 +48,61 @@ fn node(id: u32) -> Endpoint {
 fn run_node(dir: PathBuf, id: u32) {
     let run = address(&dir);
     let mut t = PipeTransport::<Msg>::new(&dir, node(id)).unwrap();
-    t.connect(Endpoint::Master, &run).unwrap();
-    t.connect(Endpoint::Observer, &run).unwrap();
-    t.send(Endpoint::Master, Msg::Hello).unwrap();
+    t.connect(Endpoint::Role(1), &run).unwrap();
+    t.connect(Endpoint::Role(0), &run).unwrap();
+    t.send(Endpoint::Role(1), Msg::Hello).unwrap();
     let mut balance = INITIAL;
     let mut arrived = 0;
     let mut report_at = None;
     loop {
         match recv(&mut t) {
-            Ok(Incoming::Frame(Endpoint::Master, Msg::Connect(k))) => {
+            Ok(Incoming::Frame(Endpoint::Role(1), Msg::Connect(k))) => {
                 t.connect(node(k), &run).unwrap();
-                t.send(Endpoint::Master, Msg::Connected).unwrap();
+                t.send(Endpoint::Role(1), Msg::Connected).unwrap();
             }
-            Ok(Incoming::Frame(Endpoint::Master, Msg::Transfer { to, amount })) => {
+            Ok(Incoming::Frame(Endpoint::Role(1), Msg::Transfer { to, amount })) => {
                 balance -= amount;
                 t.send(node(to), Msg::Money(amount)).unwrap();
-                t.send(Endpoint::Master, Msg::Sent).unwrap();
+                t.send(Endpoint::Role(1), Msg::Sent).unwrap();
             }
             Ok(Incoming::Frame(Endpoint::Node(_), Msg::Money(amount))) => {
                 balance += amount;
                 arrived += 1;
             }
-            Ok(Incoming::Frame(Endpoint::Master, Msg::Report { transfers })) => {
+            Ok(Incoming::Frame(Endpoint::Role(1), Msg::Report { transfers })) => {
                 report_at = Some(transfers)
             }
-            Ok(Incoming::Frame(Endpoint::Master, Msg::Stop)) => return,
+            Ok(Incoming::Frame(Endpoint::Role(1), Msg::Stop)) => return,
             // The others may stop before we are told to.
-            Ok(Incoming::Departed(Endpoint::Node(_) | Endpoint::Observer)) => {}
+            Ok(Incoming::Departed(Endpoint::Node(_) | Endpoint::Role(0))) => {}
             other => panic!("node {id}: unexpected {other:?}"),
         }
         if report_at == Some(arrived) {
             report_at = None;
-            t.send(Endpoint::Observer, Msg::Balance(balance)).unwrap();
+            t.send(Endpoint::Role(0), Msg::Balance(balance)).unwrap();
         }
     }
 }
 
 fn run_observer(dir: PathBuf) {
     let run = address(&dir);
-    let mut t = PipeTransport::<Msg>::new(&dir, Endpoint::Observer).unwrap();
-    t.connect(Endpoint::Master, &run).unwrap();
+    let mut t = PipeTransport::<Msg>::new(&dir, Endpoint::Role(0)).unwrap();
+    t.connect(Endpoint::Role(1), &run).unwrap();
     let (mut total, mut reports) = (0, 0);
     loop {
         match recv(&mut t) {
-            Ok(Incoming::Frame(Endpoint::Master, Msg::Joined(n))) => {
+            Ok(Incoming::Frame(Endpoint::Role(1), Msg::Joined(n))) => {
                 t.connect(node(n), &run).unwrap();
-                t.send(Endpoint::Master, Msg::Connected).unwrap();
+                t.send(Endpoint::Role(1), Msg::Connected).unwrap();
             }
             Ok(Incoming::Frame(Endpoint::Node(_), Msg::Balance(b))) => {
                 total += b;
                 reports += 1;
                 if reports == NODES {
-                    t.send(Endpoint::Master, Msg::Total(total)).unwrap();
+                    t.send(Endpoint::Role(1), Msg::Total(total)).unwrap();
                 }
             }
-            Ok(Incoming::Frame(Endpoint::Master, Msg::Stop)) => return,
+            Ok(Incoming::Frame(Endpoint::Role(1), Msg::Stop)) => return,
             Ok(Incoming::Departed(Endpoint::Node(_))) => {}
             other => panic!("observer: unexpected {other:?}"),
         }
@@ -117,10 +117,10 @@ fn expect(t: &mut PipeTransport<Msg>, from: Endpoint, msg: Msg) {
 fn the_bank_set_up_order_works() {
     let dir = tempfile::tempdir().unwrap();
     let run = address(dir.path());
-    let mut master = PipeTransport::<Msg>::new(dir.path(), Endpoint::Master).unwrap();
+    let mut master = PipeTransport::<Msg>::new(dir.path(), Endpoint::Role(1)).unwrap();
     let mut threads = Vec::new();
 
-    master.connect(Endpoint::Observer, &run).unwrap();
+    master.connect(Endpoint::Role(0), &run).unwrap();
     let path = dir.path().to_owned();
     threads.push(thread::spawn(move || run_observer(path)));
 
@@ -129,8 +129,8 @@ fn the_bank_set_up_order_works() {
         let path = dir.path().to_owned();
         threads.push(thread::spawn(move || run_node(path, n)));
         expect(&mut master, node(n), Msg::Hello);
-        master.send(Endpoint::Observer, Msg::Joined(n)).unwrap();
-        expect(&mut master, Endpoint::Observer, Msg::Connected);
+        master.send(Endpoint::Role(0), Msg::Joined(n)).unwrap();
+        expect(&mut master, Endpoint::Role(0), Msg::Connected);
         for k in 1..n {
             master.send(node(k), Msg::Connect(n)).unwrap();
             master.send(node(n), Msg::Connect(k)).unwrap();
@@ -161,14 +161,14 @@ fn the_bank_set_up_order_works() {
     }
     expect(
         &mut master,
-        Endpoint::Observer,
+        Endpoint::Role(0),
         Msg::Total(INITIAL * u64::from(NODES)),
     );
 
     for n in 1..=NODES {
         master.send(node(n), Msg::Stop).unwrap();
     }
-    master.send(Endpoint::Observer, Msg::Stop).unwrap();
+    master.send(Endpoint::Role(0), Msg::Stop).unwrap();
     master.flush().unwrap();
     for t in threads {
         t.join().unwrap();
@@ -184,7 +184,7 @@ fn the_bank_set_up_order_works() {
     }
     gone.sort();
     let mut all: Vec<Endpoint> = (1..=NODES).map(node).collect();
-    all.push(Endpoint::Observer);
+    all.push(Endpoint::Role(0));
     assert_eq!(gone, all);
     drop(master);
     assert_empty(dir.path());

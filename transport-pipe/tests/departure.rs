@@ -16,7 +16,7 @@ fn node(id: u32) -> Endpoint {
 fn triangle(dir: &std::path::Path) -> [PipeTransport<u32>; 3] {
     let run = address(dir);
     let mut ts =
-        [node(1), node(2), Endpoint::Observer].map(|e| PipeTransport::<u32>::new(dir, e).unwrap());
+        [node(1), node(2), Endpoint::Role(0)].map(|e| PipeTransport::<u32>::new(dir, e).unwrap());
     let all: Vec<Endpoint> = ts.iter().map(Transport::local).collect();
     for t in &mut ts {
         for &peer in &all {
@@ -35,13 +35,10 @@ fn a_departed_peer_is_reported_once_after_its_frames_and_others_go_on() {
     // c has a write end open to a before a leaves.
     c.send(node(1), 0).unwrap();
     c.flush().unwrap();
-    assert_eq!(
-        recv(&mut a).unwrap(),
-        Incoming::Frame(Endpoint::Observer, 0)
-    );
+    assert_eq!(recv(&mut a).unwrap(), Incoming::Frame(Endpoint::Role(0), 0));
 
     for n in 1..=3 {
-        a.send(Endpoint::Observer, n).unwrap();
+        a.send(Endpoint::Role(0), n).unwrap();
     }
     drop(a); // flushes, then closes
     for n in 1..=3 {
@@ -49,7 +46,7 @@ fn a_departed_peer_is_reported_once_after_its_frames_and_others_go_on() {
     }
     assert_eq!(recv(&mut c).unwrap(), Incoming::Departed(node(1)));
 
-    b.send(Endpoint::Observer, 10).unwrap();
+    b.send(Endpoint::Role(0), 10).unwrap();
     b.flush().unwrap();
     assert_eq!(
         recv(&mut c).unwrap(),
@@ -104,12 +101,12 @@ fn writing_to_a_departed_peer_drops_the_frames_and_recv_reports_it_once() {
     // a never opened a write end to c: its first send notices that c has gone
     // (without waiting out the open timeout).
     assert!(matches!(
-        a.send(Endpoint::Observer, 5),
-        Err(TransportError::Disconnected(Endpoint::Observer))
+        a.send(Endpoint::Role(0), 5),
+        Err(TransportError::Disconnected(Endpoint::Role(0)))
     ));
     assert_eq!(
         recv(&mut a).unwrap(),
-        Incoming::Departed(Endpoint::Observer),
+        Incoming::Departed(Endpoint::Role(0)),
         "the departure the send found is still reported by receiving"
     );
     assert!(
@@ -189,8 +186,8 @@ fn closed_only_once_every_peer_departed_and_a_new_peer_reopens() {
         "and stays closed"
     );
 
-    let mut c = PipeTransport::<u32>::new(dir.path(), Endpoint::Observer).unwrap();
-    a.connect(Endpoint::Observer, &run).unwrap();
+    let mut c = PipeTransport::<u32>::new(dir.path(), Endpoint::Role(0)).unwrap();
+    a.connect(Endpoint::Role(0), &run).unwrap();
     assert_eq!(
         a.recv_timeout(Duration::from_millis(20)).unwrap(),
         None,
@@ -199,15 +196,9 @@ fn closed_only_once_every_peer_departed_and_a_new_peer_reopens() {
     c.connect(node(1), &run).unwrap();
     c.send(node(1), 8).unwrap();
     c.flush().unwrap();
-    assert_eq!(
-        recv(&mut a).unwrap(),
-        Incoming::Frame(Endpoint::Observer, 8)
-    );
+    assert_eq!(recv(&mut a).unwrap(), Incoming::Frame(Endpoint::Role(0), 8));
     drop(c);
-    assert_eq!(
-        recv(&mut a).unwrap(),
-        Incoming::Departed(Endpoint::Observer)
-    );
+    assert_eq!(recv(&mut a).unwrap(), Incoming::Departed(Endpoint::Role(0)));
     assert!(matches!(a.recv(), Err(TransportError::Closed)));
     drop(a);
     assert_empty(dir.path());

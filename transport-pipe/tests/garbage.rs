@@ -44,15 +44,15 @@ fn setup() -> Setup {
     let run = address(dir.path());
     let options = PipeOptions::default().with_max_frame(1024);
     let mut observer =
-        PipeTransport::with_options(dir.path(), Endpoint::Observer, options.clone()).unwrap();
+        PipeTransport::with_options(dir.path(), Endpoint::Role(0), options.clone()).unwrap();
     observer.connect(HONEST, &run).unwrap();
     observer.connect(INTRUDER, &run).unwrap();
     let mut honest = PipeTransport::with_options(dir.path(), HONEST, options).unwrap();
-    honest.connect(Endpoint::Observer, &run).unwrap();
+    honest.connect(Endpoint::Role(0), &run).unwrap();
     // The observer is reading, so this blocking open returns at once.
     let intruder = OpenOptions::new()
         .write(true)
-        .open(fifo_path(dir.path(), INTRUDER, Endpoint::Observer))
+        .open(fifo_path(dir.path(), INTRUDER, Endpoint::Role(0)))
         .unwrap();
     Setup {
         dir,
@@ -99,7 +99,7 @@ fn intruder_writes(bad: &[u8]) {
     let more = intruder.write_all(&encoded(&[frame(2)]));
     assert_eq!(more.unwrap_err().kind(), ErrorKind::BrokenPipe);
     // The honest node is not affected.
-    honest.send(Endpoint::Observer, frame(7)).unwrap();
+    honest.send(Endpoint::Role(0), frame(7)).unwrap();
     honest.flush().unwrap();
     assert_eq!(
         recv(&mut observer).unwrap(),
@@ -189,7 +189,7 @@ fn random_bytes_do_not_crash_the_receiver() {
             Ok(()) => {}
             Err(error) => assert_eq!(error.kind(), ErrorKind::BrokenPipe),
         }
-        honest.send(Endpoint::Observer, frame(3)).unwrap();
+        honest.send(Endpoint::Role(0), frame(3)).unwrap();
         honest.flush().unwrap();
         assert_eq!(
             recv(&mut observer).unwrap(),
@@ -204,9 +204,9 @@ fn random_bytes_do_not_crash_the_receiver() {
 #[test]
 fn a_regular_file_in_place_of_a_fifo_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let path = fifo_path(dir.path(), HONEST, Endpoint::Observer);
+    let path = fifo_path(dir.path(), HONEST, Endpoint::Role(0));
     File::create(&path).unwrap();
-    let mut observer = PipeTransport::<Frame>::new(dir.path(), Endpoint::Observer).unwrap();
+    let mut observer = PipeTransport::<Frame>::new(dir.path(), Endpoint::Role(0)).unwrap();
     assert!(matches!(
         observer.connect(HONEST, &address(dir.path())),
         Err(TransportError::Io { .. })

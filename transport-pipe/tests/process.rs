@@ -30,15 +30,15 @@ fn child() {
     };
     let me = Endpoint::Node(NodeId(id.parse().unwrap()));
     let mut t = transport_pipe::PipeTransport::<Msg>::new(&dir, me).unwrap();
-    t.connect(Endpoint::Master, &dir).unwrap();
-    t.send(Endpoint::Master, Msg::Hello).unwrap();
+    t.connect(Endpoint::Role(1), &dir).unwrap();
+    t.send(Endpoint::Role(1), Msg::Hello).unwrap();
     loop {
         match t.recv() {
-            Ok(Incoming::Frame(Endpoint::Master, Msg::Echo(n))) => {
-                t.send(Endpoint::Master, Msg::Echo(n)).unwrap()
+            Ok(Incoming::Frame(Endpoint::Role(1), Msg::Echo(n))) => {
+                t.send(Endpoint::Role(1), Msg::Echo(n)).unwrap()
             }
-            Ok(Incoming::Frame(Endpoint::Master, Msg::Bye)) => break,
-            Ok(Incoming::Departed(Endpoint::Master)) => break,
+            Ok(Incoming::Frame(Endpoint::Role(1), Msg::Bye)) => break,
+            Ok(Incoming::Departed(Endpoint::Role(1))) => break,
             Ok(other) => panic!("unexpected {other:?}"),
             Err(error) => panic!("{error}"),
         }
@@ -98,7 +98,7 @@ fn frames_go_both_ways_between_processes() {
     let run = address(dir.path());
     let node = Endpoint::Node(NodeId(1));
     let mut master =
-        transport_pipe::PipeTransport::<Msg>::new(dir.path(), Endpoint::Master).unwrap();
+        transport_pipe::PipeTransport::<Msg>::new(dir.path(), Endpoint::Role(1)).unwrap();
     // As the bank does: connect before spawning.
     master.connect(node, &run).unwrap();
     let child = ChildGuard::spawn(dir.path(), 1);
@@ -132,7 +132,7 @@ fn a_killed_process_is_reported_departed() {
     let run = address(dir.path());
     let node = Endpoint::Node(NodeId(2));
     let mut master =
-        transport_pipe::PipeTransport::<Msg>::new(dir.path(), Endpoint::Master).unwrap();
+        transport_pipe::PipeTransport::<Msg>::new(dir.path(), Endpoint::Role(1)).unwrap();
     master.connect(node, &run).unwrap();
     let mut child = ChildGuard::spawn(dir.path(), 2);
     assert_eq!(
@@ -162,7 +162,7 @@ fn a_child_exits_when_the_master_goes() {
     let run = address(dir.path());
     let node = Endpoint::Node(NodeId(3));
     let mut master =
-        transport_pipe::PipeTransport::<Msg>::new(dir.path(), Endpoint::Master).unwrap();
+        transport_pipe::PipeTransport::<Msg>::new(dir.path(), Endpoint::Role(1)).unwrap();
     master.connect(node, &run).unwrap();
     let child = ChildGuard::spawn(dir.path(), 3);
     assert_eq!(

@@ -23,13 +23,13 @@ type Pipe = PipeTransport<(u32, u64)>;
 /// A receiver that spins for `spin`, connected to `senders` nodes (1, 2, ...).
 fn receiver(dir: &std::path::Path, senders: u32, spin: Duration) -> (Pipe, Vec<Pipe>) {
     let run = address(dir);
-    let mut receiver = PipeTransport::new(dir, Endpoint::Master).unwrap();
+    let mut receiver = PipeTransport::new(dir, Endpoint::Role(1)).unwrap();
     receiver.set_spin(spin);
     let mut nodes = Vec::new();
     for i in 1..=senders {
         receiver.connect(node(i), &run).unwrap();
         let mut t = PipeTransport::new(dir, node(i)).unwrap();
-        t.connect(Endpoint::Master, &run).unwrap();
+        t.connect(Endpoint::Role(1), &run).unwrap();
         nodes.push(t);
     }
     (receiver, nodes)
@@ -48,7 +48,7 @@ fn a_spinning_receiver_gets_every_frame_in_order_then_the_departures() {
                 let i = i as u32 + 1;
                 thread::spawn(move || {
                     for seq in 0..FRAMES {
-                        t.send(Endpoint::Master, (i, seq)).unwrap();
+                        t.send(Endpoint::Role(1), (i, seq)).unwrap();
                         if seq % 100 == 99 {
                             t.flush().unwrap();
                         }
@@ -110,7 +110,7 @@ fn a_frame_that_arrives_during_the_spin_is_taken_at_once() {
     for round in 0..100u64 {
         // The receiver is in (or about to enter) recv, spinning.
         assert_eq!(ready.recv_timeout(PATIENCE).unwrap(), round);
-        sender.send(Endpoint::Master, (1, round)).unwrap();
+        sender.send(Endpoint::Role(1), (1, round)).unwrap();
         sender.flush().unwrap();
     }
     let (master, got) = receiving.join().unwrap();

@@ -136,7 +136,7 @@ enum Ctl {
     Report(LocalSnapshot<u64, u64>),
 }
 
-type Wire = Frame<Transfer, Ctl>;
+type Wire = snapshot_core::NodeFrame<Branch, Ctl>;
 type Transport = AsyncTcpTransport<Wire>;
 
 // ---------------------------------------------------------------------------------
@@ -150,7 +150,7 @@ async fn run_branch(mut node: Node<Branch>, mut transport: Transport) -> Result<
         let (to, transfer) = node.process_mut().pay(PLAN.hops);
         node.send_async(&mut transport, to, transfer).await?;
     }
-    let master = Endpoint::Observer;
+    let master = Endpoint::Role(0);
     loop {
         let reply = match node.next_event_async(&mut transport).await? {
             Event::Control { control, .. } => match control {
@@ -219,7 +219,7 @@ async fn run(plan: Plan) -> Result<Summary, BoxError> {
     let start = Instant::now();
     let config = TcpConfig::new("tokio-snapshots", random_key());
     let ids: Vec<NodeId> = (1..=plan.branches).map(NodeId).collect();
-    let mut master = Transport::bind(Endpoint::Observer, config.clone()).await?;
+    let mut master = Transport::bind(Endpoint::Role(0), config.clone()).await?;
     let mut branches = Vec::new();
     for &id in &ids {
         branches.push(Transport::bind(Endpoint::Node(id), config.clone()).await?);
@@ -257,7 +257,7 @@ async fn run(plan: Plan) -> Result<Summary, BoxError> {
 
     // The money moves: snapshots, one branch after another starting them.
     let total = plan.opening * u64::from(plan.branches);
-    let mut collector = Collector::new(ids.len());
+    let mut collector = Collector::new(ids.iter().copied());
     let mut snapshots = Vec::new();
     for round in 0..plan.snapshots {
         let initiator = ids[(round % plan.branches) as usize];

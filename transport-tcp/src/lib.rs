@@ -22,13 +22,13 @@
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! // Every endpoint of a cluster has the same cluster name and key.
 //! let config = TcpConfig::new("demo", random_key());
-//! let mut master = TcpTransport::<String>::new(Endpoint::Master, config.clone())?;
+//! let mut master = TcpTransport::<String>::new(Endpoint::Role(1), config.clone())?;
 //! let mut node = TcpTransport::<String>::new(Endpoint::Node(NodeId(1)), config)?;
 //! // Each side connects to the other, at the address it reports.
-//! node.connect(Endpoint::Master, &master.address())?;
+//! node.connect(Endpoint::Role(1), &master.address())?;
 //! master.connect(node.local(), &node.address())?;
 //!
-//! node.send(Endpoint::Master, "hello".to_string())?;
+//! node.send(Endpoint::Role(1), "hello".to_string())?;
 //! node.flush()?;
 //! assert_eq!(master.recv()?, Incoming::Frame(node.local(), "hello".to_string()));
 //! // A peer that goes is news, after its last frame; then nobody is left.

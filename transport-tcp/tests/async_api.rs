@@ -49,7 +49,7 @@ async fn frame<F: Send + 'static + std::fmt::Debug>(
 
 #[tokio::test]
 async fn frames_go_both_ways_on_the_callers_runtime() {
-    let mut master = bind::<String>(Endpoint::Master, config()).await;
+    let mut master = bind::<String>(Endpoint::Role(1), config()).await;
     let mut worker = bind::<String>(node(1), config()).await;
     pair_up(&mut master, &mut worker).await;
 
@@ -60,10 +60,10 @@ async fn frames_go_both_ways_on_the_callers_runtime() {
     for n in 0..1000 {
         assert_eq!(
             frame(&mut worker).await,
-            (Endpoint::Master, format!("job {n}"))
+            (Endpoint::Role(1), format!("job {n}"))
         );
         worker
-            .send(Endpoint::Master, format!("done {n}"))
+            .send(Endpoint::Role(1), format!("done {n}"))
             .await
             .unwrap();
     }
@@ -81,7 +81,7 @@ async fn frames_go_both_ways_on_the_callers_runtime() {
 
     // close waits until everything sent is written, then the peer sees it go: once,
     // after its last frame, and then nobody is left.
-    worker.send(Endpoint::Master, "bye".into()).await.unwrap();
+    worker.send(Endpoint::Role(1), "bye".into()).await.unwrap();
     worker.close().await.unwrap();
     assert_eq!(frame(&mut master).await, (node(1), "bye".to_string()));
     assert_eq!(
@@ -185,7 +185,7 @@ async fn a_receiver_that_does_not_receive_holds_the_sender_back() {
         inbox: 2,
         ..config()
     };
-    let mut receiver = bind::<(u64, Vec<u8>)>(Endpoint::Observer, small).await;
+    let mut receiver = bind::<(u64, Vec<u8>)>(Endpoint::Role(0), small).await;
     let mut sender = bind::<(u64, Vec<u8>)>(node(1), config()).await;
     pair_up(&mut receiver, &mut sender).await;
     let sent = Arc::new(AtomicU64::new(0));
@@ -193,7 +193,7 @@ async fn a_receiver_that_does_not_receive_holds_the_sender_back() {
     let sending = tokio::spawn(async move {
         for n in 0..FRAMES {
             sender
-                .send(Endpoint::Observer, (n, vec![n as u8; SIZE]))
+                .send(Endpoint::Role(0), (n, vec![n as u8; SIZE]))
                 .await
                 .unwrap();
             progress.store(n + 1, Ordering::Release);

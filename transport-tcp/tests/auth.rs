@@ -65,7 +65,7 @@ fn a_wrong_key_is_refused_both_ways_and_admits_nothing() {
 #[test]
 fn the_server_checks_the_clients_proof() {
     capture_warnings();
-    let server = endpoint::<u32>(Endpoint::Observer);
+    let server = endpoint::<u32>(Endpoint::Role(0));
     // Speak the handshake by hand with the wrong key: a hello, then any proof.
     let mut stranger = TcpStream::connect(address(&server)).unwrap();
     let hello = postcard::to_allocvec(&(
@@ -73,7 +73,7 @@ fn the_server_checks_the_clients_proof() {
         1u16,
         "test-cluster",
         node(5),
-        Endpoint::Observer,
+        Endpoint::Role(0),
         [7u8; 32],
     ))
     .unwrap();
@@ -97,13 +97,13 @@ fn the_server_checks_the_clients_proof() {
 #[test]
 fn another_cluster_or_another_endpoint_is_refused() {
     capture_warnings();
-    let server = endpoint::<u32>(Endpoint::Observer);
+    let server = endpoint::<u32>(Endpoint::Role(0));
     let elsewhere = TcpConfig {
         cluster: "another-cluster".into(),
         ..config()
     };
     let mut outsider = TcpTransport::<u32>::new(node(1), elsewhere).unwrap();
-    let refused = outsider.connect(Endpoint::Observer, &address(&server));
+    let refused = outsider.connect(Endpoint::Role(0), &address(&server));
     assert!(
         matches!(refused, Err(TransportError::Protocol(_))),
         "{refused:?}"
@@ -125,18 +125,16 @@ fn another_cluster_or_another_endpoint_is_refused() {
 
 #[test]
 fn an_endpoint_connecting_twice_is_refused_the_second_time() {
-    let mut server = endpoint::<u32>(Endpoint::Observer);
+    let mut server = endpoint::<u32>(Endpoint::Role(0));
     let mut first = endpoint::<u32>(node(1));
     let mut second = endpoint::<u32>(node(1));
-    first
-        .connect(Endpoint::Observer, &address(&server))
-        .unwrap();
-    let refused = second.connect(Endpoint::Observer, &address(&server));
+    first.connect(Endpoint::Role(0), &address(&server)).unwrap();
+    let refused = second.connect(Endpoint::Role(0), &address(&server));
     assert!(
         matches!(refused, Err(TransportError::Protocol(_))),
         "{refused:?}"
     );
-    first.send(Endpoint::Observer, 1).unwrap();
+    first.send(Endpoint::Role(0), 1).unwrap();
     first.flush().unwrap();
     assert_eq!(frame(&mut server), (node(1), 1));
 }
@@ -171,7 +169,7 @@ fn strangers_are_closed_and_logged_without_delaying_a_legitimate_peer() {
         hello_timeout,
         ..config()
     };
-    let mut server = TcpTransport::<u64>::new(Endpoint::Observer, config.clone()).unwrap();
+    let mut server = TcpTransport::<u64>::new(Endpoint::Role(0), config.clone()).unwrap();
     let at = address(&server);
     let opened = Instant::now();
 
@@ -199,15 +197,15 @@ fn strangers_are_closed_and_logged_without_delaying_a_legitimate_peer() {
 
     // The legitimate peer, meanwhile: round trips of frames both ways.
     let mut peer = TcpTransport::<u64>::new(node(1), config).unwrap();
-    peer.connect(Endpoint::Observer, &at).unwrap();
+    peer.connect(Endpoint::Role(0), &at).unwrap();
     server.connect(node(1), &address(&peer)).unwrap();
     for n in 0..200 {
-        peer.send(Endpoint::Observer, n).unwrap();
+        peer.send(Endpoint::Role(0), n).unwrap();
         peer.flush().unwrap();
         assert_eq!(frame(&mut server), (node(1), n));
         server.send(node(1), n + 1).unwrap();
         server.flush().unwrap();
-        assert_eq!(frame(&mut peer), (Endpoint::Observer, n + 1));
+        assert_eq!(frame(&mut peer), (Endpoint::Role(0), n + 1));
     }
     // Checked before the clock is read: if the clock says the hello timeout has not
     // expired, it had not when they were checked either.
@@ -244,7 +242,7 @@ fn strangers_are_closed_and_logged_without_delaying_a_legitimate_peer() {
     }
 
     // Still serving.
-    peer.send(Endpoint::Observer, 1000).unwrap();
+    peer.send(Endpoint::Role(0), 1000).unwrap();
     peer.flush().unwrap();
     assert_eq!(frame(&mut server), (node(1), 1000));
 }

@@ -103,7 +103,7 @@ impl Transport<Probe> for Blocking {
     fn local(&self) -> Endpoint {
         self.transport
             .as_ref()
-            .map_or(Endpoint::Master, AsyncTransport::local)
+            .map_or(Endpoint::Role(1), AsyncTransport::local)
     }
     fn address(&self) -> String {
         self.transport

@@ -13,7 +13,7 @@ use transport_tcp::{TcpConfig, TcpTransport};
 
 /// Three endpoints, each connected to the two others.
 fn triangle() -> [TcpTransport<u32>; 3] {
-    let mut ts = [node(1), node(2), Endpoint::Observer].map(endpoint::<u32>);
+    let mut ts = [node(1), node(2), Endpoint::Role(0)].map(endpoint::<u32>);
     let all: Vec<(Endpoint, String)> = ts.iter().map(|t| (t.local(), address(t))).collect();
     for t in &mut ts {
         for (peer, at) in &all {
@@ -29,7 +29,7 @@ fn triangle() -> [TcpTransport<u32>; 3] {
 fn a_departed_peer_is_reported_once_after_its_frames_and_the_others_go_on() {
     let [mut a, mut b, mut c] = triangle();
     for n in 1..=3 {
-        a.send(Endpoint::Observer, n).unwrap();
+        a.send(Endpoint::Role(0), n).unwrap();
     }
     drop(a); // flushes, then closes
     for n in 1..=3 {
@@ -37,7 +37,7 @@ fn a_departed_peer_is_reported_once_after_its_frames_and_the_others_go_on() {
     }
     assert!(departed(recv(&mut c), node(1)));
 
-    b.send(Endpoint::Observer, 10).unwrap();
+    b.send(Endpoint::Role(0), 10).unwrap();
     b.flush().unwrap();
     assert_eq!(frame(&mut c), (node(2), 10), "the others go on");
     assert_eq!(
@@ -172,13 +172,13 @@ fn a_peer_sending_a_frame_that_does_not_decode_is_dropped_and_logged() {
     capture_warnings();
     // The same cluster, but the sender's frames are u32 and the receiver's bool:
     // 300 is no bool.
-    let mut receiver = endpoint::<bool>(Endpoint::Observer);
+    let mut receiver = endpoint::<bool>(Endpoint::Role(0));
     let mut sender = endpoint::<u32>(node(7));
     sender
-        .connect(Endpoint::Observer, &address(&receiver))
+        .connect(Endpoint::Role(0), &address(&receiver))
         .unwrap();
-    sender.send(Endpoint::Observer, 1).unwrap();
-    sender.send(Endpoint::Observer, 300).unwrap();
+    sender.send(Endpoint::Role(0), 1).unwrap();
+    sender.send(Endpoint::Role(0), 300).unwrap();
     sender.flush().unwrap();
     assert_eq!(
         frame(&mut receiver),
@@ -202,13 +202,13 @@ fn a_peer_sending_a_frame_over_the_bound_is_dropped_and_logged() {
         max_frame: 1000,
         ..config()
     };
-    let mut receiver = TcpTransport::<Vec<u8>>::new(Endpoint::Observer, small).unwrap();
+    let mut receiver = TcpTransport::<Vec<u8>>::new(Endpoint::Role(0), small).unwrap();
     let mut sender = endpoint::<Vec<u8>>(node(8));
     sender
-        .connect(Endpoint::Observer, &address(&receiver))
+        .connect(Endpoint::Role(0), &address(&receiver))
         .unwrap();
-    sender.send(Endpoint::Observer, vec![1; 10]).unwrap();
-    sender.send(Endpoint::Observer, vec![2; 5000]).unwrap();
+    sender.send(Endpoint::Role(0), vec![1; 10]).unwrap();
+    sender.send(Endpoint::Role(0), vec![2; 5000]).unwrap();
     sender.flush().unwrap();
     assert_eq!(frame(&mut receiver), (node(8), vec![1; 10]));
     assert!(departed(recv(&mut receiver), node(8)));
@@ -221,9 +221,9 @@ fn a_peer_sending_a_frame_over_the_bound_is_dropped_and_logged() {
     );
     // The receiver closed the connection: the sender, which has none from the
     // receiver, hears of it at once, and sends to it fail.
-    assert!(departed(recv(&mut sender), Endpoint::Observer));
+    assert!(departed(recv(&mut sender), Endpoint::Role(0)));
     assert!(is_gone(
-        sender.send(Endpoint::Observer, vec![3]),
-        Endpoint::Observer
+        sender.send(Endpoint::Role(0), vec![3]),
+        Endpoint::Role(0)
     ));
 }

@@ -12,7 +12,7 @@ use std::time::Instant;
 #[test]
 fn a_receiver_asleep_in_recv_is_woken_by_peers_that_connect_after_it_fell_asleep() {
     const PEERS: u32 = 3;
-    let mut receiver = endpoint::<(u32, u64)>(Endpoint::Observer);
+    let mut receiver = endpoint::<(u32, u64)>(Endpoint::Role(0));
     let to = address(&receiver);
     let (asleep, falls_asleep) = mpsc::channel();
     let receiving = thread::spawn(move || {
@@ -31,11 +31,11 @@ fn a_receiver_asleep_in_recv_is_woken_by_peers_that_connect_after_it_fell_asleep
     for id in 1..=PEERS {
         falls_asleep.recv().unwrap();
         let mut sender = endpoint::<(u32, u64)>(node(id));
-        sender.connect(Endpoint::Observer, &to).unwrap();
+        sender.connect(Endpoint::Role(0), &to).unwrap();
         // Sent at once: the frame may reach the socket before the receiving thread
         // has taken the connection over, and must not be lost for that.
         sender
-            .send(Endpoint::Observer, (id, u64::from(id) * 10))
+            .send(Endpoint::Role(0), (id, u64::from(id) * 10))
             .unwrap();
         sender.flush().unwrap();
         senders.push(sender);

@@ -6,7 +6,7 @@
 
 use super::{Arrival, Node, NodeError, NodeEvent, NodeFrame, NodeSnapshot, Step};
 use crate::{AsyncTransport, Endpoint, Envelope, Event, Frame, NodeId, Outcome, Process};
-use crate::{Incoming, SnapshotId};
+use crate::{Incoming, SnapshotId, TransportError};
 
 impl<P: Process> Node<P> {
     /// Sends the application message `message` on the channel `self -> to`: the twin
@@ -39,8 +39,8 @@ impl<P: Process> Node<P> {
         T: AsyncTransport<NodeFrame<P, C>> + ?Sized,
         NodeFrame<P, C>: Send + 'static,
     {
-        let (id, step) = self.start_snapshot();
-        let outcome = Self::send_markers_async(transport, step).await?;
+        let (id, step) = self.start_snapshot()?;
+        let outcome = self.carry_out_async(transport, step).await?;
         Ok((id, outcome.completed))
     }
 
@@ -107,6 +107,14 @@ impl<P: Process> Node<P> {
                 .await?
                 .completed
                 .map(Event::Completed)),
+            Arrival::Initiate(from) => {
+                let step = self.initiated_by(from)?;
+                Ok(self
+                    .carry_out_async(transport, step)
+                    .await?
+                    .completed
+                    .map(Event::Completed))
+            }
             Arrival::Event(event) => Ok(Some(event)),
         }
     }
@@ -153,11 +161,12 @@ impl<P: Process> Node<P> {
         NodeFrame<P, C>: Send + 'static,
     {
         let step = self.take_marker(from, id)?;
-        Self::send_markers_async(transport, step).await
+        self.carry_out_async(transport, step).await
     }
 
-    /// Sends the markers of `step`, in order; returns its outcome.
-    async fn send_markers_async<C, T>(
+    /// Sends the frames of `step`, in order; returns its outcome.
+    async fn carry_out_async<C, T>(
+        &self,
         transport: &mut T,
         step: Step<P>,
     ) -> Result<Outcome<P::State, P::Record>, NodeError>
@@ -165,11 +174,14 @@ impl<P: Process> Node<P> {
         T: AsyncTransport<NodeFrame<P, C>> + ?Sized,
         NodeFrame<P, C>: Send + 'static,
     {
-        for (to, id) in step.markers {
-            transport
-                .send(Endpoint::Node(to), Frame::Peer(Envelope::Marker(id)))
-                .await?;
+        let (frames, outcome) = self.frames(step);
+        for (to, frame) in frames {
+            match transport.send(to, frame).await {
+                // A peer that has gone needs no marker; the others still do.
+                Err(TransportError::Disconnected(_)) => {}
+                sent => sent?,
+            }
         }
-        Ok(step.outcome)
+        Ok(outcome)
     }
 }

@@ -327,7 +327,7 @@ mod tests {
 
     #[test]
     fn garbage_ends_the_stream_after_the_frames_before_it() {
-        let peer = Endpoint::Observer;
+        let peer = Endpoint::Role(0);
         let mut bytes = frames(&[7]);
         bytes.extend_from_slice(&u32::MAX.to_le_bytes());
         let mut inbound = Inbound::<_, u32>::new(1024);
@@ -348,7 +348,7 @@ mod tests {
 
     #[test]
     fn a_busy_stream_yields_after_a_turn() {
-        let peer = Endpoint::Master;
+        let peer = Endpoint::Role(1);
         let big = vec![vec![0u8; CHUNK]; CHUNKS_PER_TURN + 1];
         let mut inbound = Inbound::<_, u32>::new(DEFAULT_MAX_FRAME);
         let index = inbound.add(
