@@ -159,12 +159,13 @@ fn main() -> Result<(), Error> {
     while checked < 3 {
         match coordinator.next_event(&mut control, Duration::from_secs(10))? {
             Some(CoordinatorEvent::Started { node, id }) => println!("node {node} started {id}"),
-            Some(CoordinatorEvent::Completed(global)) => {
-                println!("snapshot {}: {}", global.id(), check(&global)?);
+            Some(CoordinatorEvent::Completed(taken)) => {
+                let (checked_as, stats) = (check(&taken.snapshot)?, taken.stats);
+                println!("{}: {checked_as}, in {:?}", stats.id, stats.duration);
                 checked += 1;
             }
-            Some(other) => return Err(format!("unexpected {other:?}").into()),
-            None => return Err(format!("stuck: {:?} missing", coordinator.missing()).into()),
+            // An abort (a snapshot late by the coordinator's timeout), or nothing at all.
+            other => return Err(format!("{other:?}; missing: {:?}", coordinator.missing()).into()),
         }
     }
     // The coordinator leaves; the nodes see it go, and stop.

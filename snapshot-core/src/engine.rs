@@ -1,7 +1,7 @@
 //! The Chandy-Lamport protocol for one node, as a state machine with no I/O.
 
 use crate::{ChannelRecord, LocalSnapshot, NodeId, Process, SnapshotId};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use thiserror::Error;
 
 /// What the driver of an engine must do after an input.
@@ -110,6 +110,21 @@ fn refused(id: &Option<SnapshotId>) -> String {
         None => "no new snapshot can start".to_string(),
         Some(id) => format!("snapshot {id} is refused and cannot complete"),
     }
+}
+
+/// How many aborted snapshots an engine remembers, to ignore their late markers.
+pub const ABORTED_REMEMBERED: usize = 1024;
+
+/// What a node knew of a snapshot when it [aborted](SnapshotEngine::abort) it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Aborted {
+    /// It had recorded its state and was waiting for the marker of these incoming
+    /// channels.
+    Waiting(Vec<NodeId>),
+    /// Its part was complete (or it had aborted the snapshot already).
+    Finished,
+    /// No marker of it had reached this node.
+    NotReached,
 }
 
 /// The actions an input to the engine of process `P` asks for.
@@ -231,6 +246,9 @@ pub struct SnapshotEngine<P: Process> {
     sent: BTreeMap<NodeId, u64>,
     recording: BTreeMap<SnapshotId, Recording<P::State, P::Record>>,
     finished: BTreeMap<NodeId, Finished>,
+    /// The snapshots aborted here, most recent last (also in `finished`): a late
+    /// marker of one is ignored. At most [`ABORTED_REMEMBERED`] are kept.
+    aborted: VecDeque<SnapshotId>,
     /// The first sequence number this engine issued, or will issue.
     epoch: u64,
     /// The sequence number the next [`initiate`](Self::initiate) issues: this engine
@@ -251,6 +269,7 @@ impl<P: Process> std::fmt::Debug for SnapshotEngine<P> {
             .field("epoch", &self.epoch)
             .field("next_seq", &self.next_seq)
             .field("finished", &self.finished)
+            .field("aborted", &self.aborted)
             .finish_non_exhaustive()
     }
 }
@@ -267,6 +286,7 @@ where
             sent: self.sent.clone(),
             recording: self.recording.clone(),
             finished: self.finished.clone(),
+            aborted: self.aborted.clone(),
             epoch: self.epoch,
             next_seq: self.next_seq,
             max_in_flight: self.max_in_flight,
@@ -287,6 +307,7 @@ where
             sent,
             recording,
             finished,
+            aborted,
             epoch,
             next_seq,
             max_in_flight,
@@ -296,6 +317,7 @@ where
             && *sent == other.sent
             && *recording == other.recording
             && *finished == other.finished
+            && *aborted == other.aborted
             && *epoch == other.epoch
             && *next_seq == other.next_seq
             && *max_in_flight == other.max_in_flight
@@ -339,6 +361,7 @@ impl<P: Process> SnapshotEngine<P> {
             sent: BTreeMap::new(),
             recording: BTreeMap::new(),
             finished: BTreeMap::new(),
+            aborted: VecDeque::new(),
             epoch,
             next_seq: epoch,
             max_in_flight: Self::DEFAULT_MAX_IN_FLIGHT,
@@ -500,6 +523,10 @@ impl<P: Process> SnapshotEngine<P> {
         if id.initiator == self.me && !(self.epoch..self.next_seq).contains(&id.seq) {
             return Err(EngineError::ForgedSnapshot { id, from });
         }
+        if self.aborted.contains(&id) {
+            // Late: the snapshot was given up on here. Nothing to do.
+            return Ok(Vec::new());
+        }
         let duplicate = EngineError::DuplicateMarker {
             id,
             from,
@@ -520,6 +547,40 @@ impl<P: Process> SnapshotEngine<P> {
             return Err(duplicate);
         }
         Ok(self.complete_if_closed(id).into_iter().collect())
+    }
+
+    /// Gives up on snapshot `id` at this node (its coordinator aborted it): drops its
+    /// recording, if this node had one, and remembers the snapshot as finished, so
+    /// that it never starts here, and a marker of it that comes later is ignored (for
+    /// the last [`ABORTED_REMEMBERED`] aborted snapshots; an older one's marker is
+    /// refused as a [`DuplicateMarker`](EngineError::DuplicateMarker)).
+    ///
+    /// Returns what this node knew of it: the incoming channels whose marker had not
+    /// come yet, if it was recording it. Aborting a snapshot that had completed here,
+    /// or twice, changes nothing more.
+    pub fn abort(&mut self, id: SnapshotId) -> Aborted {
+        let before = match self.recording.remove(&id) {
+            Some(recording) => Aborted::Waiting(recording.open.into_iter().collect()),
+            None if self.has_finished(id) => Aborted::Finished,
+            None => Aborted::NotReached,
+        };
+        self.finished
+            .entry(id.initiator)
+            .or_default()
+            .insert(id.seq);
+        if !self.aborted.contains(&id) {
+            if self.aborted.len() == ABORTED_REMEMBERED {
+                self.aborted.pop_front();
+            }
+            self.aborted.push_back(id);
+        }
+        before
+    }
+
+    fn has_finished(&self, id: SnapshotId) -> bool {
+        self.finished
+            .get(&id.initiator)
+            .is_some_and(|f| f.contains(id.seq))
     }
 
     /// An application message was taken from the channel `from -> self`: it is counted,

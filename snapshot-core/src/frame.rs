@@ -1,6 +1,6 @@
 //! What travels between endpoints.
 
-use crate::{LocalSnapshot, SnapshotId};
+use crate::{Aborted, LocalSnapshot, SnapshotId};
 use serde::{Deserialize, Serialize};
 
 /// What travels on a node-to-node channel: an application message or a marker.
@@ -42,4 +42,8 @@ pub enum Coordination<S, R> {
     /// Node to coordinator: its part of a snapshot (boxed, so that every frame does
     /// not take the size of a snapshot).
     Report(Box<LocalSnapshot<S, R>>),
+    /// Coordinator to node: give up on this snapshot (it missed its deadline).
+    Abort(SnapshotId),
+    /// Node to coordinator: it has given up on this snapshot, and what it knew of it.
+    Aborted(SnapshotId, Aborted),
 }

@@ -82,7 +82,7 @@
 //!         node.poll_event(t, Duration::ZERO)?;
 //!     }
 //!     match coordinator.next_event(&mut control, Duration::ZERO)? {
-//!         Some(CoordinatorEvent::Completed(global)) => break global,
+//!         Some(CoordinatorEvent::Completed(taken)) => break taken.snapshot,
 //!         _ => continue,
 //!     }
 //! };
@@ -133,6 +133,7 @@
 //! Helpers for those who write a transport are in [`stream`].
 
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 #[cfg(feature = "async")]
 mod asynchronous;
@@ -155,8 +156,11 @@ mod transport;
 
 #[cfg(feature = "async")]
 pub use asynchronous::AsyncTransport;
-pub use coordinator::{Coordinator, CoordinatorError, CoordinatorEvent};
-pub use engine::{Action, EngineError, SnapshotEngine};
+pub use coordinator::{
+    AbortedSnapshot, Coordinator, CoordinatorError, CoordinatorEvent, DEFAULT_TIMEOUT,
+    SnapshotStats, TakenSnapshot, Unfinished,
+};
+pub use engine::{ABORTED_REMEMBERED, Aborted, Action, EngineError, SnapshotEngine};
 pub use frame::{Coordination, Envelope, Frame};
 pub use id::{Endpoint, NodeId, SnapshotId};
 pub use node::{Event, Node, NodeError, NodeEvent, NodeFrame, NodeSnapshot, Outcome};

@@ -58,6 +58,9 @@ pub enum Event<S, R, C> {
     /// A peer has gone (see [`Incoming::Departed`]). A node whose peer departs can
     /// finish no snapshot that needs a marker from it.
     Departed(Endpoint),
+    /// The coordinator aborted this snapshot: the node has dropped what it recorded
+    /// of it, and will ignore its late markers.
+    Aborted(SnapshotId),
 }
 
 /// The frames a node's transport carries, for a process `P` and control traffic `C`.
@@ -476,6 +479,11 @@ impl<P: Process> Node<P> {
                     .completed
                     .map(Event::Completed))
             }
+            Arrival::Abort(from, id) => {
+                let (to, frame) = self.abort(from, id);
+                transport.send(to, frame)?;
+                Ok(Some(Event::Aborted(id)))
+            }
             Arrival::Event(event) => Ok(Some(event)),
         }
     }
@@ -546,6 +554,8 @@ enum Arrival<P: Process, C> {
     Marker(NodeId, SnapshotId),
     /// A coordinator asks for a snapshot.
     Initiate(Endpoint),
+    /// A coordinator gives up on a snapshot.
+    Abort(Endpoint, SnapshotId),
     /// What needs the application.
     Event(NodeEvent<P, C>),
 }
@@ -585,6 +595,13 @@ impl<P: Process> Node<P> {
         self.engine.on_message(from, &message, &self.process)?;
         self.process.handle(from, message, &mut self.outbox);
         Ok(())
+    }
+
+    /// A coordinator at `from` gives up on snapshot `id`: so does the engine, and the
+    /// coordinator hears what this node knew of it.
+    fn abort<C>(&mut self, from: Endpoint, id: SnapshotId) -> Addressed<P, C> {
+        let what = self.engine.abort(id);
+        (from, Frame::Snapshot(Coordination::Aborted(id, what)))
     }
 
     /// A coordinator at `from` asks for a snapshot: it is started, and the
@@ -645,6 +662,7 @@ impl<P: Process> Node<P> {
             }
             (from, Frame::Control(control)) => Ok(Arrival::Event(Event::Control { from, control })),
             (from, Frame::Snapshot(Coordination::Initiate)) => Ok(Arrival::Initiate(from)),
+            (from, Frame::Snapshot(Coordination::Abort(id))) => Ok(Arrival::Abort(from, id)),
             (from, Frame::Snapshot(_)) => Err(TransportError::Protocol(format!(
                 "{from} sent a node what only coordinators take"
             ))

@@ -98,13 +98,13 @@
 
 use crate::topology::Topology;
 use crate::{
-    Collector, Coordination, Coordinator, CoordinatorError, CoordinatorEvent, Endpoint, Envelope,
-    Event, Frame, GlobalSnapshot, Incoming, LocalSnapshot, Node, NodeError, NodeFrame, NodeId,
-    Process, SnapshotError, SnapshotId, Transport, TransportError,
+    AbortedSnapshot, Collector, Coordination, Coordinator, CoordinatorError, CoordinatorEvent,
+    Endpoint, Envelope, Event, Frame, GlobalSnapshot, Incoming, LocalSnapshot, Node, NodeError,
+    NodeFrame, NodeId, Process, SnapshotError, SnapshotId, Transport, TransportError,
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use thiserror::Error;
 
 /// Why the simulation refused a call, or what failed in it.
@@ -243,6 +243,10 @@ pub enum Kind {
         /// The snapshot.
         id: SnapshotId,
     },
+    /// A coordinator's word that a snapshot is given up on.
+    Abort(SnapshotId),
+    /// A node's word to its coordinator that it gave up on this snapshot.
+    Aborted(SnapshotId),
     /// A control frame of the application's.
     Control,
     /// The news that the sender has gone ([`Incoming::Departed`]).
@@ -262,6 +266,9 @@ pub enum Notice<C> {
     },
     /// A peer has gone.
     Departed(Endpoint),
+    /// The coordinator aborted a snapshot that missed its deadline (see
+    /// [`Sim::advance`]).
+    Aborted(AbortedSnapshot),
     /// The coordinator heard that `node`, asked to, started snapshot `id`.
     Started {
         /// The initiator.
@@ -542,6 +549,8 @@ impl Kind {
                 node: local.node,
                 id: local.id,
             },
+            Item::Frame(Frame::Snapshot(Coordination::Abort(id))) => Kind::Abort(*id),
+            Item::Frame(Frame::Snapshot(Coordination::Aborted(id, _))) => Kind::Aborted(*id),
             Item::Frame(Frame::Control(_)) => Kind::Control,
         }
     }
@@ -673,6 +682,9 @@ pub struct Sim<P: Process, C = ()> {
     topology: Topology,
     sink: Sink<P::State, P::Record>,
     completed: Vec<GlobalSnapshot<P::State, P::Record>>,
+    /// The simulation's clock, for the coordinator's deadlines: it moves only when
+    /// [`advance`](Sim::advance)d.
+    now: Instant,
 }
 
 impl<P: Process, C> fmt::Debug for Sim<P, C> {
@@ -774,6 +786,7 @@ where
             nodes,
             topology: topology.clone(),
             completed: Vec::new(),
+            now: Instant::now(),
         })
     }
 
@@ -1040,8 +1053,38 @@ where
             return Err(SimError::NoCoordinator);
         };
         coordinator
-            .initiate(&mut Port::new(endpoint, &mut self.net), node)
+            .initiate_at(&mut Port::new(endpoint, &mut self.net), node, self.now)
             .map_err(SimError::Coordinator)
+    }
+
+    /// Moves the simulation's clock on by `by`, and lets the coordinator (if there is
+    /// one) keep its deadlines: a snapshot whose last part has not come within the
+    /// coordinator's timeout of its request is aborted, and the abort goes to every
+    /// node on its channels like any frame. Returns a completed abort, if one is due
+    /// (the coordinator reports it once every node that had not finished has
+    /// answered, or once its timeout has passed again).
+    pub fn advance(&mut self, by: Duration) -> Result<Option<AbortedSnapshot>, SimError> {
+        self.now += by;
+        let endpoint = self.net.coordinator.ok_or(SimError::NoCoordinator)?;
+        let Sink::Coordinator(coordinator) = &mut self.sink else {
+            return Err(SimError::NoCoordinator);
+        };
+        match coordinator
+            .expire::<P::Message, C, _>(&mut Port::new(endpoint, &mut self.net), self.now)
+            .map_err(SimError::Coordinator)?
+        {
+            Some(CoordinatorEvent::Aborted(aborted)) => Ok(Some(aborted)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Replaces the coordinator's timeout (see [`Coordinator::with_timeout`]).
+    pub fn set_timeout(&mut self, timeout: Duration) -> Result<(), SimError> {
+        let Sink::Coordinator(coordinator) = &mut self.sink else {
+            return Err(SimError::NoCoordinator);
+        };
+        coordinator.set_timeout(timeout);
+        Ok(())
     }
 
     /// Sends the control frame `control` from `from` (any endpoint: a test harness, a
@@ -1406,7 +1449,7 @@ where
                 turn.notice = Some(Notice::Control { from, control })
             }
             Some(Event::Departed(peer)) => turn.notice = Some(Notice::Departed(peer)),
-            None => {}
+            Some(Event::Aborted(_)) | None => {}
         }
         turn.started = node
             .engine()
@@ -1431,10 +1474,10 @@ where
                 let from = Endpoint::Node(local.node);
                 let report = Frame::Snapshot(Coordination::Report(Box::new(local)));
                 match coordinator
-                    .handle::<P::Message, C>(Incoming::Frame(from, report))
+                    .handle_at::<P::Message, C>(Incoming::Frame(from, report), self.now)
                     .map_err(SimError::Coordinator)?
                 {
-                    Some(CoordinatorEvent::Completed(global)) => Some(global),
+                    Some(CoordinatorEvent::Completed(taken)) => Some(taken.snapshot),
                     _ => None,
                 }
             }
@@ -1461,15 +1504,18 @@ where
             self.net.knows.insert((endpoint, peer));
         }
         match coordinator
-            .handle(incoming)
+            .handle_at(incoming, self.now)
             .map_err(SimError::Coordinator)?
         {
             Some(CoordinatorEvent::Started { node, id }) => {
                 turn.notice = Some(Notice::Started { node, id })
             }
-            Some(CoordinatorEvent::Completed(global)) => {
-                turn.assembled = Some(global.id());
-                self.completed.push(global);
+            Some(CoordinatorEvent::Completed(taken)) => {
+                turn.assembled = Some(taken.snapshot.id());
+                self.completed.push(taken.snapshot);
+            }
+            Some(CoordinatorEvent::Aborted(aborted)) => {
+                turn.notice = Some(Notice::Aborted(aborted))
             }
             Some(CoordinatorEvent::Control { from, control }) => {
                 turn.notice = Some(Notice::Control { from, control })

@@ -132,7 +132,7 @@ fn the_coordinator_starts_snapshots_and_assembles_them() {
     let completed: Vec<_> = events
         .into_iter()
         .filter_map(|e| match e {
-            CoordinatorEvent::Completed(global) => Some(global),
+            CoordinatorEvent::Completed(taken) => Some(taken.snapshot),
             _ => None,
         })
         .collect();

@@ -115,6 +115,11 @@ impl<P: Process> Node<P> {
                     .completed
                     .map(Event::Completed))
             }
+            Arrival::Abort(from, id) => {
+                let (to, frame) = self.abort(from, id);
+                transport.send(to, frame).await?;
+                Ok(Some(Event::Aborted(id)))
+            }
             Arrival::Event(event) => Ok(Some(event)),
         }
     }
