@@ -173,6 +173,8 @@ async fn run_branch(mut node: Node<Branch>, mut transport: Transport) -> Result<
             // A branch leaves only once told to stop, after every chain has ended.
             Event::Departed(Endpoint::Node(_)) => continue,
             Event::Departed(peer) => return Err(format!("{peer} left early").into()),
+            // Nothing here aborts snapshots.
+            Event::Aborted(_) => continue,
         };
         transport.send(master, Frame::Control(reply)).await?;
     }
