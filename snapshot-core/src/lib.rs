@@ -97,6 +97,29 @@
 //! `examples/ring.rs` is the same with a thread per node, tokens and named items, and
 //! three snapshots at once: `cargo run -p snapshot-core --example ring --all-features`.
 //!
+//! # The lifecycle of a snapshot
+//!
+//! 1. **Start.** [`Coordinator::initiate`] asks a node; its driver records the
+//!    node's state, sends the markers and answers [`CoordinatorEvent::Started`]. Any
+//!    number may be in flight, up to each engine's
+//!    [bound](SnapshotEngine::with_max_in_flight).
+//! 2. **Complete, or abort.** Every node sends its part as it completes; the last
+//!    one makes [`CoordinatorEvent::Completed`], a [`TakenSnapshot`]: the
+//!    [`GlobalSnapshot`] and its [`SnapshotStats`]. A snapshot whose last part has not
+//!    come within the coordinator's [timeout](Coordinator::with_timeout) is aborted
+//!    at every node ([`CoordinatorEvent::Aborted`] says which nodes had not finished
+//!    and which channels they waited on); its late markers are ignored, and the next
+//!    snapshot goes as usual.
+//! 3. **Save.** A [`TakenSnapshot`] is serde-serializable: keep it anywhere, with
+//!    any format.
+//! 4. **Restore.** [`Node::restore`] rebuilds a node from a saved snapshot: its
+//!    process from its recorded state ([`Restore`]), its channels, and an engine whose
+//!    sequence numbers resume past the snapshot; on resuming, each node first sends
+//!    again what the snapshot caught in transit on its channels ([`Replay`]), before
+//!    anything new. A snapshot taken right after equals the one restored from. See
+//!    [`restore`] and `examples/restore.rs`
+//!    (`cargo run -p snapshot-core --example restore --all-features`).
+//!
 //! # Layers
 //!
 //! The crate is built in layers, so that each can be used and tested alone:
@@ -147,6 +170,7 @@ mod frame;
 mod id;
 mod node;
 mod process;
+pub mod restore;
 #[cfg(feature = "sim")]
 pub mod sim;
 mod snapshot;
@@ -165,5 +189,6 @@ pub use frame::{Coordination, Envelope, Frame};
 pub use id::{Endpoint, NodeId, SnapshotId};
 pub use node::{Event, Node, NodeError, NodeEvent, NodeFrame, NodeSnapshot, Outcome};
 pub use process::{Outbox, Process};
+pub use restore::{Replay, Restore, RestoreError, Restored};
 pub use snapshot::{ChannelRecord, Collector, GlobalSnapshot, LocalSnapshot, SnapshotError};
 pub use transport::{Incoming, Transport, TransportError};

@@ -43,6 +43,11 @@ impl<M> Outbox<M> {
 /// during a snapshot is written into that channel's record. Recording whole messages
 /// is one choice (`Record = Vec<Message>`); folding them is another (a bank keeps only
 /// the sum of the money in transit).
+///
+/// The choice decides whether a snapshot can be [restored](crate::restore): a record
+/// that keeps the messages, in order, can put them back on their channel
+/// ([`Replay`](crate::Replay)); one that folds them cannot. A process that can be
+/// rebuilt from its state implements [`Restore`](crate::Restore).
 pub trait Process {
     /// The application messages exchanged between nodes.
     type Message;
