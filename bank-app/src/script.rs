@@ -1,7 +1,6 @@
 //! The bank's command language: one command a line (BANK.md, "Commands" and "Input").
 
 use snapshot_core::NodeId;
-use std::fmt;
 
 /// One command of a script.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,14 +42,17 @@ pub enum Command {
     KillAll,
 }
 
-/// Why a line is not a command.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why a line is not a command. Its text is what the bank prints after `line N: `.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SyntaxError {
     /// The line is not UTF-8.
+    #[error("the line is not valid UTF-8")]
     InvalidUtf8,
     /// The first word names no command.
+    #[error("unknown command {0:?}")]
     UnknownCommand(String),
     /// The command has the wrong number of arguments.
+    #[error("wrong number of arguments to {command} (usage: {usage})")]
     Arity {
         /// The command.
         command: &'static str,
@@ -58,30 +60,16 @@ pub enum SyntaxError {
         usage: &'static str,
     },
     /// An argument is not an unsigned decimal number.
+    #[error("{0:?} is not a number (digits 0-9 only, no sign)")]
     NotANumber(String),
     /// An argument is a number too large for its place.
+    #[error("{text} is larger than {max}")]
     TooLarge {
         /// The argument.
         text: String,
         /// The largest value allowed there.
         max: u64,
     },
-}
-
-impl fmt::Display for SyntaxError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SyntaxError::InvalidUtf8 => f.write_str("the line is not valid UTF-8"),
-            SyntaxError::UnknownCommand(word) => write!(f, "unknown command {word:?}"),
-            SyntaxError::Arity { command, usage } => {
-                write!(f, "wrong number of arguments to {command} (usage: {usage})")
-            }
-            SyntaxError::NotANumber(text) => {
-                write!(f, "{text:?} is not a number (digits 0-9 only, no sign)")
-            }
-            SyntaxError::TooLarge { text, max } => write!(f, "{text} is larger than {max}"),
-        }
-    }
 }
 
 /// Parses one line of a script, without its `\n`. Blank lines and comments are
@@ -264,6 +252,40 @@ mod tests {
             parse_line(b"# caf\xe9"),
             Ok(None),
             "a comment may hold any bytes"
+        );
+    }
+
+    #[test]
+    fn reasons_are_errors_that_read_as_the_bank_prints_them() {
+        let reason = |line: &[u8]| -> String {
+            let error: Box<dyn std::error::Error> = Box::new(parse_line(line).unwrap_err());
+            assert!(error.source().is_none(), "a syntax error wraps nothing");
+            error.to_string()
+        };
+        assert_eq!(reason(b"Send 1 2 \xff"), "the line is not valid UTF-8");
+        assert_eq!(
+            reason(b"start\"Master"),
+            r#"unknown command "start\"Master""#
+        );
+        assert_eq!(
+            reason(b"Send 1 2"),
+            "wrong number of arguments to Send (usage: Send FROM TO AMOUNT)"
+        );
+        assert_eq!(
+            reason(b"Receive"),
+            "wrong number of arguments to Receive (usage: Receive TO [FROM])"
+        );
+        assert_eq!(
+            reason("Send 1 2 -５\t".as_bytes()),
+            r#""-５" is not a number (digits 0-9 only, no sign)"#
+        );
+        assert_eq!(
+            reason(b"CreateNode 4294967296 1"),
+            "4294967296 is larger than 4294967295"
+        );
+        assert_eq!(
+            reason(b"Send 1 2 18446744073709551616"),
+            "18446744073709551616 is larger than 18446744073709551615"
         );
     }
 }

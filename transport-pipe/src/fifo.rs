@@ -1,11 +1,13 @@
 //! Named pipes on disk: their names, creating, opening and removing them, and waiting
 //! on them. The only module that talks to the OS directly.
 
+use rustix::event::{PollFd, Secs, Timespec};
+use rustix::fs::{CWD, Mode, OFlags};
+use rustix::io::Errno;
 use snapshot_core::Endpoint;
 use std::ffi::CString;
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -52,17 +54,17 @@ impl FileId {
 pub(crate) fn create(path: &Path) -> io::Result<Option<FileId>> {
     let c_path = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "the path contains a NUL byte"))?;
-    // SAFETY: `c_path` is a NUL-terminated string that outlives the call.
-    if unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) } == 0 {
-        return Ok(Some(FileId::of(&fs::symlink_metadata(path)?)));
-    }
-    let error = io::Error::last_os_error();
-    if error.raw_os_error() == Some(libc::EEXIST) {
-        Ok(None)
-    } else {
-        Err(error)
+    // What mkfifo(3) does: mknodat(AT_FDCWD, path, S_IFIFO | 0600, 0).
+    match rustix::fs::mkfifoat(CWD, c_path.as_c_str(), Mode::RUSR | Mode::WUSR) {
+        Ok(()) => Ok(Some(FileId::of(&fs::symlink_metadata(path)?))),
+        Err(Errno::EXIST) => Ok(None),
+        Err(errno) => Err(errno.into()),
     }
 }
+
+/// `O_NONBLOCK`, as [`OpenOptionsExt::custom_flags`] takes it (std adds `O_CLOEXEC`
+/// itself). The flag's value is small and positive, so the conversion is exact.
+const NONBLOCK: i32 = OFlags::NONBLOCK.bits() as i32;
 
 /// Removes `path` if it still names the file `id`. A path already gone is fine.
 pub(crate) fn remove_if_same(path: &Path, id: FileId) {
@@ -94,7 +96,7 @@ fn ensure_fifo(file: File) -> io::Result<File> {
 pub(crate) fn open_read(path: &Path) -> io::Result<File> {
     let file = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK)
+        .custom_flags(NONBLOCK)
         .open(path)?;
     ensure_fifo(file)
 }
@@ -107,17 +109,17 @@ pub(crate) fn open_read(path: &Path) -> io::Result<File> {
 pub(crate) fn open_write(path: &Path, pipe_size: usize) -> io::Result<File> {
     let file = OpenOptions::new()
         .write(true)
-        .custom_flags(libc::O_NONBLOCK)
+        .custom_flags(NONBLOCK)
         .open(path)?;
     let file = ensure_fifo(file)?;
     if pipe_size > 0 {
-        let size = libc::c_int::try_from(pipe_size).unwrap_or(libc::c_int::MAX);
-        // SAFETY: `file` is open for the duration of the call; F_SETPIPE_SZ only
-        // resizes the pipe's buffer, and when it fails the pipe stays as it was.
-        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETPIPE_SZ, size) } < 0 {
+        // fcntl takes an int: a larger size asks for the most there is. When it
+        // fails, the pipe stays as it was.
+        let size = pipe_size.min(i32::MAX as usize);
+        if let Err(errno) = rustix::pipe::fcntl_setpipe_size(&file, size) {
             tracing::trace!(
                 path = %path.display(),
-                error = %io::Error::last_os_error(),
+                error = %io::Error::from(errno),
                 "the pipe keeps its size"
             );
         }
@@ -126,38 +128,25 @@ pub(crate) fn open_write(path: &Path, pipe_size: usize) -> io::Result<File> {
 }
 
 /// Waits until one of `fds` is ready for what it asks, or `timeout` passes (`None`:
-/// for ever; zero: only looks). Returns how many are ready (0 on timeout); each
-/// entry's `revents` says what happened to it.
+/// for ever; zero: only looks), in `ppoll(2)`, which is retried when a signal
+/// interrupts it. Returns how many are ready (0 on timeout); each entry's
+/// [`revents`](PollFd::revents) says what happened to it.
 ///
 /// On Linux a FIFO whose writer has never opened it does not report a hang-up, so a
 /// read end opened early stays quiet here until its writer comes.
-pub(crate) fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
-    let timespec = timeout.map(|timeout| libc::timespec {
-        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
-        // Below a billion: fits every c_long.
-        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+pub(crate) fn poll(fds: &mut [PollFd<'_>], timeout: Option<Duration>) -> io::Result<usize> {
+    let timespec = timeout.map(|timeout| {
+        // A timeout past the end of time waits until then.
+        Timespec::try_from(timeout).unwrap_or(Timespec {
+            tv_sec: Secs::MAX,
+            tv_nsec: 0,
+        })
     });
-    let timespec_ptr = timespec
-        .as_ref()
-        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
     loop {
-        // SAFETY: `fds` is a valid array of pollfd for the length given, whose
-        // descriptors the caller keeps open for the duration of the call; the timeout
-        // points to a timespec that outlives it, or is null; no signal mask is given.
-        let ready = unsafe {
-            libc::ppoll(
-                fds.as_mut_ptr(),
-                fds.len() as libc::nfds_t,
-                timespec_ptr,
-                std::ptr::null(),
-            )
-        };
-        if ready >= 0 {
-            return Ok(ready as usize);
-        }
-        let error = io::Error::last_os_error();
-        if error.kind() != io::ErrorKind::Interrupted {
-            return Err(error);
+        match rustix::event::poll(fds, timespec.as_ref()) {
+            Ok(ready) => return Ok(ready),
+            Err(Errno::INTR) => {}
+            Err(errno) => return Err(errno.into()),
         }
     }
 }
@@ -165,20 +154,16 @@ pub(crate) fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustix::event::PollFlags;
+    use rustix::io::FdFlags;
 
     fn close_on_exec(file: &File) -> bool {
-        // SAFETY: `file` is open for the duration of the call; F_GETFD only reads the
-        // descriptor's flags.
-        let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFD) };
-        assert!(flags >= 0, "F_GETFD: {}", io::Error::last_os_error());
-        flags & libc::FD_CLOEXEC != 0
+        let flags = rustix::io::fcntl_getfd(file).expect("F_GETFD");
+        flags.contains(FdFlags::CLOEXEC)
     }
 
-    fn status_flags(file: &File) -> libc::c_int {
-        // SAFETY: as above, with F_GETFL.
-        let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
-        assert!(flags >= 0, "F_GETFL: {}", io::Error::last_os_error());
-        flags
+    fn status_flags(file: &File) -> OFlags {
+        rustix::fs::fcntl_getfl(file).expect("F_GETFL")
     }
 
     #[test]
@@ -191,8 +176,20 @@ mod tests {
         let write = open_write(&path, 1 << 20).unwrap();
         for end in [&read, &write] {
             assert!(close_on_exec(end));
-            assert_ne!(status_flags(end) & libc::O_NONBLOCK, 0);
+            assert!(status_flags(end).contains(OFlags::NONBLOCK));
         }
+    }
+
+    #[test]
+    fn the_pipe_takes_the_size_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fifo");
+        create(&path).unwrap();
+        let _read = open_read(&path).unwrap();
+        let write = open_write(&path, 1 << 20).unwrap();
+        // Within /proc/sys/fs/pipe-max-size (1 MiB by default) for an unprivileged
+        // process; root may go past it.
+        assert!(rustix::pipe::fcntl_getpipe_size(&write).unwrap() >= 1 << 20);
     }
 
     #[test]
@@ -201,14 +198,22 @@ mod tests {
         let path = dir.path().join("fifo");
         create(&path).unwrap();
         let read = open_read(&path).unwrap();
-        let mut fds = [libc::pollfd {
-            fd: read.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
+        let mut fds = [PollFd::new(&read, PollFlags::IN)];
         assert_eq!(poll(&mut fds, Some(Duration::ZERO)).unwrap(), 0);
         drop(open_write(&path, 0).unwrap());
         assert_eq!(poll(&mut fds, Some(Duration::ZERO)).unwrap(), 1);
-        assert_ne!(fds[0].revents & libc::POLLHUP, 0);
+        assert!(fds[0].revents().contains(PollFlags::HUP));
+    }
+
+    #[test]
+    fn a_timeout_too_long_to_represent_still_returns_what_is_ready() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fifo");
+        create(&path).unwrap();
+        let _read = open_read(&path).unwrap();
+        let write = open_write(&path, 0).unwrap();
+        let mut fds = [PollFd::new(&write, PollFlags::OUT)];
+        assert_eq!(poll(&mut fds, Some(Duration::MAX)).unwrap(), 1);
+        assert!(fds[0].revents().contains(PollFlags::OUT));
     }
 }

@@ -125,6 +125,7 @@
 //! `EPIPE` and is reported as `Disconnected`); a program that restores `SIGPIPE` must
 //! not use this transport.
 
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg(unix)]
 
@@ -144,7 +145,7 @@ use snapshot_core::stream::{Patience, flush_order};
 use snapshot_core::{Endpoint, Incoming, Transport, TransportError};
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use writer::Writer;
@@ -342,7 +343,7 @@ where
                 return Err(TransportError::Closed);
             }
             let look = patience.look();
-            self.wait(None, look.timeout)?;
+            wait(&mut self.reader, self.local, None, look.timeout)?;
             if !self.reader.inbound.has_arrivals() {
                 if look.last {
                     return Ok(None);
@@ -354,20 +355,6 @@ where
         }
     }
 
-    /// [`Reader::wait`], with errors as the transport reports them.
-    fn wait(
-        &mut self,
-        write: Option<RawFd>,
-        timeout: Option<Duration>,
-    ) -> Result<bool, TransportError> {
-        self.reader
-            .wait(write, timeout)
-            .map_err(|source| TransportError::Io {
-                context: format!("waiting on the FIFOs of {}", self.local),
-                source,
-            })
-    }
-
     /// Writes everything buffered for `peer`, waiting for its pipe to drain (reading
     /// the incoming FIFOs meanwhile) for as long as it takes. A peer that has gone is
     /// marked so, and its frames dropped: receiving reports its departure.
@@ -376,7 +363,6 @@ where
             let Some(Route::Open(writer)) = self.routes.get_mut(&peer) else {
                 return Ok(());
             };
-            let fd = writer.fd();
             match writer.write_some() {
                 Ok(true) => return Ok(()),
                 Ok(false) => {}
@@ -391,7 +377,7 @@ where
             }
             // Until the pipe can take more; reading is what lets a peer that is
             // writing to us at the same time get on, and then read what we write.
-            while !self.wait(Some(fd), None)? {}
+            while !wait(&mut self.reader, self.local, Some(writer.fd()), None)? {}
         }
     }
 
@@ -410,6 +396,22 @@ where
         }
         Ok(())
     }
+}
+
+/// [`Reader::wait`] for the endpoint `local`, with errors as the transport reports
+/// them.
+fn wait<F: DeserializeOwned>(
+    reader: &mut Reader<F>,
+    local: Endpoint,
+    write: Option<BorrowedFd<'_>>,
+    timeout: Option<Duration>,
+) -> Result<bool, TransportError> {
+    reader
+        .wait(write, timeout)
+        .map_err(|source| TransportError::Io {
+            context: format!("waiting on the FIFOs of {local}"),
+            source,
+        })
 }
 
 impl<F> Transport<F> for PipeTransport<F>
@@ -520,7 +522,6 @@ impl<F> Drop for PipeTransport<F> {
             // Best effort: a peer that has gone, or stays full past the linger,
             // cannot be helped.
             while let Some(Route::Open(writer)) = self.routes.get_mut(&peer) {
-                let fd = writer.fd();
                 if !matches!(writer.write_some(), Ok(false)) {
                     break;
                 }
@@ -532,7 +533,7 @@ impl<F> Drop for PipeTransport<F> {
                 // what it sends is read, and thrown away.
                 if self
                     .reader
-                    .wait_discarding(Some(fd), Some(deadline - now))
+                    .wait_discarding(Some(writer.fd()), Some(deadline - now))
                     .is_err()
                 {
                     break;

@@ -8,41 +8,36 @@
 //! only when a read that `poll` asked for finds the end of the stream.
 
 use crate::fifo;
+use rustix::event::{PollFd, PollFlags};
 use serde::de::DeserializeOwned;
 use snapshot_core::stream::{Inbound, Turn};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::BorrowedFd;
 use std::time::Duration;
 
-/// Every incoming FIFO of an endpoint, what has been read from them, and the poll set.
+/// Every incoming FIFO of an endpoint, and what has been read from them.
 pub(crate) struct Reader<F> {
     pub(crate) inbound: Inbound<File, F>,
-    /// The poll set: the open read ends (rebuilt when `stale`), then during a wait
-    /// the write end waited for.
-    fds: Vec<libc::pollfd>,
-    /// Whose read end each entry of `fds` is: its index in `inbound`.
+    /// Whose read end each entry of a wait's poll set is: its index in `inbound`.
+    /// The poll set borrows the open read ends, so each wait makes its own.
     streams: Vec<usize>,
     /// Read ends that gave a whole turn and may hold more.
     more: Vec<usize>,
-    stale: bool,
 }
 
 impl<F> Reader<F> {
     pub(crate) fn new(max_frame: usize) -> Self {
         Reader {
             inbound: Inbound::new(max_frame),
-            fds: Vec::new(),
             streams: Vec::new(),
             more: Vec::new(),
-            stale: true,
         }
     }
 
     /// Starts reading `fifo`, the non-blocking read end of the FIFO from `peer`.
     pub(crate) fn add(&mut self, peer: snapshot_core::Endpoint, fifo: File) {
         self.inbound.add(peer, fifo);
-        self.stale = true;
     }
 
     /// Waits in `poll(2)` until an open read end is ready, or `write` (a FIFO's write
@@ -50,29 +45,18 @@ impl<F> Reader<F> {
     /// Returns the streams to read and whether `write` can take more.
     fn poll(
         &mut self,
-        write: Option<RawFd>,
+        write: Option<BorrowedFd<'_>>,
         timeout: Option<Duration>,
     ) -> io::Result<(Vec<usize>, bool)> {
-        if self.stale {
-            self.fds.clear();
-            self.streams.clear();
-            for (index, _, fifo) in self.inbound.open() {
-                self.fds.push(libc::pollfd {
-                    fd: fifo.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                });
-                self.streams.push(index);
-            }
-            self.stale = false;
+        let mut fds = Vec::with_capacity(self.streams.len() + 1);
+        self.streams.clear();
+        for (index, _, fifo) in self.inbound.open() {
+            fds.push(PollFd::new(fifo, PollFlags::IN));
+            self.streams.push(index);
         }
-        let reading = self.fds.len();
+        let reading = fds.len();
         if let Some(fd) = write {
-            self.fds.push(libc::pollfd {
-                fd,
-                events: libc::POLLOUT,
-                revents: 0,
-            });
+            fds.push(PollFd::from_borrowed_fd(fd, PollFlags::OUT));
         }
         // Streams with more to read are read now: no waiting for them.
         let timeout = if self.more.is_empty() {
@@ -80,14 +64,13 @@ impl<F> Reader<F> {
         } else {
             Some(Duration::ZERO)
         };
-        let polled = fifo::poll(&mut self.fds, timeout);
+        let polled = fifo::poll(&mut fds, timeout);
         // POLLOUT, or POLLERR once the reader has gone (the write then says so).
-        let writable = self.fds[reading..].iter().any(|fd| fd.revents != 0);
-        self.fds.truncate(reading);
+        let writable = fds[reading..].iter().any(|fd| !fd.revents().is_empty());
         polled?;
         let mut ready = std::mem::take(&mut self.more);
-        for (fd, &index) in self.fds.iter().zip(&self.streams) {
-            if fd.revents != 0 && !ready.contains(&index) {
+        for (fd, &index) in fds.iter().zip(&self.streams) {
+            if !fd.revents().is_empty() && !ready.contains(&index) {
                 ready.push(index);
             }
         }
@@ -98,7 +81,7 @@ impl<F> Reader<F> {
     /// is going away and only has to keep its peers from waiting on it.
     pub(crate) fn wait_discarding(
         &mut self,
-        write: Option<RawFd>,
+        write: Option<BorrowedFd<'_>>,
         timeout: Option<Duration>,
     ) -> io::Result<bool> {
         let (ready, writable) = self.poll(write, timeout)?;
@@ -110,10 +93,9 @@ impl<F> Reader<F> {
     }
 
     fn after(&mut self, index: usize, turn: Turn) {
-        match turn {
-            Turn::Drained => {}
-            Turn::More => self.more.push(index),
-            Turn::Ended => self.stale = true,
+        // A stream that ended was closed: the next poll set leaves it out.
+        if turn == Turn::More {
+            self.more.push(index);
         }
     }
 }
@@ -125,7 +107,7 @@ impl<F: DeserializeOwned> Reader<F> {
     /// can take more.
     pub(crate) fn wait(
         &mut self,
-        write: Option<RawFd>,
+        write: Option<BorrowedFd<'_>>,
         timeout: Option<Duration>,
     ) -> io::Result<bool> {
         let (ready, writable) = self.poll(write, timeout)?;
@@ -143,7 +125,6 @@ impl<F: DeserializeOwned> Reader<F> {
         if let Some(index) = self.inbound.stream_of(peer) {
             while self.inbound.read(index) == Turn::More {}
             self.inbound.close(index);
-            self.stale = true;
         } else {
             self.inbound.depart(peer);
         }

@@ -2,13 +2,14 @@
 //! to go into it.
 
 use crate::fifo::{self, FileId};
+use rustix::io::Errno;
 use serde::Serialize;
 use snapshot_core::codec;
 use snapshot_core::{Endpoint, TransportError};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -69,7 +70,7 @@ impl Writer {
                     });
                 }
                 // No reader yet: the peer has not connected to us.
-                Err(error) if error.raw_os_error() == Some(libc::ENXIO) => {}
+                Err(error) if error.raw_os_error() == Some(Errno::NXIO.raw_os_error()) => {}
                 // Removed between our mkfifo and open (its creator gave up on it):
                 // make it again.
                 Err(error) if error.kind() == io::ErrorKind::NotFound => {}
@@ -107,8 +108,8 @@ impl Writer {
     }
 
     /// The write end, to wait on when the pipe is full.
-    pub(crate) fn fd(&self) -> RawFd {
-        self.fifo.as_raw_fd()
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.fifo.as_fd()
     }
 
     /// Writes as much of the buffer as the pipe takes without waiting. Says whether

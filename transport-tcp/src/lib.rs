@@ -167,6 +167,7 @@
 //! code there is.
 
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod asynchronous;
 mod blocking;
