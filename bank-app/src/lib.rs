@@ -7,32 +7,36 @@
 //! `Node`, and every role talks through `dyn Transport`, so the medium is chosen at
 //! run time.
 //!
-//! Modules, by concept:
-//! - [`script`]: the command language;
+//! Modules, from the top down: each imports only modules further down the list.
 //! - [`master`]: checks and runs commands, makes the seeded random choices, prints;
+//! - [`systems`]: the ways to run the roles: threads ([`systems::threads`]), child
+//!   processes watched by a supervisor ([`systems::processes`]), or nodes started by
+//!   hand on other hosts ([`systems::cluster`]), and what a role's own process does
+//!   ([`systems::child`]);
+//! - [`system`]: what the master asks of a system, whichever it is;
 //! - [`role`]: the node and observer roles;
 //! - [`protocol`]: what the roles say to each other;
 //! - [`account`]: a branch as a snapshot-core `Process`;
-//! - [`system`]: starting and stopping the roles for a transport: threads
-//!   ([`system::MemSystem`]), child processes ([`spawned`]), or nodes started by hand
-//!   on other hosts ([`cluster`]);
-//! - [`cleanup`]: removing what a run created, however it ends;
+//! - [`script`]: the command language;
+//! - [`input`]: the script's lines, read ahead on a thread of their own;
 //! - [`channels`]: the master's count of messages per channel;
+//! - [`workload`]: seeded scripts for measuring the bank;
 //! - [`choice`]: reproducible random choices;
-//! - [`workload`]: seeded scripts for measuring the bank.
+//! - [`output`]: the master's standard output;
+//! - [`cause`]: how a failure's cause is written.
 
 #![deny(missing_docs)]
 
 pub mod account;
+pub mod cause;
 pub mod channels;
 pub mod choice;
-pub mod cleanup;
-pub mod cluster;
+pub mod input;
 pub mod master;
 pub mod output;
 pub mod protocol;
 pub mod role;
 pub mod script;
-pub mod spawned;
 pub mod system;
+pub mod systems;
 pub mod workload;

@@ -1,17 +1,24 @@
-//! `master`: runs the distributed bank on a script (see the README and BANK.md), and,
+//! `master`: runs the distributed bank on a script (see `bank-app/README.md`), and,
 //! as `master node`, one node of a bank whose master runs elsewhere.
+//!
+//! The only place that ends the process: on a signal, and in a role's process when
+//! the master that started it has gone.
 
 use anyhow::Context;
+use bank_app::cause::describe;
 use bank_app::choice;
 use bank_app::master::{Master, Status, run_script};
-use bank_app::protocol::{Control, MASTER, Wire};
+use bank_app::output;
 use bank_app::role::Role;
-use bank_app::spawned::{self, EndpointConfig, KEY_VARIABLE};
-use bank_app::system::{self, Options, TransportKind, run_reporting_failure};
-use bank_app::{cleanup, cluster, output};
+use bank_app::system::Teardown;
+use bank_app::systems::child::{self, NodeProcess};
+use bank_app::systems::cluster;
+use bank_app::systems::endpoint::{EndpointConfig, KEY_VARIABLE};
+use bank_app::systems::{self, BuildError, Options, TransportKind};
 use clap::{Args, Parser, Subcommand};
-use snapshot_core::{Frame, Incoming, NodeId, Transport, TransportError};
-use std::io::{BufRead, BufReader};
+use signal_hook::iterator::Signals;
+use snapshot_core::NodeId;
+use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -133,7 +140,7 @@ fn main() -> ExitCode {
         Err(error) => {
             let _ = error.print();
             return if error.use_stderr() {
-                ExitCode::from(Status::Usage as u8)
+                status(Status::Usage)
             } else {
                 ExitCode::SUCCESS
             };
@@ -147,29 +154,18 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
-        Some(Command::Node(args)) => match run_node(args) {
-            Ok(true) => ExitCode::SUCCESS,
-            Ok(false) => ExitCode::FAILURE,
-            Err(error) => {
-                eprintln!("master node: {error:#}");
-                ExitCode::from(Status::Usage as u8)
-            }
-        },
-        None => match run(cli.run) {
-            Ok(status) => ExitCode::from(status as u8),
-            Err(error) => {
-                let _ = output::flush();
-                eprintln!("master: {error:#}");
-                cleanup::clean_up();
-                ExitCode::from(Status::Usage as u8)
-            }
-        },
+        Some(Command::Node(args)) => node(args),
+        None => run(cli.run),
     }
+}
+
+fn status(status: Status) -> ExitCode {
+    ExitCode::from(status as u8)
 }
 
 /// Opens the script: the file at `script`, or standard input. Says whether it is a
 /// regular file, which is read without waiting for anyone.
-fn open_script(script: Option<&PathBuf>) -> anyhow::Result<(Box<dyn BufRead>, bool)> {
+fn open_script(script: Option<&PathBuf>) -> anyhow::Result<(Box<dyn Read + Send>, bool)> {
     match script {
         Some(path) if path.as_os_str() != "-" => {
             let file = std::fs::File::open(path)
@@ -182,46 +178,80 @@ fn open_script(script: Option<&PathBuf>) -> anyhow::Result<(Box<dyn BufRead>, bo
                 "cannot read the script {}: it is a directory",
                 path.display()
             );
-            Ok((
-                Box::new(BufReader::with_capacity(64 * 1024, file)),
-                metadata.is_file(),
-            ))
+            Ok((Box::new(file), metadata.is_file()))
         }
-        _ => Ok((Box::new(std::io::stdin().lock()), false)),
+        _ => Ok((Box::new(std::io::stdin()), false)),
     }
 }
 
-fn run(args: RunArgs) -> anyhow::Result<Status> {
-    let (mut input, regular) = open_script(args.script.as_ref())?;
+/// Runs the script.
+fn run(args: RunArgs) -> ExitCode {
+    let usage = |error: anyhow::Error| {
+        eprintln!("master: {}", describe(&error));
+        status(Status::Usage)
+    };
+    let (input, regular) = match open_script(args.script.as_ref()) {
+        Ok(script) => script,
+        Err(error) => return usage(error),
+    };
     let seed = args.seed.unwrap_or_else(|| {
         let seed = choice::fresh_seed();
         tracing::info!(seed, "no --seed given; replay this run with --seed {seed}");
         seed
     });
-    watch_signals()?;
+    // Taken before the system makes anything: a signal from now on ends the run in
+    // order.
+    let signals = match Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]) {
+        Ok(signals) => signals,
+        Err(error) => return usage(anyhow::Error::new(error).context("cannot watch signals")),
+    };
     let options = Options {
         cluster: args.cluster,
         key: args.key,
         listen: args.listen,
     };
-    let system = system::build(args.transport, &options)?;
-    let ack_timeout = Duration::from_secs_f64(args.ack_timeout);
+    let system = match systems::build(args.transport, &options) {
+        Ok(system) => system,
+        Err(BuildError::Usage(error)) => return usage(error),
+        Err(BuildError::Start(error)) => {
+            eprintln!("master: {}", describe(&error));
+            return status(Status::Failed);
+        }
+    };
     // Nobody waits on the other side of a regular file for each answer.
-    let mut master = Master::new(system, output::Stdout::new(regular), seed, ack_timeout);
-    Ok(run_script(&mut master, &mut input))
+    let out = output::Stdout::new(regular);
+    if let Err(error) = end_on_signals(signals, out.clone(), system.teardown()) {
+        eprintln!("master: {}", describe(&error));
+        // Dropping the system takes down whatever it has made.
+        return status(Status::Failed);
+    }
+    let ack_timeout = Duration::from_secs_f64(args.ack_timeout);
+    let mut master = Master::new(system, out, seed, ack_timeout);
+    status(run_script(&mut master, input, &mut std::io::stderr()))
 }
 
-/// On SIGINT or SIGTERM: removes what the run created, then exits with 128 + the
-/// signal's number.
-fn watch_signals() -> anyhow::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals =
-        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("cannot watch signals")?;
+/// On SIGINT or SIGTERM: writes out what the master has printed, removes what the run
+/// created, then exits with 128 + the signal's number.
+///
+/// The thread holds standard output and standard error from the signal on: whatever
+/// the teardown makes the master notice (its roles going) is never reported.
+fn end_on_signals(
+    mut signals: Signals,
+    out: output::Stdout,
+    teardown: Option<Teardown>,
+) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name("signals".to_string())
         .spawn(move || {
             if let Some(signal) = signals.forever().next() {
-                cleanup::exit(128 + signal);
+                let _out = out.hold();
+                let _err = std::io::stderr().lock();
+                if let Some(teardown) = teardown
+                    && let Err(problem) = teardown()
+                {
+                    eprintln!("master: {problem}");
+                }
+                std::process::exit(128 + signal);
             }
         })
         .context("cannot start the signal thread")?;
@@ -229,8 +259,42 @@ fn watch_signals() -> anyhow::Result<()> {
 }
 
 /// Runs one node (or, for a master that started it, the observer) in this process.
-/// Says whether the role ended without failing.
-fn run_node(args: NodeArgs) -> anyhow::Result<bool> {
+fn node(args: NodeArgs) -> ExitCode {
+    // A process that a master started tells it, and nobody else, why it fails; and
+    // ends when it goes.
+    let by_master = args.master.is_some();
+    if by_master {
+        // A panic is a failure like any other: the role reports it to the master.
+        std::panic::set_hook(Box::new(|panic| tracing::error!(%panic, "panicked")));
+        let watched = child::watch_master(args.dir.clone(), || std::process::exit(0));
+        if let Err(error) = watched {
+            child::report(&format!("cannot watch the master: {error}"));
+            return status(Status::Failed);
+        }
+    }
+    match node_process(args).and_then(|node| child::run(&node)) {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(cause)) => {
+            // The master has been told already, unless the role could not reach it.
+            if by_master {
+                child::report(&cause);
+            }
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            let cause = describe(&error);
+            if by_master {
+                child::report(&cause);
+            } else {
+                eprintln!("master node: {cause}");
+            }
+            status(Status::Usage)
+        }
+    }
+}
+
+/// What the command line says about the node to run.
+fn node_process(args: NodeArgs) -> anyhow::Result<NodeProcess> {
     let role = match (args.observer, args.id) {
         (true, _) => Role::Observer,
         (false, Some(id)) => Role::Node(NodeId(id)),
@@ -240,60 +304,25 @@ fn run_node(args: NodeArgs) -> anyhow::Result<bool> {
         args.transport != TransportKind::Mem,
         "a node process needs --transport pipe or tcp"
     );
-    let key = match (&args.key, args.transport) {
-        (Some(key), _) => key.clone(),
+    let key = match (args.key, args.transport) {
+        (Some(key), _) => key,
         (None, TransportKind::Tcp) => {
             anyhow::bail!("the shared key is missing: --key or {KEY_VARIABLE}")
         }
         (None, _) => String::new(),
     };
-    let config = EndpointConfig {
-        dir: args.dir.clone(),
-        cluster: args.cluster,
-        key: key.into_bytes(),
-        listen: args
-            .listen
-            .unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
-    };
-    let mut transport = spawned::open(args.transport, role.endpoint(), &config)?;
-    if let Some(run_id) = &args.run_id {
-        tracing::debug!(%run_id, ?role, "started by a master");
-    }
-    let attached = match &args.master {
-        Some(master) => {
-            transport.connect(MASTER, master)?;
-            true
-        }
-        None => {
-            let address = transport.address();
-            tracing::info!(%address, ?role, "waiting for the master");
-            wait_for_attach(transport.as_mut())?
-        }
-    };
-    let ok = !attached || run_reporting_failure(role, transport.as_mut());
-    drop(transport);
-    if let Some(dir) = &args.dir {
-        // The last process of the run to leave removes its directory; the others
-        // find it not empty yet.
-        let _ = std::fs::remove_dir(dir);
-    }
-    Ok(ok)
-}
-
-/// Waits for a master to attach this node; says whether one did.
-fn wait_for_attach(transport: &mut dyn Transport<Wire>) -> anyhow::Result<bool> {
-    loop {
-        match transport.recv() {
-            Ok(Incoming::Frame(MASTER, Frame::Control(Control::Attach { master }))) => {
-                transport.connect(MASTER, &master)?;
-                return Ok(true);
-            }
-            Ok(Incoming::Frame(from, frame)) => {
-                tracing::warn!(%from, ?frame, "ignored before attach")
-            }
-            Ok(Incoming::Departed(peer)) => tracing::info!(%peer, "left"),
-            Err(TransportError::Closed) => return Ok(false),
-            Err(error) => return Err(error.into()),
-        }
-    }
+    Ok(NodeProcess {
+        role,
+        kind: args.transport,
+        config: EndpointConfig {
+            dir: args.dir,
+            cluster: args.cluster,
+            key: key.into_bytes(),
+            listen: args
+                .listen
+                .unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
+        },
+        master: args.master,
+        run_id: args.run_id,
+    })
 }

@@ -8,15 +8,26 @@
 
 use crate::channels::ChannelCounts;
 use crate::choice::Chooser;
+use crate::input::Lines;
 use crate::protocol::{BankSnapshot, Control, MASTER, OBSERVER, Peer, Taken, Who, Wire};
 use crate::role::Role;
 use crate::script::Command;
-use crate::system::System;
+use crate::system::{Departure, System};
+use crossbeam_channel::Receiver;
 use snapshot_core::{Endpoint, Frame, Incoming, NodeId, Transport, TransportError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::io::Write;
-use std::time::Duration;
+use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
+
+/// While it waits for an answer, how often the master looks for departures the
+/// system tells of (a process that exited before it ever spoke, whose transport
+/// cannot tell).
+const DEPARTURE_CHECK: Duration = Duration::from_millis(20);
+
+/// How long the master waits for the system to say why a role whose connections
+/// closed has gone (its process is seen to exit right after).
+const WHY_GONE_GRACE: Duration = Duration::from_secs(1);
 
 /// Why a command did not complete.
 #[derive(Debug)]
@@ -50,6 +61,8 @@ fn rejected<T>(reason: impl Into<String>) -> Result<T, Refusal> {
 /// The master of one run.
 pub struct Master<W: Write> {
     system: Box<dyn System>,
+    /// Where the system tells of roles that have gone, if it can tell.
+    departures: Option<Receiver<Departure>>,
     transport: Option<Box<dyn Transport<Wire>>>,
     out: W,
     chooser: Chooser,
@@ -74,6 +87,7 @@ impl<W: Write> Master<W> {
     /// from `seed`.
     pub fn new(system: Box<dyn System>, out: W, seed: u64, ack_timeout: Duration) -> Self {
         Master {
+            departures: system.departures(),
             system,
             transport: None,
             launched: Vec::new(),
@@ -112,9 +126,10 @@ impl<W: Write> Master<W> {
         .map(|()| Flow::Continue)
     }
 
-    /// Tells every role to stop, waits for them, and removes what the run created.
-    pub fn shutdown(&mut self) {
-        crate::cleanup::stopping();
+    /// Tells every role to stop, waits for them, and removes what the run created;
+    /// says what it could not remove.
+    pub fn shutdown(&mut self) -> Result<(), String> {
+        self.system.stopping();
         if let Some(transport) = self.transport.as_mut() {
             for &endpoint in &self.launched {
                 // A role that is already gone needs no telling.
@@ -122,13 +137,13 @@ impl<W: Write> Master<W> {
             }
             let _ = transport.flush();
         }
-        self.system.shutdown();
+        self.system.shutdown()
     }
 
     fn start(&mut self) -> Result<(), Refusal> {
         let transport = self.system.master().map_err(|error| Refusal::Failed {
             who: MASTER,
-            cause: format!("{error:#}"),
+            cause: crate::cause::describe(&error),
         })?;
         self.transport = Some(transport);
         self.observer_address = self.launch(Role::Observer)?;
@@ -140,7 +155,7 @@ impl<W: Write> Master<W> {
         let who = role.endpoint();
         let started = self.system.start(role).map_err(|error| Refusal::Failed {
             who,
-            cause: format!("cannot start: {error:#}"),
+            cause: format!("cannot start: {}", crate::cause::describe(&error)),
         })?;
         self.launched.push(who);
         if let Some(address) = &started.address {
@@ -217,7 +232,7 @@ impl<W: Write> Master<W> {
         let mut waiting: BTreeSet<Endpoint> =
             peers.iter().map(|p| Endpoint::Node(p.node)).collect();
         while !waiting.is_empty() {
-            let (who, answer) = self.await_any(&waiting)?;
+            let (who, answer) = self.await_any(&waiting, None)?;
             if !matches!(answer, Control::Joined) {
                 return Err(protocol_error(who, &answer));
             }
@@ -395,21 +410,22 @@ impl<W: Write> Master<W> {
         self.out.flush()
     }
 
+    /// Where the master prints.
+    pub fn output(&self) -> &W {
+        &self.out
+    }
+
     fn transport(&mut self) -> Result<&mut Box<dyn Transport<Wire>>, Refusal> {
-        self.transport.as_mut().ok_or(Refusal::Failed {
-            who: MASTER,
-            cause: "the master has no transport".to_string(),
-        })
+        self.transport.as_mut().ok_or_else(no_transport)
     }
 
     /// Sends `control` to `to` without waiting.
     fn post(&mut self, to: Endpoint, control: Control) -> Result<(), Refusal> {
-        self.transport()?
-            .send(to, Frame::Control(control))
-            .map_err(|error| match error {
-                TransportError::Disconnected(peer) => gone(peer),
-                error => failed(to, error),
-            })
+        match self.transport()?.send(to, Frame::Control(control)) {
+            Ok(()) => Ok(()),
+            Err(TransportError::Disconnected(peer)) => Err(self.gone(peer)),
+            Err(error) => Err(failed(to, error)),
+        }
     }
 
     /// Sends `control` to `to` and waits for an answer that `fits`.
@@ -419,8 +435,9 @@ impl<W: Write> Master<W> {
         control: Control,
         fits: impl Fn(&Control) -> bool,
     ) -> Result<Control, Refusal> {
+        let waits_on = waits_on(&control);
         self.post(to, control)?;
-        self.expect(to, fits)
+        self.expect_waiting_on(to, fits, waits_on)
     }
 
     fn expect(
@@ -428,7 +445,18 @@ impl<W: Write> Master<W> {
         from: Endpoint,
         fits: impl Fn(&Control) -> bool,
     ) -> Result<Control, Refusal> {
-        let (_, answer) = self.await_any(&BTreeSet::from([from]))?;
+        self.expect_waiting_on(from, fits, None)
+    }
+
+    /// Waits for an answer from `from` that `fits`; `from` may be waiting on the node
+    /// `waits_on` to answer.
+    fn expect_waiting_on(
+        &mut self,
+        from: Endpoint,
+        fits: impl Fn(&Control) -> bool,
+        waits_on: Option<NodeId>,
+    ) -> Result<Control, Refusal> {
+        let (_, answer) = self.await_any(&BTreeSet::from([from]), waits_on)?;
         if fits(&answer) {
             Ok(answer)
         } else {
@@ -439,24 +467,22 @@ impl<W: Write> Master<W> {
     /// Waits for the next control message from one of `from`. Anything else is a
     /// failure of the system: one command is in flight at a time, so nobody else may
     /// speak.
-    fn await_any(&mut self, from: &BTreeSet<Endpoint>) -> Result<(Endpoint, Control), Refusal> {
-        let timeout = self.ack_timeout;
+    fn await_any(
+        &mut self,
+        from: &BTreeSet<Endpoint>,
+        waits_on: Option<NodeId>,
+    ) -> Result<(Endpoint, Control), Refusal> {
         let first = from.first().copied().unwrap_or(MASTER);
-        let received = self
-            .transport()?
-            .recv_timeout(timeout)
-            .map_err(|error| failed(first, error))?;
-        match received {
-            None => Err(Refusal::Failed {
-                who: first,
-                cause: format!("no answer within {} s", timeout.as_secs_f64()),
-            }),
+        match self.next_answer(first)? {
+            None => Err(self.silence(first, waits_on)),
             // Whoever has gone takes the blame, not the endpoint waited for.
-            Some(Incoming::Departed(peer)) => Err(gone(peer)),
+            Some(Incoming::Departed(peer)) => Err(self.gone(peer)),
             Some(Incoming::Frame(who, Frame::Control(Control::Failure(cause)))) => {
                 Err(Refusal::Failed { who, cause })
             }
-            Some(Incoming::Frame(_, Frame::Control(Control::PeerGone(peer)))) => Err(gone(peer)),
+            Some(Incoming::Frame(_, Frame::Control(Control::PeerGone(peer)))) => {
+                Err(self.gone(peer))
+            }
             Some(Incoming::Frame(who, Frame::Control(control))) if from.contains(&who) => {
                 Ok((who, control))
             }
@@ -466,13 +492,129 @@ impl<W: Write> Master<W> {
             }),
         }
     }
+
+    /// What the transport brings within the answer timeout (`None`: nothing), unless
+    /// the system tells meanwhile of a role that has gone. A transport error is
+    /// blamed on `waited`.
+    fn next_answer(&mut self, waited: Endpoint) -> Result<Option<Incoming<Wire>>, Refusal> {
+        let deadline = Instant::now() + self.ack_timeout;
+        let Some(transport) = self.transport.as_mut() else {
+            return Err(no_transport());
+        };
+        loop {
+            if let Some(departure) = self.departures.as_ref().and_then(|d| d.try_recv().ok()) {
+                return Err(departed(departure));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            // Without departures to look for, one wait is all it takes.
+            let wait = match self.departures {
+                Some(_) => left.min(DEPARTURE_CHECK),
+                None => left,
+            };
+            match transport.recv_timeout(wait) {
+                Ok(Some(incoming)) => return Ok(Some(incoming)),
+                Ok(None) if wait >= left => return Ok(None),
+                Ok(None) => {}
+                Err(error) => return Err(failed(waited, error)),
+            }
+        }
+    }
+
+    /// No answer came from `waited` in time: blames the role the system sees cannot
+    /// answer, if it sees one (the one waited for, the node it waits on, or any
+    /// other), and otherwise the one waited for, saying which node it waits on.
+    fn silence(&self, waited: Endpoint, waits_on: Option<NodeId>) -> Refusal {
+        let within = format!("no answer within {} s", self.ack_timeout.as_secs_f64());
+        let suspects = [waited]
+            .into_iter()
+            .chain(waits_on.map(Endpoint::Node))
+            .chain(self.launched.iter().copied());
+        for who in suspects {
+            if let Some(why) = self.system.unresponsive(who) {
+                return Refusal::Failed {
+                    who,
+                    cause: format!("{why} ({within})"),
+                };
+            }
+        }
+        let cause = match waits_on {
+            Some(node) => format!("{within} (it waits on {})", Who(Endpoint::Node(node))),
+            None => within,
+        };
+        Refusal::Failed { who: waited, cause }
+    }
+
+    /// `who` has gone: its connections closed (it exited, was killed, or its host
+    /// went). The system may know why.
+    fn gone(&mut self, who: Endpoint) -> Refusal {
+        let cause = self
+            .system
+            .why_gone(who, WHY_GONE_GRACE)
+            .unwrap_or_else(|| "gone: its connections have closed".to_string());
+        Refusal::Failed { who, cause }
+    }
+
+    /// The next line of the script, or a role that has gone meanwhile.
+    fn next_line(&self, lines: &mut Lines) -> Next {
+        if let Some(line) = lines.next_read() {
+            return Next::Line(Some(Ok(line)));
+        }
+        let batch = match &self.departures {
+            None => lines.batches().recv(),
+            Some(departures) => {
+                if let Ok(departure) = departures.try_recv() {
+                    return Next::Departed(departure);
+                }
+                crossbeam_channel::select! {
+                    recv(lines.batches()) -> batch => batch,
+                    recv(departures) -> departure => match departure {
+                        Ok(departure) => return Next::Departed(departure),
+                        // Nobody will tell of departures any more: only lines are left.
+                        Err(_) => lines.batches().recv(),
+                    },
+                }
+            }
+        };
+        Next::Line(match batch {
+            Ok(Ok(batch)) => lines.take(batch).map(Ok),
+            Ok(Err(error)) => Some(Err(error)),
+            // The end of the input.
+            Err(_) => None,
+        })
+    }
 }
 
-/// `who` has gone: its connections closed (it exited, was killed, or its host went).
-fn gone(who: Endpoint) -> Refusal {
+/// What the master waits for between commands.
+enum Next {
+    /// A line of the script, or an error reading it; `None` at its end.
+    Line(Option<io::Result<Vec<u8>>>),
+    /// A role that has gone, as the system tells.
+    Departed(Departure),
+}
+
+/// The node whose answer the recipient of `control` waits for before it answers, if
+/// there is one: the node that starts a snapshot, the node paid (whose channel may
+/// be full), the node whose message is taken (it may still be on its way).
+fn waits_on(control: &Control) -> Option<NodeId> {
+    match control {
+        Control::Begin(node) | Control::Pay { to: node, .. } | Control::Take { from: node } => {
+            Some(*node)
+        }
+        _ => None,
+    }
+}
+
+fn no_transport() -> Refusal {
     Refusal::Failed {
-        who,
-        cause: "gone: its connections have closed".to_string(),
+        who: MASTER,
+        cause: "the master has no transport".to_string(),
+    }
+}
+
+fn departed(departure: Departure) -> Refusal {
+    Refusal::Failed {
+        who: departure.who,
+        cause: departure.cause,
     }
 }
 
@@ -503,7 +645,7 @@ pub fn format_snapshot(snapshot: &BankSnapshot) -> String {
     block
 }
 
-/// How a run ended, as its exit status (BANK.md, "Errors").
+/// How a run ended, as its exit status (`bank-app/README.md`, "Errors and exit status").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     /// Every line was accepted.
@@ -516,24 +658,42 @@ pub enum Status {
     Failed = 3,
 }
 
-/// Runs the script on `input` line by line, reporting rejected lines on stderr, and
-/// shuts the system down at `KillAll`, at the end of input, or on a failure.
-pub fn run_script<W: Write>(master: &mut Master<W>, input: &mut dyn std::io::BufRead) -> Status {
+/// Runs the script on `input` line by line, reporting rejected lines and the failure
+/// that ends the run, if one does, on `err`, and shuts the system down at `KillAll`,
+/// at the end of input, or on a failure.
+///
+/// The script is read on a thread of its own, so that a role that goes while the
+/// master waits for a line is noticed at once.
+pub fn run_script<W: Write>(
+    master: &mut Master<W>,
+    input: impl Read + Send + 'static,
+    err: &mut dyn Write,
+) -> Status {
+    let mut lines = match Lines::read(input) {
+        Ok(lines) => lines,
+        Err(error) => {
+            let _ = writeln!(err, "master: cannot read the script: {error}");
+            shut_down(master, err);
+            return Status::Failed;
+        }
+    };
     let mut status = Status::Accepted;
-    let mut line = Vec::new();
     let mut number = 0u64;
     loop {
-        line.clear();
-        match input.read_until(b'\n', &mut line) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(error) => {
+        let line = match master.next_line(&mut lines) {
+            Next::Line(None) => break,
+            Next::Line(Some(Ok(line))) => line,
+            Next::Line(Some(Err(error))) => {
                 let _ = master.flush_output();
-                eprintln!("master: cannot read the script after line {number}: {error}");
-                master.shutdown();
+                let _ = writeln!(
+                    err,
+                    "master: cannot read the script after line {number}: {error}"
+                );
+                shut_down(master, err);
                 return Status::Usage;
             }
-        }
+            Next::Departed(Departure { who, cause }) => return fail(master, who, &cause, err),
+        };
         number += 1;
         let text = line.strip_suffix(b"\n").unwrap_or(&line);
         let command = match crate::script::parse_line(text) {
@@ -541,7 +701,7 @@ pub fn run_script<W: Write>(master: &mut Master<W>, input: &mut dyn std::io::Buf
             Ok(None) => continue,
             Err(error) => {
                 let _ = master.flush_output();
-                eprintln!("line {number}: {error}");
+                let _ = writeln!(err, "line {number}: {error}");
                 status = Status::Rejected;
                 continue;
             }
@@ -551,26 +711,36 @@ pub fn run_script<W: Write>(master: &mut Master<W>, input: &mut dyn std::io::Buf
             Ok(Flow::Stop) => break,
             Err(Refusal::Rejected(reason)) => {
                 let _ = master.flush_output();
-                eprintln!("line {number}: {reason}");
+                let _ = writeln!(err, "line {number}: {reason}");
                 status = Status::Rejected;
             }
             Err(Refusal::OutputClosed) => break,
-            Err(Refusal::Failed { who, cause }) => {
-                if !crate::cleanup::claim_failure() {
-                    // Another thread reports why the run ends, and ends the process;
-                    // what this thread saw is a consequence (the run's processes being
-                    // killed).
-                    crate::cleanup::wait_for_exit();
-                }
-                let _ = master.flush_output();
-                eprintln!("{}: {cause}", Who(who));
-                master.shutdown();
-                return Status::Failed;
-            }
+            Err(Refusal::Failed { who, cause }) => return fail(master, who, &cause, err),
         }
     }
     // What the output still holds goes out before the system is taken down.
     let _ = master.flush_output();
-    master.shutdown();
+    shut_down(master, err);
     status
+}
+
+/// Reports the failure that ends the run, after what the master has printed, and
+/// shuts the system down.
+fn fail<W: Write>(
+    master: &mut Master<W>,
+    who: Endpoint,
+    cause: &str,
+    err: &mut dyn Write,
+) -> Status {
+    let _ = master.flush_output();
+    let _ = writeln!(err, "{}: {cause}", Who(who));
+    shut_down(master, err);
+    Status::Failed
+}
+
+/// Shuts the system down, and reports what it left behind.
+fn shut_down<W: Write>(master: &mut Master<W>, err: &mut dyn Write) {
+    if let Err(problem) = master.shutdown() {
+        let _ = writeln!(err, "master: {problem}");
+    }
 }

@@ -6,38 +6,49 @@
 //!
 //! Either way the buffer is flushed before anything is written to standard error, so
 //! that the two keep their order when they go to the same place, and before the
-//! process exits, however it exits: the buffer is process-wide for that reason, since
-//! the ways out are on different threads (see [`crate::cleanup`]).
+//! process exits, however it exits. A handle can be cloned for the thread that ends
+//! the process on a signal: [`Stdout::hold`] flushes the buffer and keeps anyone else
+//! from printing until the process has exited.
 
 use std::io::{self, BufWriter, Write};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// How much is buffered before it is written.
 const CAPACITY: usize = 64 * 1024;
 
-static STDOUT: Mutex<Option<BufWriter<io::Stdout>>> = Mutex::new(None);
-
-fn stdout() -> MutexGuard<'static, Option<BufWriter<io::Stdout>>> {
-    STDOUT.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// A handle on the process's standard output, buffered or not.
-#[derive(Debug, Clone, Copy)]
+/// A handle on the process's standard output, buffered or not. Clones share the
+/// buffer.
+#[derive(Debug, Clone)]
 pub struct Stdout {
+    buffer: Arc<Mutex<BufWriter<io::Stdout>>>,
     buffered: bool,
 }
 
 impl Stdout {
     /// A handle that buffers what it is given (`buffered`) or writes it at once.
     pub fn new(buffered: bool) -> Self {
-        Stdout { buffered }
+        Stdout {
+            buffer: Arc::new(Mutex::new(BufWriter::with_capacity(CAPACITY, io::stdout()))),
+            buffered,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BufWriter<io::Stdout>> {
+        self.buffer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Writes out what is buffered, and holds the output: nobody prints through a
+    /// handle on it while the guard lives.
+    pub fn hold(&self) -> MutexGuard<'_, BufWriter<io::Stdout>> {
+        let mut out = self.lock();
+        let _ = out.flush();
+        out
     }
 }
 
 impl Write for Stdout {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        let mut guard = stdout();
-        let out = guard.get_or_insert_with(|| BufWriter::with_capacity(CAPACITY, io::stdout()));
+        let mut out = self.lock();
         let written = out.write(bytes)?;
         if !self.buffered {
             out.flush()?;
@@ -46,14 +57,6 @@ impl Write for Stdout {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        flush()
-    }
-}
-
-/// Writes out whatever is buffered.
-pub fn flush() -> io::Result<()> {
-    match stdout().as_mut() {
-        Some(out) => out.flush(),
-        None => Ok(()),
+        self.lock().flush()
     }
 }

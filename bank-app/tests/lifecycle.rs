@@ -1,7 +1,8 @@
 //! Nothing outlives a run: however it ends (`KillAll`, the end of its input, SIGINT or
-//! SIGTERM to the master, SIGKILL to the master, a node that dies), no process of the
-//! run is alive 2 s after the master has exited (zombies aside), no socket of it is
-//! listening or established, and nothing of it is left in its `TMPDIR`.
+//! SIGTERM to the master, SIGKILL to the master at any time, a node that dies or is
+//! stopped), no process of the run is alive 2 s after the master has exited (zombies
+//! aside), no socket of it is listening or established, and nothing of it is left in
+//! its `TMPDIR`. A failure names the role that failed.
 //!
 //! Each test starts `master` with its script on a pipe and a `TMPDIR` of its own, feeds
 //! it a few lines, waits for the master to have handled them (a `Send` too large to
@@ -20,7 +21,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 use support::procfs::{self, ESTABLISHED, LISTEN, Proc};
-use support::{DEADLINE, collect, drain, master_command};
+use support::{DEADLINE, master_command};
 
 /// The transports whose roles are processes of their own.
 const PROCESS_TRANSPORTS: [&str; 2] = ["pipe", "tcp"];
@@ -68,7 +69,10 @@ struct LiveRun {
     lines: mpsc::Receiver<String>,
     /// Every line of stdout read so far.
     stdout: String,
-    stderr: Option<mpsc::Receiver<Vec<u8>>>,
+    /// The master's stderr, a line at a time.
+    err_lines: mpsc::Receiver<String>,
+    /// Every line of stderr read so far.
+    stderr: String,
     /// Every process of the run seen so far.
     seen: BTreeSet<i32>,
     /// Every port a process of the run was seen listening on, the master's included.
@@ -79,9 +83,17 @@ struct LiveRun {
 
 impl LiveRun {
     fn start(transport: &'static str, seed: u64) -> LiveRun {
-        let what = format!("master --transport {transport} --seed {seed}");
+        LiveRun::start_with(transport, seed, &[])
+    }
+
+    /// Like [`start`](Self::start), with `more` arguments.
+    fn start_with(transport: &'static str, seed: u64, more: &[&str]) -> LiveRun {
+        let seed = seed.to_string();
+        let mut args = vec!["--transport", transport, "--seed", &seed];
+        args.extend_from_slice(more);
+        let what = format!("master {}", args.join(" "));
         let tmp = tempfile::tempdir().expect("a temporary directory");
-        let mut master = master_command(&["--transport", transport, "--seed", &seed.to_string()])
+        let mut master = master_command(&args)
             .env("TMPDIR", tmp.path())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -90,7 +102,7 @@ impl LiveRun {
             .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
         let pid = i32::try_from(master.id()).expect("a pid fits an i32");
         let lines = support::lines(master.stdout.take().expect("stdout is piped"));
-        let stderr = Some(drain(master.stderr.take().expect("stderr is piped")));
+        let err_lines = support::lines(master.stderr.take().expect("stderr is piped"));
         LiveRun {
             what,
             transport,
@@ -100,7 +112,8 @@ impl LiveRun {
             tmp,
             lines,
             stdout: String::new(),
-            stderr,
+            err_lines,
+            stderr: String::new(),
             seen: BTreeSet::new(),
             ports: BTreeSet::new(),
             exited: None,
@@ -129,6 +142,25 @@ impl LiveRun {
         self.stdout.push_str(&line);
         self.stdout.push('\n');
         assert_eq!(line, "ERR_SEND", "{}: unexpected stdout line", self.what);
+    }
+
+    /// Waits until the master has handled every line fed so far, before any node
+    /// exists: a `Receive` from an unknown node is rejected on stderr.
+    fn sync_rejected(&mut self) {
+        self.feed("Receive 4294967295\n");
+        let line = self.err_lines.recv_timeout(DEADLINE).unwrap_or_else(|e| {
+            panic!(
+                "{}: no rejection within {DEADLINE:?} ({e}); stderr so far:\n{}",
+                self.what, self.stderr
+            )
+        });
+        self.stderr.push_str(&line);
+        self.stderr.push('\n');
+        assert!(
+            line.ends_with("unknown node 4294967295"),
+            "{}: unexpected stderr line {line:?}",
+            self.what
+        );
     }
 
     /// The processes of the run alive now, zombies aside; remembers them.
@@ -205,15 +237,20 @@ impl LiveRun {
             self.stdout.push_str(&line);
             self.stdout.push('\n');
         }
-        let stderr = self
-            .stderr
-            .take()
-            .map(|rx| collect(rx, &self.what, "stderr"))
-            .unwrap_or_default();
-        (
-            self.stdout.clone(),
-            String::from_utf8_lossy(&stderr).into_owned(),
-        )
+        loop {
+            match self.err_lines.recv_timeout(Duration::from_secs(5)) {
+                Ok(line) => {
+                    self.stderr.push_str(&line);
+                    self.stderr.push('\n');
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                // Something the master started outlived it with its stderr.
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("{}: stderr still open after the master exited", self.what)
+                }
+            }
+        }
+        (self.stdout.clone(), self.stderr.clone())
     }
 
     /// What is left of the run now: live processes, sockets, files in its `TMPDIR`.
@@ -492,10 +529,10 @@ fn a_node_paying_a_dead_peer_does_not_take_the_blame() {
     node_2_is_never_blamed("Send 2 1 5\n");
 }
 
-/// A master that has seen a node die ends the run: it kills the other roles and removes
-/// the run's directory, then exits. Meanwhile its main thread may still be handling a
-/// line, and find that node 2 (killed by that very clean-up) has gone: node 2 must not
-/// be named as a second failure.
+/// A master that has seen a node die ends the run: it stops the other roles and
+/// removes the run's directory, then exits. Meanwhile a line comes that would make it
+/// talk to node 2 (stopped by that very end of the run): node 2 must not be named as a
+/// second failure.
 ///
 /// The window is made wide and certain: the run's directory is filled with files, so
 /// that removing it takes a while, and the line that makes the master talk to node 2
@@ -535,4 +572,205 @@ fn roles_killed_by_the_end_of_a_failed_run_are_not_blamed() {
         "{}: node 2 is blamed:\n{stderr}",
         run.what
     );
+}
+
+/// Kills the master with SIGKILL and checks that nothing of the run is left
+/// [`LEFT_BEHIND_GRACE`] after.
+fn killed(mut run: LiveRun) {
+    run.signal_master(libc::SIGKILL);
+    let status = run.wait(DEADLINE);
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{}", run.what);
+    run.assert_nothing_left();
+}
+
+/// The observer is up, no node yet: the master has never written to the observer,
+/// and a FIFO whose writer never opened it gives its reader no hang-up. The observer
+/// must notice the master's death all the same.
+#[test]
+fn sigkill_to_the_master_before_any_node_leaves_nothing_behind() {
+    for transport in PROCESS_TRANSPORTS {
+        let mut run = LiveRun::start(transport, 6);
+        run.feed("StartMaster\n");
+        run.sync_rejected();
+        run.survey(0);
+        killed(run);
+    }
+}
+
+/// The master dies while nodes start: whichever step each node is at (started, said
+/// hello, joining, joined), every process of the run must go.
+#[test]
+fn sigkill_to_the_master_while_nodes_start_leaves_nothing_behind() {
+    let creates: String = (1..=8).map(|id| format!("CreateNode {id} 10\n")).collect();
+    for transport in PROCESS_TRANSPORTS {
+        for first in ["1", "3"] {
+            let mut run = LiveRun::start(transport, 7);
+            run.feed(&format!("StartMaster\n{creates}"));
+            let started = poll_until(Instant::now() + DEADLINE, || {
+                run.alive().iter().any(|p| p.arg("--id") == Some(first))
+            });
+            assert!(started, "{}: node {first} never started", run.what);
+            killed(run);
+        }
+    }
+}
+
+/// The test plays the master of a pipe run, with FIFOs of its own, and starts node 1
+/// as the master would, its standard input a pipe from the test. Once the node has
+/// said hello, the "master" goes, as if killed: its FIFOs close, the pipe too, and it
+/// never wrote to the node. The node must exit within [`LEFT_BEHIND_GRACE`], say
+/// nothing, and leave nothing in the run's directory.
+#[test]
+fn a_node_whose_master_goes_between_its_hello_and_its_join_exits() {
+    use snapshot_core::{Endpoint, NodeId};
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::io::AsRawFd;
+    let tmp = tempfile::tempdir().expect("a temporary directory");
+    let run_id = format!("{}-00000000", std::process::id());
+    let dir = tmp.path().join(format!("snapshot-rs-{run_id}"));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .expect("the run's directory");
+    let master = Endpoint::Role(0);
+    let node = Endpoint::Node(NodeId(1));
+    let hello = transport_pipe::fifo_path(&dir, node, master);
+    let path = std::ffi::CString::new(hello.as_os_str().as_encoded_bytes()).expect("a path");
+    // SAFETY: mkfifo(3) on a path of our own.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
+    let from_node = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&hello)
+        .expect("the read end of the node's FIFO");
+    let dir_arg = dir.to_str().expect("a UTF-8 directory");
+    let args = [
+        "node",
+        "--transport",
+        "pipe",
+        "--cluster",
+        "snapshot-rs-test",
+        "--run-id",
+        &run_id,
+        "--master",
+        dir_arg,
+        "--dir",
+        dir_arg,
+        "--listen",
+        "127.0.0.1:0",
+        "--id",
+        "1",
+    ];
+    let what = format!("master {}", args.join(" "));
+    let mut child = master_command(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    let pid = i32::try_from(child.id()).expect("a pid fits an i32");
+    let guard = KillOnDrop(pid);
+    let report = support::drain(child.stdout.take().expect("stdout is piped"));
+    let stderr = support::drain(child.stderr.take().expect("stderr is piped"));
+    let mut ready = libc::pollfd {
+        fd: from_node.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let timeout = i32::try_from(DEADLINE.as_millis()).expect("a timeout in ms");
+    // SAFETY: poll(2) on one descriptor we own.
+    let polled = unsafe { libc::poll(&mut ready, 1, timeout) };
+    assert_eq!(polled, 1, "{what}: no hello within {DEADLINE:?}");
+    // The master goes: what it held closes.
+    drop(from_node);
+    drop(child.stdin.take());
+    let gone = Instant::now();
+    let status = support::wait_or_kill(&mut child, LEFT_BEHIND_GRACE, &what);
+    drop(guard);
+    assert!(gone.elapsed() <= LEFT_BEHIND_GRACE, "{what}: {status}");
+    let stderr = support::collect(stderr, &what, "stderr");
+    assert!(
+        stderr.is_empty(),
+        "{what}: says {}",
+        String::from_utf8_lossy(&stderr)
+    );
+    let report = support::collect(report, &what, "stdout");
+    assert!(
+        report.is_empty(),
+        "{what}: reports {}",
+        String::from_utf8_lossy(&report)
+    );
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .expect("the temporary directory")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "{what}: left {left:?}");
+}
+
+/// Kills the process `pid` when dropped, if it is still there unreaped.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if procfs::process(self.0).is_some_and(|p| !p.exited()) {
+            // SAFETY: kill(2) on our own child, not reaped yet.
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Whether `text` names the observer.
+fn names_observer(text: &str) -> bool {
+    text.contains("observer")
+}
+
+/// Node 2 is stopped (SIGSTOP) once the run is up, then `more` is fed: the master,
+/// answered by nobody within its 2 s, must name node 2, and nobody else.
+fn node_2_stopped(transport: &'static str, opening: &str, more: impl FnOnce(&mut LiveRun)) {
+    let mut run = LiveRun::start_with(transport, 8, &["--ack-timeout", "2"]);
+    run.feed(opening);
+    run.sync();
+    run.survey(2);
+    let frozen = run.node_pid(2);
+    // SAFETY: kill(2) on a live process of this run, found a moment ago.
+    assert_eq!(unsafe { libc::kill(frozen, libc::SIGSTOP) }, 0);
+    more(&mut run);
+    let status = run.wait(DEADLINE);
+    let (_, stderr) = run.output();
+    assert_eq!(status.code(), Some(3), "{}: {status}\n{stderr}", run.what);
+    assert!(
+        names(&stderr, 2) && !names(&stderr, 1) && !names_observer(&stderr),
+        "{}: stderr does not name node 2, stopped, alone:\n{stderr}",
+        run.what
+    );
+    run.assert_nothing_left();
+}
+
+/// The observer, asked to start a snapshot at node 2, waits for node 2 to answer.
+#[test]
+fn a_stopped_node_is_named_not_the_observer_waiting_on_it() {
+    for transport in PROCESS_TRANSPORTS {
+        node_2_stopped(transport, OPENING, |run| run.feed("BeginSnapshot 2\n"));
+    }
+}
+
+/// Node 1 pays node 2 until their channel is full: node 1 then waits for node 2 to
+/// read, and stops answering the master.
+#[test]
+fn a_stopped_node_is_named_not_the_node_blocked_behind_it() {
+    const RICH: &str = "StartMaster\nCreateNode 1 10000000000\nCreateNode 2 100\n";
+    for transport in PROCESS_TRANSPORTS {
+        node_2_stopped(transport, RICH, |run| {
+            // Until the master stops reading (it has failed and gone), or far more
+            // than any channel holds.
+            let mut stdin = run.stdin.take().expect("stdin is open");
+            let block = "Send 1 2 1\n".repeat(1000);
+            for _ in 0..2000 {
+                if stdin.write_all(block.as_bytes()).is_err() {
+                    break;
+                }
+            }
+        });
+    }
 }

@@ -1,6 +1,6 @@
 //! What every integration test of `master` shares: the transports to run over, a way to
-//! run `master` with a deadline, a seeded generator for test scripts, and a plain model
-//! of the bank's specification.
+//! run `master` with a deadline (or, on mem, a `Master` in the test's process), a
+//! seeded generator for test scripts, and a plain model of the bank's specification.
 //!
 //! Each test file includes this module with `mod support;` and uses only part of it.
 #![allow(dead_code)]
@@ -282,9 +282,48 @@ pub fn run_script_via(transport: &str, seed: Option<u64>, script: &[u8], via: Vi
     run
 }
 
-/// Runs `script` on `transport` with `seed`, piped on stdin.
+/// Runs `script` on `transport` with `seed`: piped on the stdin of `master` for a
+/// transport whose roles are processes, and with a [`Master`](bank_app::master::Master)
+/// of this test process for `mem`, whose roles are threads anyway.
 pub fn run_script(transport: &str, seed: Option<u64>, script: &[u8]) -> Run {
-    run_script_via(transport, seed, script, Via::Stdin)
+    match transport {
+        "mem" => run_in_process(seed, script),
+        _ => run_script_via(transport, seed, script, Via::Stdin),
+    }
+}
+
+/// Runs `script` with `seed` as `master --transport mem` would, but in this process:
+/// a [`Master`](bank_app::master::Master) over the threads of a
+/// [`MemSystem`](bank_app::systems::threads::MemSystem), printing into memory. Fails
+/// past [`DEADLINE`].
+pub fn run_in_process(seed: Option<u64>, script: &[u8]) -> Run {
+    use bank_app::master::{Master, run_script};
+    use bank_app::systems::threads::MemSystem;
+    let what = match seed {
+        Some(seed) => format!("Master on mem, in process, seed {seed}"),
+        None => "Master on mem, in process".to_string(),
+    };
+    let seed = seed.unwrap_or_else(bank_app::choice::fresh_seed);
+    let input = std::io::Cursor::new(script.to_vec());
+    let (done, result) = mpsc::channel();
+    // A thread of its own, so that a master that hangs fails the test rather than
+    // hang it.
+    thread::spawn(move || {
+        let system = Box::new(MemSystem::default());
+        let mut master = Master::new(system, Vec::new(), seed, Duration::from_secs(30));
+        let mut stderr = Vec::new();
+        let status = run_script(&mut master, input, &mut stderr);
+        let _ = done.send((master.output().clone(), stderr, status as i32));
+    });
+    let (stdout, stderr, code) = result
+        .recv_timeout(DEADLINE)
+        .unwrap_or_else(|_| panic!("{what}: still running after {DEADLINE:?}"));
+    Run {
+        what,
+        stdout,
+        stderr,
+        code: Some(code),
+    }
 }
 
 fn path_arg(path: &Path) -> String {

@@ -1,6 +1,6 @@
-//! A plain sequential model of the bank's specification (BANK.md): balances, FIFO
-//! channels of transfers and markers, each node's recording state, the collected
-//! snapshot and the print format, and the checks that reject a line.
+//! A plain sequential model of the bank's specification (`bank-app/README.md`):
+//! balances, FIFO channels of transfers and markers, each node's recording state, the
+//! collected snapshot and the print format, and the checks that reject a line.
 //!
 //! It draws its random choices with the crate's own [`Chooser`], listing candidates in
 //! numeric `(source, destination)` order as the specification says, so that for a
@@ -442,8 +442,8 @@ impl Bank {
     }
 }
 
-/// One line, by the rules of BANK.md "Input": `Ok(None)` for blank lines and comments,
-/// `Err` for a malformed line.
+/// One line, by the rules of `bank-app/README.md`, "Reading the script": `Ok(None)`
+/// for blank lines and comments, `Err` for a malformed line.
 fn parse(line: &[u8]) -> Result<Option<Cmd>, ()> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let text = std::str::from_utf8(line).map_err(|_| ())?;

@@ -12,11 +12,11 @@
 //! `CreateNode ID AMOUNT` attaches the waiting node ID and sets its balance; an id
 //! that the file does not name is rejected. The observer runs inside the master.
 
-use crate::protocol::Wire;
-use crate::protocol::{MASTER, OBSERVER};
+use super::Options;
+use super::endpoint::{self, EndpointConfig, KEY_VARIABLE, TransportKind};
+use crate::protocol::{MASTER, OBSERVER, Wire};
 use crate::role::Role;
-use crate::spawned::{self, EndpointConfig};
-use crate::system::{Options, Started, System, TransportKind, run_reporting_failure};
+use crate::system::{Started, System};
 use anyhow::{Context, bail};
 use snapshot_core::{NodeId, Transport};
 use std::collections::BTreeMap;
@@ -84,10 +84,7 @@ impl ClusterSystem {
         let file = ClusterFile::parse(&text)
             .with_context(|| format!("in the cluster file {}", path.display()))?;
         let Some(key) = &options.key else {
-            bail!(
-                "a cluster needs the shared key: --key or {}",
-                spawned::KEY_VARIABLE
-            );
+            bail!("a cluster needs the shared key: --key or {KEY_VARIABLE}");
         };
         let Some(listen) = options.listen else {
             bail!("a cluster needs --listen HOST:PORT, an address the nodes can reach");
@@ -108,7 +105,7 @@ impl ClusterSystem {
 
 impl System for ClusterSystem {
     fn master(&mut self) -> anyhow::Result<Box<dyn Transport<Wire>>> {
-        let transport = spawned::open(TransportKind::Tcp, MASTER, &self.config)?;
+        let transport = endpoint::open(TransportKind::Tcp, MASTER, &self.config)?;
         self.master_address = Some(transport.address());
         Ok(transport)
     }
@@ -135,12 +132,13 @@ impl System for ClusterSystem {
                     listen: SocketAddr::new(self.config.listen.ip(), 0),
                     ..self.config.clone()
                 };
-                let mut transport = spawned::open(TransportKind::Tcp, OBSERVER, &config)?;
+                let mut transport = endpoint::open(TransportKind::Tcp, OBSERVER, &config)?;
                 transport.connect(MASTER, &master)?;
                 let thread = std::thread::Builder::new()
                     .name("observer".to_string())
                     .spawn(move || {
-                        run_reporting_failure(Role::Observer, &mut transport);
+                        // A failure has been told to the master, which reports it.
+                        let _ = super::run_role(Role::Observer, &mut transport);
                     })
                     .context("cannot start the observer's thread")?;
                 self.observer = Some(thread);
@@ -158,11 +156,12 @@ impl System for ClusterSystem {
             .then(|| format!("node {node} is not in the cluster file"))
     }
 
-    fn shutdown(&mut self) {
+    fn shutdown(&mut self) -> Result<(), String> {
         // The observer has been told to stop; it ends as soon as it reads that.
         if let Some(observer) = self.observer.take() {
             let _ = observer.join();
         }
+        Ok(())
     }
 }
 

@@ -1,0 +1,388 @@
+//! The child processes of a run, from their start to their end: what the system that
+//! started them knows about them, and nobody else holds.
+//!
+//! Each child gets two pipes from the master besides its command line:
+//! - its standard input, a **lifeline** the master holds open and never writes to: the
+//!   child reads it to its end, which comes when the master has gone, however it went
+//!   (see [`super::child`]);
+//! - its standard output, where a child that fails says why before it exits (the
+//!   **report**), so that the master, and nobody else, tells the user.
+//!
+//! A thread per child waits for it to exit. A child that exits while the run is not
+//! stopping is a [`Departure`], sent to the master with the reason the supervisor
+//! knows: what the child reported, or how it exited ("the process died (signal 9)").
+
+use crate::role::Role;
+use crate::system::Departure;
+use crossbeam_channel::{Receiver, Sender};
+use snapshot_core::Endpoint;
+use std::io::{self, Read};
+use std::path::PathBuf;
+use std::process::{ChildStdin, ChildStdout};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+/// The most of a child's report that is kept.
+const REPORT_LIMIT: u64 = 4096;
+
+/// The children of one run, and its directory.
+pub struct Supervisor {
+    shared: Arc<Shared>,
+    departures: Receiver<Departure>,
+}
+
+struct Shared {
+    run: Mutex<Run>,
+    /// Signalled whenever a child is marked as exited.
+    exited: Condvar,
+    departures: Sender<Departure>,
+}
+
+struct Run {
+    children: Vec<Child>,
+    dir: Option<PathBuf>,
+    /// Children exiting now are expected to.
+    stopping: bool,
+}
+
+struct Child {
+    who: Endpoint,
+    pid: libc::pid_t,
+    /// The write end of the child's standard input, never written to.
+    lifeline: Option<ChildStdin>,
+    /// How the child ended, set, under the lock, before it is reaped: until then its
+    /// pid cannot be reused, so signalling a child that has not ended never hits a
+    /// stranger.
+    ended: Option<String>,
+}
+
+impl Default for Supervisor {
+    fn default() -> Self {
+        let (tell, departures) = crossbeam_channel::unbounded();
+        Supervisor {
+            shared: Arc::new(Shared {
+                run: Mutex::new(Run {
+                    children: Vec::new(),
+                    dir: None,
+                    stopping: false,
+                }),
+                exited: Condvar::new(),
+                departures: tell,
+            }),
+            departures,
+        }
+    }
+}
+
+impl Supervisor {
+    /// Records the run's directory, removed with everything in it at the end.
+    pub fn track_dir(&self, dir: PathBuf) {
+        self.shared.lock().dir = Some(dir);
+    }
+
+    /// Takes charge of `child`, playing `role`, started with its standard input and
+    /// output piped: keeps the one, reads the other, and watches the child until it
+    /// exits.
+    pub fn adopt(&self, role: Role, mut child: std::process::Child) -> io::Result<()> {
+        let pid = libc::pid_t::try_from(child.id()).map_err(io::Error::other)?;
+        let who = role.endpoint();
+        let report = child.stdout.take();
+        self.shared.lock().children.push(Child {
+            who,
+            pid,
+            lifeline: child.stdin.take(),
+            ended: None,
+        });
+        // The watcher reaps the child itself; the handle is not needed any more.
+        drop(child);
+        let shared = Arc::clone(&self.shared);
+        std::thread::Builder::new()
+            .name(format!("watch-{pid}"))
+            .stack_size(64 * 1024)
+            .spawn(move || shared.watch(who, pid, report))?;
+        Ok(())
+    }
+
+    /// Where the children that exit while the run is not stopping are told of.
+    pub fn departures(&self) -> Receiver<Departure> {
+        self.departures.clone()
+    }
+
+    /// Why the child playing `who` has gone, once it has exited; waits up to `grace`
+    /// for that. `None` if it is still running then, or is not a child of this run.
+    pub fn why_gone(&self, who: Endpoint, grace: Duration) -> Option<String> {
+        let deadline = Instant::now() + grace;
+        let mut run = self.shared.lock();
+        loop {
+            let child = run.children.iter().rev().find(|c| c.who == who)?;
+            if let Some(cause) = &child.ended {
+                return Some(cause.clone());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            run = self
+                .shared
+                .exited
+                .wait_timeout(run, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// Why the child playing `who` cannot answer, if it cannot: it is stopped (by
+    /// SIGSTOP, a terminal, a debugger).
+    pub fn unresponsive(&self, who: Endpoint) -> Option<String> {
+        let run = self.shared.lock();
+        let child = run
+            .children
+            .iter()
+            .rev()
+            .find(|c| c.who == who && c.ended.is_none())?;
+        // Not reaped (it has not ended), so the pid is still the child's.
+        matches!(process_state(child.pid), Some('T' | 't'))
+            .then(|| "the process is stopped".to_string())
+    }
+
+    /// From now on, children that exit are expected to.
+    pub fn stopping(&self) {
+        self.shared.lock().stopping = true;
+    }
+
+    /// Waits up to `grace` for every child to exit; says whether they all did.
+    pub fn wait_all(&self, grace: Duration) -> bool {
+        let deadline = Instant::now() + grace;
+        let mut run = self.shared.lock();
+        while !run.children.iter().all(|c| c.ended.is_some()) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            run = self
+                .shared
+                .exited
+                .wait_timeout(run, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        true
+    }
+
+    /// Kills every child still running and removes the run's directory; says why
+    /// it could not, if it could not.
+    pub fn end(&self) -> Result<(), String> {
+        self.shared.end()
+    }
+
+    /// A handle that [ends](Self::end) the run from another thread.
+    pub fn teardown(&self) -> crate::system::Teardown {
+        let shared = Arc::clone(&self.shared);
+        Box::new(move || shared.end())
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        if let Err(problem) = self.shared.end() {
+            tracing::error!(%problem, "the run's directory is left behind");
+        }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Run> {
+        self.run.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Reads the child's report, waits for it to exit, and marks it as exited.
+    fn watch(&self, who: Endpoint, pid: libc::pid_t, report: Option<ChildStdout>) {
+        // The report ends when the child closes its output, at its exit at the latest.
+        let said = report.map(read_report).unwrap_or_default();
+        let status = wait_unreaped(pid);
+        let mut run = self.lock();
+        let Some(child) = run.children.iter_mut().find(|c| c.pid == pid) else {
+            return;
+        };
+        let exit = match status {
+            Ok(()) => {
+                let mut status = 0;
+                // SAFETY: reaps our own child, which has exited and is not reaped yet;
+                // nobody signals it once `ended` is set, which happens under this same
+                // lock.
+                unsafe { libc::waitpid(pid, &mut status, 0) };
+                describe_exit(status)
+            }
+            Err(error) => format!("the process cannot be watched: {error}"),
+        };
+        let cause = if said.is_empty() { exit } else { said };
+        child.ended = Some(cause.clone());
+        child.lifeline = None;
+        let stopping = run.stopping;
+        drop(run);
+        self.exited.notify_all();
+        if !stopping {
+            let _ = self.departures.send(Departure { who, cause });
+        }
+    }
+
+    fn end(&self) -> Result<(), String> {
+        let mut run = self.lock();
+        run.stopping = true;
+        for child in run.children.iter().filter(|c| c.ended.is_none()) {
+            // SAFETY: a child that has not ended is not reaped, so its pid is still
+            // ours.
+            unsafe { libc::kill(child.pid, libc::SIGKILL) };
+        }
+        // Removed under the lock: a thread that exits the process after its own
+        // teardown (a signal) waits for this removal rather than cut it short.
+        match run
+            .dir
+            .take()
+            .map(|dir| (std::fs::remove_dir_all(&dir), dir))
+        {
+            Some((Err(error), dir)) if error.kind() != io::ErrorKind::NotFound => {
+                Err(format!("cannot remove {}: {error}", dir.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// What a child says on its standard output before it exits, trimmed.
+fn read_report(mut out: ChildStdout) -> String {
+    let mut said = Vec::new();
+    let _ = (&mut out).take(REPORT_LIMIT).read_to_end(&mut said);
+    // The rest, if any, is read and dropped, so that the child never blocks on it.
+    let _ = io::copy(&mut out, &mut io::sink());
+    String::from_utf8_lossy(&said).trim_end().to_string()
+}
+
+/// Waits for the child `pid` to exit, without reaping it.
+fn wait_unreaped(pid: libc::pid_t) -> io::Result<()> {
+    // SAFETY: `info` is a plain C struct that waitid fills in.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: waits for our own child; WNOWAIT leaves it unreaped.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+}
+
+fn describe_exit(status: libc::c_int) -> String {
+    if libc::WIFSIGNALED(status) {
+        format!("the process died (signal {})", libc::WTERMSIG(status))
+    } else {
+        format!(
+            "the process exited unexpectedly (status {})",
+            libc::WEXITSTATUS(status)
+        )
+    }
+}
+
+/// The state letter of process `pid` in `/proc/PID/stat` (`R`, `S`, `T` …).
+fn process_state(pid: libc::pid_t) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `PID (COMM) STATE …`, where COMM may hold spaces and parentheses.
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use snapshot_core::NodeId;
+    use std::process::{Command, Stdio};
+
+    const NODE_3: Endpoint = Endpoint::Node(NodeId(3));
+    const PATIENCE: Duration = Duration::from_secs(20);
+
+    /// `sh -c SCRIPT`, piped as the system pipes a role's process; and its pid.
+    fn adopt(supervisor: &Supervisor, script: &str) -> libc::pid_t {
+        let child = Command::new("sh")
+            .args(["-c", script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("sh starts");
+        let pid = libc::pid_t::try_from(child.id()).expect("a pid");
+        supervisor
+            .adopt(Role::Node(NodeId(3)), child)
+            .expect("the child is watched");
+        pid
+    }
+
+    #[test]
+    fn a_child_that_fails_departs_with_what_it_reported() {
+        let supervisor = Supervisor::default();
+        adopt(&supervisor, "echo 'cannot open: no room'; exit 2");
+        let departure = supervisor.departures().recv_timeout(PATIENCE);
+        let cause = "cannot open: no room".to_string();
+        assert_eq!(departure, Ok(Departure { who: NODE_3, cause }));
+    }
+
+    #[test]
+    fn a_killed_child_departs_with_its_signal() {
+        let supervisor = Supervisor::default();
+        let pid = adopt(&supervisor, "exec sleep 60");
+        // SAFETY: kill(2) on our child, which cannot be reaped before its watcher
+        // marks it.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+        let cause = "the process died (signal 9)".to_string();
+        let departure = supervisor.departures().recv_timeout(PATIENCE);
+        assert_eq!(
+            departure,
+            Ok(Departure {
+                who: NODE_3,
+                cause: cause.clone()
+            })
+        );
+        assert_eq!(supervisor.why_gone(NODE_3, Duration::ZERO), Some(cause));
+    }
+
+    #[test]
+    fn a_child_that_exits_while_the_run_stops_is_no_departure() {
+        let supervisor = Supervisor::default();
+        supervisor.stopping();
+        adopt(&supervisor, "exit 0");
+        assert!(supervisor.wait_all(PATIENCE));
+        assert!(supervisor.departures().try_recv().is_err());
+        let cause = "the process exited unexpectedly (status 0)".to_string();
+        assert_eq!(supervisor.why_gone(NODE_3, Duration::ZERO), Some(cause));
+    }
+
+    #[test]
+    fn a_stopped_child_is_seen_not_to_answer_and_its_end_kills_it() {
+        let supervisor = Supervisor::default();
+        let pid = adopt(&supervisor, "exec sleep 60");
+        assert_eq!(supervisor.unresponsive(NODE_3), None);
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+        // The stop is delivered asynchronously: look until it shows.
+        let deadline = Instant::now() + PATIENCE;
+        while supervisor.unresponsive(NODE_3).is_none() && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        let stopped = Some("the process is stopped".to_string());
+        assert_eq!(supervisor.unresponsive(NODE_3), stopped);
+        assert_eq!(supervisor.end(), Ok(()));
+        assert!(supervisor.wait_all(PATIENCE));
+        assert!(supervisor.departures().try_recv().is_err());
+    }
+}
