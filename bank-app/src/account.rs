@@ -1,13 +1,61 @@
-//! A bank branch as a snapshot-core [`Process`].
+//! A bank branch as a snapshot-core [`Process`], and the transfers between branches.
+//!
+//! These are the bank's own types, and the benchmarks' too: `snapshot-harness` runs
+//! [`Account`]s on threads, so what the benchmarks measure is the work of a branch of
+//! this bank.
 
-use serde::{Deserialize, Serialize};
-use snapshot_core::{NodeId, Outbox, Process};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use snapshot_core::{NodeId, Outbox, Process, Replay, Restore};
 
 /// Money on its way from one branch to another.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// On the wire a transfer takes 16 bytes whatever its amount: the amount, a
+/// little-endian `u64`, then 8 reserved bytes that are zero (a transfer whose reserved
+/// bytes are not is refused). Every transfer frame thus has one size, 22 bytes on pipe
+/// and tcp with the length prefix and the frame's tags: the size the benchmarks
+/// measure (see `BENCHMARKS.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transfer(pub u64);
 
-/// A branch's balance.
+impl Transfer {
+    /// The size of a transfer on the wire.
+    pub const WIRE_SIZE: usize = 16;
+
+    /// Its bytes on the wire.
+    pub fn to_wire(self) -> [u8; Self::WIRE_SIZE] {
+        let mut bytes = [0; Self::WIRE_SIZE];
+        bytes[..8].copy_from_slice(&self.0.to_le_bytes());
+        bytes
+    }
+
+    /// The transfer `bytes` carry; `None` if their reserved bytes are not zero.
+    pub fn from_wire(bytes: [u8; Self::WIRE_SIZE]) -> Option<Self> {
+        let (amount, reserved) = bytes.split_at(8);
+        if reserved.iter().any(|&b| b != 0) {
+            return None;
+        }
+        let mut amount_bytes = [0; 8];
+        amount_bytes.copy_from_slice(amount);
+        Some(Transfer(u64::from_le_bytes(amount_bytes)))
+    }
+}
+
+impl Serialize for Transfer {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.to_wire().serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Transfer {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let bytes = <[u8; Self::WIRE_SIZE]>::deserialize(deserializer)?;
+        Transfer::from_wire(bytes)
+            .ok_or_else(|| D::Error::custom("a transfer's reserved bytes are not zero"))
+    }
+}
+
+/// A branch's balance, and how many transfers it has taken in.
 ///
 /// Snapshots record the balance, and fold the transfers caught in transit on a
 /// channel into their sum: that is all the bank prints of them.
@@ -15,6 +63,8 @@ pub struct Transfer(pub u64);
 pub struct Account {
     /// The money the branch holds.
     pub balance: u64,
+    /// The transfers it has handled (taken in), whatever their amount.
+    pub handled: u64,
 }
 
 impl Account {
@@ -33,7 +83,7 @@ impl Account {
 impl Process for Account {
     type Message = Transfer;
     type State = u64;
-    type Record = u64;
+    type Record = InTransit;
 
     fn handle(
         &mut self,
@@ -44,13 +94,100 @@ impl Process for Account {
         // The master refuses any CreateNode that would take the bank's total past
         // u64::MAX, so no balance can overflow; saturating keeps that a non-panic.
         self.balance = self.balance.saturating_add(amount);
+        self.handled += 1;
     }
 
     fn capture(&self) -> u64 {
         self.balance
     }
 
-    fn record(&self, in_transit: &mut u64, _from: NodeId, Transfer(amount): &Transfer) {
-        *in_transit = in_transit.saturating_add(*amount);
+    fn record(&self, in_transit: &mut InTransit, _from: NodeId, transfer: &Transfer) {
+        in_transit.0.push(*transfer);
+    }
+}
+
+/// A branch is rebuilt from the balance a snapshot recorded (it has taken nothing in
+/// since).
+impl Restore for Account {
+    fn restore(_node: NodeId, balance: &u64) -> Self {
+        Account {
+            balance: *balance,
+            handled: 0,
+        }
+    }
+}
+
+/// The transfers a snapshot caught in transit on one channel, in the order they were
+/// taken: kept whole, so that a restored bank can put them back on their channel
+/// ([`Replay`]); shown as their sum, which is all the bank prints of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InTransit(pub Vec<Transfer>);
+
+impl InTransit {
+    /// The money in transit. The master refuses any CreateNode that would take the
+    /// bank's total past u64::MAX, so the sum cannot overflow; saturating keeps that a
+    /// non-panic.
+    pub fn sum(&self) -> u64 {
+        self.0
+            .iter()
+            .fold(0, |sum, Transfer(amount)| sum.saturating_add(*amount))
+    }
+}
+
+/// The sum of the money in transit.
+impl std::fmt::Display for InTransit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.sum().fmt(f)
+    }
+}
+
+impl Replay<Transfer> for InTransit {
+    fn messages(&self) -> impl Iterator<Item = Transfer> {
+        self.0.iter().copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transfer_on_the_wire_is_its_amount_and_8_reserved_bytes() {
+        let wire = Transfer(0x0102_0304_0506_0708).to_wire();
+        assert_eq!(wire, [8, 7, 6, 5, 4, 3, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            Transfer::from_wire(wire),
+            Some(Transfer(0x0102_0304_0506_0708))
+        );
+        let mut reserved = wire;
+        reserved[15] = 1;
+        assert_eq!(Transfer::from_wire(reserved), None);
+    }
+
+    #[test]
+    fn a_branch_counts_what_it_takes_in() {
+        let mut account = Account {
+            balance: 10,
+            handled: 0,
+        };
+        assert!(account.withdraw(4));
+        assert!(!account.withdraw(7));
+        account.handle(NodeId(2), Transfer(5), &mut Outbox::default());
+        assert_eq!(
+            account,
+            Account {
+                balance: 11,
+                handled: 1
+            }
+        );
+        let mut in_transit = InTransit::default();
+        account.record(&mut in_transit, NodeId(2), &Transfer(3));
+        account.record(&mut in_transit, NodeId(2), &Transfer(4));
+        assert_eq!(account.capture(), 11);
+        assert_eq!(in_transit.to_string(), "7", "printed as the sum");
+        assert_eq!(
+            in_transit.messages().collect::<Vec<_>>(),
+            [Transfer(3), Transfer(4)]
+        );
     }
 }

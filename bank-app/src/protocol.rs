@@ -11,7 +11,7 @@ use snapshot_core::{GlobalSnapshot, NodeFrame, NodeId, NodeSnapshot};
 pub type BankLocal = NodeSnapshot<Account>;
 
 /// A global snapshot of the bank.
-pub type BankSnapshot = GlobalSnapshot<u64, u64>;
+pub type BankSnapshot = GlobalSnapshot<u64, crate::account::InTransit>;
 
 /// The master's endpoint: the role that reads the script and drives the others.
 pub const MASTER: Endpoint = Endpoint::Role(0);

@@ -336,7 +336,7 @@ impl Observer {
         let moving = snapshot
             .channels()
             .into_iter()
-            .map(|(_, _, ch)| u128::from(ch.record));
+            .map(|(_, _, ch)| u128::from(ch.record.sum()));
         let counted: u128 = held.chain(moving).sum();
         if counted != u128::from(self.total) {
             return Ok(Err(format!(

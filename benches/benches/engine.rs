@@ -14,8 +14,8 @@
 //! ```
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use snapshot_benches::{Account, Transfer};
 use snapshot_core::{NodeId, SnapshotEngine, SnapshotId};
+use snapshot_harness::{Account, Transfer};
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -39,7 +39,7 @@ fn engine(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
     let account = Account::default();
-    let transfer = Transfer::new(1, 0);
+    let transfer = Transfer(1);
 
     let mut node = engine_with(2);
     group.throughput(Throughput::Elements(MESSAGES));

@@ -11,16 +11,10 @@
 //! ```
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, criterion_group, criterion_main};
-use snapshot_benches::{BACKGROUND, Cluster, Medium, Topology, Work, check};
+use snapshot_benches::{LATENCY_LOADS, latency_sizes};
 use snapshot_core::NodeId;
+use snapshot_harness::{Cluster, Medium, Topology, TransportKind, check};
 use std::time::Duration;
-
-fn sizes(medium: Medium) -> &'static [u32] {
-    match medium {
-        Medium::Mem => &[2, 4, 8, 16, 32, 64],
-        Medium::Pipe | Medium::Tcp => &[2, 4, 8, 16, 32],
-    }
-}
 
 fn latency(c: &mut Criterion) {
     let mut group = c.benchmark_group("snapshot_latency");
@@ -29,9 +23,9 @@ fn latency(c: &mut Criterion) {
         .sampling_mode(SamplingMode::Flat)
         .warm_up_time(Duration::from_millis(200))
         .measurement_time(Duration::from_millis(800));
-    for medium in Medium::ALL {
-        for &nodes in sizes(medium) {
-            for (load, work) in [("idle", Work::Idle), ("loaded", BACKGROUND)] {
+    for &medium in TransportKind::all() {
+        for &nodes in latency_sizes(medium) {
+            for (load, work) in LATENCY_LOADS {
                 let id = BenchmarkId::new(format!("{}/{nodes}", medium.name()), load);
                 // Set up once per row, outside the measurement.
                 let mut cluster = Cluster::spawn(medium, Topology::Ring(nodes), |_| work)

@@ -14,7 +14,8 @@
 use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
-use snapshot_benches::{Medium, OVERHEAD_NODES, Topology, overhead_transfers, run_transfers};
+use snapshot_benches::{OVERHEAD_NODES, OVERHEAD_RATES, overhead_transfers};
+use snapshot_harness::{Medium, Topology, TransportKind, run_transfers};
 use std::time::Duration;
 
 fn overhead(c: &mut Criterion) {
@@ -24,10 +25,10 @@ fn overhead(c: &mut Criterion) {
         .sampling_mode(SamplingMode::Flat)
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_millis(2500));
-    for medium in Medium::ALL {
+    for &medium in TransportKind::all() {
         let total = overhead_transfers(medium);
         group.throughput(Throughput::Elements(total));
-        for rate in [0, 10, 100] {
+        for rate in OVERHEAD_RATES {
             group.bench_function(BenchmarkId::new(medium.name(), rate), |b| {
                 b.iter_custom(|iters| {
                     (0..iters)

@@ -12,16 +12,9 @@
 use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
-use snapshot_benches::{Medium, Topology, ceiling, run_transfers};
+use snapshot_benches::{CEILING_FRAMES, throughput_transfers};
+use snapshot_harness::{Medium, Topology, TransportKind, ceiling, run_transfers};
 use std::time::Duration;
-
-/// Transfers per measured run: a tenth of a second or more on every medium.
-fn transfers(medium: Medium) -> u64 {
-    match medium {
-        Medium::Mem => 2_000_000,
-        Medium::Pipe | Medium::Tcp => 1_000_000,
-    }
-}
 
 fn throughput(c: &mut Criterion) {
     let mut group = c.benchmark_group("transport_throughput");
@@ -30,8 +23,8 @@ fn throughput(c: &mut Criterion) {
         .sampling_mode(SamplingMode::Flat)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3));
-    for medium in Medium::ALL {
-        let count = transfers(medium);
+    for &medium in TransportKind::all() {
+        let count = throughput_transfers(medium);
         group.throughput(Throughput::Elements(count));
         group.bench_function(medium.name(), |b| {
             b.iter_custom(|iters| {
@@ -45,8 +38,7 @@ fn throughput(c: &mut Criterion) {
                     .sum()
             })
         });
-        // The bare medium is several times faster: more frames, for as long a run.
-        let frames = 10_000_000;
+        let frames = CEILING_FRAMES;
         group.throughput(Throughput::Elements(frames));
         group.bench_function(BenchmarkId::new(medium.name(), "ceiling"), |b| {
             b.iter_custom(|iters| {

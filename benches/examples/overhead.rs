@@ -16,10 +16,8 @@
 //!     [ROUNDS] [--scale=SCALE] [mem|pipe|tcp]...
 //! ```
 
-use snapshot_benches::{Medium, OVERHEAD_NODES, Topology, overhead_transfers, run_transfers};
-
-/// Snapshots per second of the runs of each round, in order.
-const RATES: [u32; 3] = [0, 10, 100];
+use snapshot_benches::{OVERHEAD_NODES, OVERHEAD_RATES, overhead_transfers};
+use snapshot_harness::{Medium, Topology, TransportKind, run_transfers};
 
 /// The overhead at 100 snapshots a second this is measured against, in percent.
 const TARGET: f64 = 5.0;
@@ -55,15 +53,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         } else if let Ok(n) = arg.parse() {
             rounds = n;
         } else {
-            let medium = Medium::ALL
-                .into_iter()
+            let medium = TransportKind::all()
+                .iter()
+                .copied()
                 .find(|m| m.name() == arg)
                 .ok_or_else(|| format!("no medium {arg:?}: mem, pipe or tcp"))?;
             media.push(medium);
         }
     }
     if media.is_empty() {
-        media = Medium::ALL.to_vec();
+        media = TransportKind::all().to_vec();
     }
     if rounds == 0 || scale == 0 {
         return Err("at least one round, of at least the default size".into());
@@ -73,11 +72,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     for medium in media {
         let total = scale * overhead_transfers(medium);
-        // rates[r][k]: the throughput of round k at RATES[r].
-        let mut rates = vec![Vec::new(); RATES.len()];
-        let mut snapshots = vec![0u64; RATES.len()];
+        // rates[r][k]: the throughput of round k at OVERHEAD_RATES[r].
+        let mut rates = vec![Vec::new(); OVERHEAD_RATES.len()];
+        let mut snapshots = vec![0u64; OVERHEAD_RATES.len()];
         for _ in 0..rounds {
-            for (r, &per_second) in RATES.iter().enumerate() {
+            for (r, &per_second) in OVERHEAD_RATES.iter().enumerate() {
                 let run = run_transfers(medium, Topology::Ring(OVERHEAD_NODES), total, per_second)?;
                 rates[r].push(run.rate() / 1e6);
                 snapshots[r] += run.snapshots;
@@ -85,7 +84,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let base = median(&rates[0]);
         println!("{} ({total} transfers a run):", medium.name());
-        for (r, &per_second) in RATES.iter().enumerate() {
+        for (r, &per_second) in OVERHEAD_RATES.iter().enumerate() {
             let (lo, hi) = spread(&rates[r]);
             let line = format!(
                 "  {per_second:>3} snapshots/s: median {:6.2} (min {:6.2}, max {:6.2}), {:.1} snapshots a run",

@@ -14,16 +14,19 @@
 //! under the `BACKGROUND` load) and `engine MESSAGES`
 //! (the bare engine: messages counted, messages recorded, markers handled).
 
-use snapshot_benches::{
-    Account, BACKGROUND, Cluster, Medium, Topology, Transfer, Work, ceiling, run_transfers,
-};
+use snapshot_benches::BACKGROUND;
 use snapshot_core::{NodeId, SnapshotEngine, SnapshotId};
+use snapshot_harness::{
+    Account, Cluster, Medium, Topology, Transfer, TransportKind, Work, ceiling, check,
+    run_transfers,
+};
 use std::hint::black_box;
 use std::time::Instant;
 
-fn medium(name: &str) -> Result<Medium, String> {
-    Medium::ALL
-        .into_iter()
+fn medium(name: &str) -> Result<TransportKind, String> {
+    TransportKind::all()
+        .iter()
+        .copied()
         .find(|m| m.name() == name)
         .ok_or_else(|| format!("no medium {name:?}: mem, pipe or tcp"))
 }
@@ -48,7 +51,7 @@ fn engine(messages: u64) -> Result<(), String> {
             .add_outgoing(NodeId(peer))
             .map_err(|e| e.to_string())?;
     }
-    let transfer = Transfer::new(1, 0);
+    let transfer = Transfer(1);
     for _ in 0..messages {
         engine
             .on_message(NodeId(1), black_box(&transfer), &account)
@@ -134,7 +137,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut times = Vec::new();
             for k in 0..number(args.get(3), 100)? {
                 let (took, global) = cluster.snapshot(NodeId(k as u32 % nodes + 1))?;
-                snapshot_benches::check(&global)?;
+                check(&global)?;
                 times.push(took);
             }
             cluster.stop()?;

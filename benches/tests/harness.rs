@@ -2,14 +2,15 @@
 //! snapshots taken meanwhile are consistent, the ceilings move what they are given,
 //! and clusters stop cleanly.
 
-use snapshot_benches::{
-    BACKGROUND, Cluster, Medium, Topology, Work, ceiling, check, encoded_transfer, run_transfers,
-};
+use snapshot_benches::BACKGROUND;
 use snapshot_core::NodeId;
+use snapshot_harness::{
+    Cluster, Medium, Topology, TransportKind, Work, ceiling, check, encoded_transfer, run_transfers,
+};
 
 #[test]
 fn transfers_arrive_and_snapshots_meanwhile_are_consistent() {
-    for medium in Medium::ALL {
+    for &medium in TransportKind::all() {
         let one_way = run_transfers(medium, Topology::OneWay, 10_000, 0).unwrap();
         assert_eq!(one_way.transfers, 10_000, "{medium:?}");
         let ring = run_transfers(medium, Topology::Ring(4), 100_000, 1_000).unwrap();
@@ -20,7 +21,7 @@ fn transfers_arrive_and_snapshots_meanwhile_are_consistent() {
 
 #[test]
 fn snapshots_of_idle_and_loaded_rings_are_consistent() {
-    for medium in Medium::ALL {
+    for &medium in TransportKind::all() {
         for work in [Work::Idle, BACKGROUND] {
             let mut cluster = Cluster::spawn(medium, Topology::Ring(5), |_| work).unwrap();
             cluster.start().unwrap();
@@ -41,14 +42,14 @@ fn snapshots_of_idle_and_loaded_rings_are_consistent() {
 #[test]
 fn ceilings_move_every_frame() {
     assert_eq!(encoded_transfer().unwrap().len(), 4 + 2 + 16);
-    for medium in Medium::ALL {
+    for &medium in TransportKind::all() {
         ceiling(medium, 100_000).unwrap();
     }
 }
 
 #[test]
 fn a_run_of_fewer_than_two_nodes_is_refused() {
-    assert!(Cluster::spawn(Medium::Mem, Topology::Ring(1), |_| Work::Idle).is_err());
+    assert!(Cluster::spawn(TransportKind::Mem, Topology::Ring(1), |_| Work::Idle).is_err());
     assert!(Topology::Ring(4).neighbours(5).is_empty());
     assert!(Topology::OneWay.neighbours(3).is_empty());
 }
