@@ -1,4 +1,5 @@
-//! The bank's command language: one command a line (BANK.md, "Commands" and "Input").
+//! The bank's command language: one command a line (`bank-app/README.md`, "Commands" and
+//! "Reading the script").
 
 use snapshot_core::NodeId;
 
