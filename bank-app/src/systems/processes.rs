@@ -169,6 +169,7 @@ impl System for SpawnedSystem {
 
     fn shutdown(&mut self) -> Result<(), String> {
         self.supervisor.stopping();
+        self.supervisor.kill_stopped();
         if !self.supervisor.wait_all(STOP_GRACE) {
             tracing::warn!("processes did not stop in time; killing them");
         }

@@ -150,6 +150,18 @@ impl Supervisor {
         self.shared.lock().stopping = true;
     }
 
+    /// Kills the children that are stopped: they cannot act on being told to stop.
+    pub fn kill_stopped(&self) {
+        let run = self.shared.lock();
+        for child in run.children.iter().filter(|c| c.ended.is_none()) {
+            if matches!(process_state(child.pid), Some('T' | 't')) {
+                // SAFETY: a child that has not ended is not reaped, so its pid is
+                // still ours.
+                unsafe { libc::kill(child.pid, libc::SIGKILL) };
+            }
+        }
+    }
+
     /// Waits up to `grace` for every child to exit; says whether they all did.
     pub fn wait_all(&self, grace: Duration) -> bool {
         let deadline = Instant::now() + grace;
