@@ -56,6 +56,22 @@ struct Child {
     ended: Option<String>,
 }
 
+impl Run {
+    /// The child started last to play `who`.
+    fn last(&self, who: Endpoint) -> Option<&Child> {
+        self.children.iter().rev().find(|c| c.who == who)
+    }
+}
+
+impl Child {
+    /// Whether it is stopped (by SIGSTOP, a terminal, a debugger), and so cannot
+    /// answer. A child that has ended is not.
+    fn is_stopped(&self) -> bool {
+        // Not reaped (it has not ended), so the pid is still the child's.
+        self.ended.is_none() && matches!(process_state(self.pid), Some('T' | 't'))
+    }
+}
+
 impl Default for Supervisor {
     fn default() -> Self {
         let (tell, departures) = crossbeam_channel::unbounded();
@@ -111,37 +127,18 @@ impl Supervisor {
     /// Why the child playing `who` has gone, once it has exited; waits up to `grace`
     /// for that. `None` if it is still running then, or is not a child of this run.
     pub fn why_gone(&self, who: Endpoint, grace: Duration) -> Option<String> {
-        let deadline = Instant::now() + grace;
-        let mut run = self.shared.lock();
-        loop {
-            let child = run.children.iter().rev().find(|c| c.who == who)?;
-            if let Some(cause) = &child.ended {
-                return Some(cause.clone());
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            run = self
-                .shared
-                .exited
-                .wait_timeout(run, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
+        let run = self.shared.wait_while(grace, |run| {
+            run.last(who).is_some_and(|c| c.ended.is_none())
+        });
+        run.last(who)?.ended.clone()
     }
 
     /// Why the child playing `who` cannot answer, if it cannot: it is stopped (by
     /// SIGSTOP, a terminal, a debugger).
     pub fn unresponsive(&self, who: Endpoint) -> Option<String> {
         let run = self.shared.lock();
-        let child = run
-            .children
-            .iter()
-            .rev()
-            .find(|c| c.who == who && c.ended.is_none())?;
-        // Not reaped (it has not ended), so the pid is still the child's.
-        matches!(process_state(child.pid), Some('T' | 't'))
+        run.last(who)?
+            .is_stopped()
             .then(|| "the process is stopped".to_string())
     }
 
@@ -153,32 +150,17 @@ impl Supervisor {
     /// Kills the children that are stopped: they cannot act on being told to stop.
     pub fn kill_stopped(&self) {
         let run = self.shared.lock();
-        for child in run.children.iter().filter(|c| c.ended.is_none()) {
-            if matches!(process_state(child.pid), Some('T' | 't')) {
-                // SAFETY: a child that has not ended is not reaped, so its pid is
-                // still ours.
-                unsafe { libc::kill(child.pid, libc::SIGKILL) };
-            }
+        for child in run.children.iter().filter(|c| c.is_stopped()) {
+            // SAFETY: a child that has not ended is not reaped, so its pid is still
+            // ours.
+            unsafe { libc::kill(child.pid, libc::SIGKILL) };
         }
     }
 
     /// Waits up to `grace` for every child to exit; says whether they all did.
     pub fn wait_all(&self, grace: Duration) -> bool {
-        let deadline = Instant::now() + grace;
-        let mut run = self.shared.lock();
-        while !run.children.iter().all(|c| c.ended.is_some()) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            run = self
-                .shared
-                .exited
-                .wait_timeout(run, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-        true
+        let all_ended = |run: &Run| run.children.iter().all(|c| c.ended.is_some());
+        all_ended(&self.shared.wait_while(grace, |run| !all_ended(run)))
     }
 
     /// Kills every child still running and removes the run's directory; says why
@@ -205,6 +187,29 @@ impl Drop for Supervisor {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Run> {
         self.run.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits, for up to `grace`, while `pending` holds of the run (looking again each
+    /// time a child exits); returns the run as it is then.
+    fn wait_while(
+        &self,
+        grace: Duration,
+        mut pending: impl FnMut(&Run) -> bool,
+    ) -> MutexGuard<'_, Run> {
+        let deadline = Instant::now() + grace;
+        let mut run = self.lock();
+        while pending(&run) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            run = self
+                .exited
+                .wait_timeout(run, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        run
     }
 
     /// Reads the child's report, waits for it to exit, and marks it as exited.
