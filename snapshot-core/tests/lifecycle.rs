@@ -1,13 +1,15 @@
 //! A snapshot's life through the coordinator: it completes with its figures, or it
 //! misses its deadline and is aborted everywhere, and the next one goes as usual. On
 //! the simulated network (with a channel held) and over transport-mem (with a node
-//! that stopped).
+//! that stopped). And the coordinator and the node driver together, over
+//! transport-mem in one thread, where each node handles what has arrived in turn.
 
 use snapshot_core::sim::{Notice, Sim};
 use snapshot_core::topology::Topology;
 use snapshot_core::{
-    Aborted, AbortedSnapshot, Coordinator, CoordinatorEvent, Endpoint, EngineError, Node,
-    NodeFrame, NodeId, Outbox, Process, SnapshotEngine, SnapshotId, Transport, Unfinished,
+    Aborted, AbortedSnapshot, Collector, Coordinator, CoordinatorError, CoordinatorEvent,
+    DEFAULT_TIMEOUT, Endpoint, EngineError, LocalSnapshot, Node, NodeFrame, NodeId, Outbox,
+    Process, SnapshotEngine, SnapshotError, SnapshotId, Transport, Unfinished,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -161,11 +163,13 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn new(timeout: Duration) -> Self {
+    /// Nodes on `topology`, each holding 10, all connected both ways, and a
+    /// coordinator of them with `timeout`.
+    fn new(topology: &Topology, timeout: Duration) -> Self {
         let network = MemNetwork::new();
-        let mut all: Vec<_> = ids()
-            .iter()
-            .map(|&id| network.endpoint(Endpoint::Node(id)).unwrap())
+        let mut all: Vec<_> = topology
+            .nodes()
+            .map(|id| network.endpoint(Endpoint::Node(id)).unwrap())
             .collect();
         all.push(network.endpoint(COORDINATOR).unwrap());
         let addresses: Vec<_> = all.iter().map(|t| (t.local(), t.address())).collect();
@@ -177,9 +181,8 @@ impl Cluster {
             }
         }
         let control = all.pop().unwrap();
-        let topology = Topology::complete(ids());
-        let nodes = ids()
-            .into_iter()
+        let nodes = topology
+            .nodes()
             .zip(all)
             .map(|(id, t)| {
                 let mut node = Node::new(id, Counter(10));
@@ -191,10 +194,43 @@ impl Cluster {
         Cluster {
             nodes,
             control,
-            coordinator: Coordinator::new(ids())
+            coordinator: Coordinator::new(topology.nodes())
                 .with_timeout(timeout)
                 .with_record_size(|_| 8),
         }
+    }
+
+    /// Nodes on a complete graph of [`ids`].
+    fn complete(timeout: Duration) -> Self {
+        Self::new(&Topology::complete(ids()), timeout)
+    }
+
+    /// Lets every node handle what has arrived, in turn, until none has anything.
+    fn settle(&mut self) {
+        loop {
+            let mut quiet = true;
+            for (node, t) in &mut self.nodes {
+                // Every message and marker a node handles changes its engine.
+                let before = node.engine().clone();
+                if let Some(event) = node.poll_event(t, Duration::ZERO).unwrap() {
+                    panic!("nothing needs the application here: {event:?}");
+                }
+                quiet &= *node.engine() == before;
+            }
+            if quiet {
+                return;
+            }
+        }
+    }
+
+    /// What the coordinator has, without waiting.
+    fn events(&mut self) -> Vec<CoordinatorEvent<u64, u64>> {
+        std::iter::from_fn(|| {
+            self.coordinator
+                .next_event(&mut self.control, Duration::ZERO)
+                .unwrap()
+        })
+        .collect()
     }
 
     /// Every node but `stopped` handles what has come, until the coordinator has
@@ -219,7 +255,7 @@ impl Cluster {
 
 #[test]
 fn over_a_real_transport_a_stopped_node_makes_the_snapshot_abort_and_is_named() {
-    let mut cluster = Cluster::new(Duration::from_millis(500));
+    let mut cluster = Cluster::complete(Duration::from_millis(500));
     cluster
         .coordinator
         .initiate(&mut cluster.control, NodeId(1))
@@ -276,7 +312,7 @@ fn over_a_real_transport_a_stopped_node_makes_the_snapshot_abort_and_is_named() 
 
 #[test]
 fn statistics_count_what_was_caught_in_transit_and_travel_with_the_snapshot() {
-    let mut cluster = Cluster::new(Duration::from_secs(30));
+    let mut cluster = Cluster::complete(Duration::from_secs(30));
     cluster
         .coordinator
         .initiate(&mut cluster.control, NodeId(2))
@@ -310,4 +346,128 @@ fn statistics_count_what_was_caught_in_transit_and_travel_with_the_snapshot() {
     let bytes = postcard::to_allocvec(&taken).unwrap();
     let back: snapshot_core::TakenSnapshot<u64, u64> = postcard::from_bytes(&bytes).unwrap();
     assert_eq!(back, taken);
+}
+
+#[test]
+fn the_coordinator_starts_snapshots_and_assembles_them() {
+    let mut cluster = Cluster::new(&Topology::ring([1, 2, 3].map(NodeId)), DEFAULT_TIMEOUT);
+    // Node 1 pays 4 to node 2, which has not taken it when the snapshots start.
+    let (node, t) = &mut cluster.nodes[0];
+    node.process_mut().0 -= 4;
+    node.send(t, NodeId(2), 4).unwrap();
+    cluster
+        .coordinator
+        .initiate(&mut cluster.control, NodeId(1))
+        .unwrap();
+    cluster
+        .coordinator
+        .initiate(&mut cluster.control, NodeId(3))
+        .unwrap();
+    assert_eq!(cluster.coordinator.in_flight(), 2);
+    cluster.settle();
+    let events = cluster.events();
+    let started: Vec<SnapshotId> = events
+        .iter()
+        .filter_map(|e| match e {
+            CoordinatorEvent::Started { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started.len(), 2);
+    let completed: Vec<_> = events
+        .into_iter()
+        .filter_map(|e| match e {
+            CoordinatorEvent::Completed(taken) => Some(taken.snapshot),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(completed.len(), 2, "both snapshots complete");
+    for global in &completed {
+        global.check_cut().unwrap();
+        let held: u64 = global.nodes().map(|local| local.state).sum();
+        let in_transit: u64 = global.channels().iter().map(|(_, _, c)| c.record).sum();
+        assert_eq!(held + in_transit, 30, "snapshot {}", global.id());
+    }
+    assert_eq!(cluster.coordinator.in_flight(), 0);
+    // The engine's counts are there to read.
+    let (node, _) = &cluster.nodes[0];
+    assert_eq!(node.engine().sent_on(NodeId(2)), Some(1));
+    assert_eq!(node.engine().received_on(NodeId(3)), Some(0));
+    assert_eq!(node.engine().sent_on(NodeId(3)), None, "a one-way ring");
+}
+
+#[test]
+fn a_snapshot_that_cannot_complete_says_who_is_missing() {
+    // 1 -> 2 -> 3, and nothing back: a marker never reaches 1 from 3.
+    let mut line = Topology::default();
+    line.link(NodeId(1), NodeId(2));
+    line.link(NodeId(2), NodeId(3));
+    assert!(line.check().is_err());
+    let mut cluster = Cluster::new(&line, DEFAULT_TIMEOUT);
+    cluster
+        .coordinator
+        .initiate(&mut cluster.control, NodeId(2))
+        .unwrap();
+    cluster.settle();
+    let events = cluster.events();
+    assert!(matches!(events[..], [CoordinatorEvent::Started { .. }]));
+    let id = SnapshotId {
+        initiator: NodeId(2),
+        seq: 0,
+    };
+    // 1 has no incoming channel: it never hears of the snapshot; 2 waits for it.
+    assert_eq!(
+        cluster.coordinator.missing(),
+        [(id, vec![NodeId(1), NodeId(2)])]
+    );
+}
+
+#[test]
+fn a_coordinator_refuses_nodes_it_does_not_coordinate() {
+    let mut cluster = Cluster::new(&Topology::complete([1, 2].map(NodeId)), DEFAULT_TIMEOUT);
+    assert!(matches!(
+        cluster
+            .coordinator
+            .initiate(&mut cluster.control, NodeId(9)),
+        Err(CoordinatorError::UnknownNode(NodeId(9)))
+    ));
+    // A collector expects exactly its nodes: a third one is refused, not counted.
+    let mut collector = Collector::<u64, u64>::new([1, 2].map(NodeId));
+    let local = |node| LocalSnapshot {
+        id: SnapshotId {
+            initiator: NodeId(1),
+            seq: 0,
+        },
+        node: NodeId(node),
+        state: 0,
+        channels: Default::default(),
+        sent: Default::default(),
+        received: Default::default(),
+    };
+    assert_eq!(collector.add(local(1)), Ok(None));
+    assert_eq!(
+        collector.add(local(3)),
+        Err(SnapshotError::UnexpectedNode(NodeId(3)))
+    );
+    assert!(collector.add(local(2)).unwrap().is_some());
+}
+
+#[test]
+fn a_node_restarted_at_an_epoch_numbers_its_snapshots_from_there() {
+    let mut cluster = Cluster::new(&Topology::complete([1, 2].map(NodeId)), DEFAULT_TIMEOUT);
+    let (node, mut t) = cluster.nodes.remove(0);
+    let channels: Vec<NodeId> = node.engine().incoming().collect();
+    let engine = SnapshotEngine::with_epoch(NodeId(1), 7);
+    let mut restarted = Node::with_engine(engine, Counter(10));
+    for peer in channels {
+        restarted.add_peer(peer).unwrap();
+    }
+    let (id, _) = restarted.initiate(&mut t).unwrap();
+    assert_eq!(
+        id,
+        SnapshotId {
+            initiator: NodeId(1),
+            seq: 7
+        }
+    );
 }
