@@ -29,6 +29,10 @@ pub struct Outcome<S, R> {
     /// The snapshot this node recorded its state for in this step (markers went out
     /// on every outgoing channel).
     pub started: Option<SnapshotId>,
+    /// The nodes this step sent a marker to, in the order it sent them: a marker is
+    /// on its way on each of these channels. A peer that has departed gets none and
+    /// is not listed.
+    pub markers: Vec<NodeId>,
     /// This node's part of a snapshot, if this step completed it.
     pub completed: Option<LocalSnapshot<S, R>>,
 }
@@ -37,6 +41,7 @@ impl<S, R> Default for Outcome<S, R> {
     fn default() -> Self {
         Outcome {
             started: None,
+            markers: Vec::new(),
             completed: None,
         }
     }
@@ -216,19 +221,20 @@ impl<P: Process> Node<P> {
         self.sent(to)
     }
 
-    /// Starts a new snapshot at this node. Returns its id, and this node's part of it
-    /// if that is already complete (a node with no incoming channel) and it has no
+    /// Starts a new snapshot at this node. Returns its id, and what the step did: the
+    /// channels a marker went out on, and this node's part of the snapshot if that is
+    /// already complete (a node with no incoming channel) and it has no
     /// [coordinator](Self::report_to) to send it to.
     pub fn initiate<C, T>(
         &mut self,
         transport: &mut T,
-    ) -> Result<(SnapshotId, Option<NodeSnapshot<P>>), NodeError>
+    ) -> Result<(SnapshotId, NodeOutcome<P>), NodeError>
     where
         T: Transport<NodeFrame<P, C>> + ?Sized,
     {
         let (id, step) = self.start_snapshot()?;
         let outcome = self.carry_out(transport, step)?;
-        Ok((id, outcome.completed))
+        Ok((id, outcome))
     }
 
     /// Keeps `envelope`, arrived on the channel `from -> self`, until it is taken with
@@ -498,12 +504,16 @@ impl<P: Process> Node<P> {
     where
         T: Transport<NodeFrame<P, C>> + ?Sized,
     {
-        let (frames, outcome) = self.frames(step);
+        let (frames, mut outcome) = self.frames(step);
         for (to, frame) in frames {
+            let marker = marker_to(to, &frame);
             match transport.send(to, frame) {
                 // A peer that has gone needs no marker; the others still do.
                 Err(TransportError::Disconnected(_)) => {}
-                sent => sent?,
+                sent => {
+                    sent?;
+                    outcome.markers.extend(marker);
+                }
             }
         }
         Ok(outcome)
@@ -542,6 +552,14 @@ impl<P: Process> Step<P> {
 
 /// A frame to send, and where.
 type Addressed<P, C> = (Endpoint, NodeFrame<P, C>);
+
+/// The node a frame carries a marker to, if it is a marker.
+fn marker_to<M, S, R, C>(to: Endpoint, frame: &Frame<M, S, R, C>) -> Option<NodeId> {
+    match (to, frame) {
+        (Endpoint::Node(to), Frame::Peer(Envelope::Marker(_))) => Some(to),
+        _ => None,
+    }
+}
 
 /// What a step of a node of process `P` did to snapshots.
 type NodeOutcome<P> = Outcome<<P as Process>::State, <P as Process>::Record>;

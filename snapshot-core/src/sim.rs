@@ -1034,10 +1034,10 @@ where
             .nodes
             .get_mut(&node)
             .ok_or(SimError::UnknownNode(node))?;
-        let (id, local) = driver
+        let (id, outcome) = driver
             .initiate(&mut Port::new(Endpoint::Node(node), &mut self.net))
             .map_err(|source| SimError::Node { node, source })?;
-        if let Some(local) = local {
+        if let Some(local) = outcome.completed {
             self.collect(local)?;
         }
         Ok(id)

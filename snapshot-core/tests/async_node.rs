@@ -160,9 +160,9 @@ async fn run_node(mut node: Node<Tokens>, mut transport: Mesh) -> Result<Node<To
             Event::Control {
                 control: Ctl::Initiate,
                 ..
-            } => match node.initiate_async(&mut transport).await? {
-                (_, Some(local)) => Ctl::Report(local),
-                (_, None) => continue,
+            } => match node.initiate_async(&mut transport).await?.1.completed {
+                Some(local) => Ctl::Report(local),
+                None => continue,
             },
             Event::Control {
                 control: Ctl::Count,

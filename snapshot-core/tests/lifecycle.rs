@@ -8,8 +8,8 @@ use snapshot_core::sim::{Notice, Sim};
 use snapshot_core::topology::Topology;
 use snapshot_core::{
     Aborted, AbortedSnapshot, Collector, Coordinator, CoordinatorError, CoordinatorEvent,
-    DEFAULT_TIMEOUT, Endpoint, EngineError, LocalSnapshot, Node, NodeFrame, NodeId, Outbox,
-    Process, SnapshotEngine, SnapshotError, SnapshotId, Transport, Unfinished,
+    DEFAULT_TIMEOUT, Endpoint, EngineError, Envelope, Incoming, LocalSnapshot, Node, NodeFrame,
+    NodeId, Outbox, Process, SnapshotEngine, SnapshotError, SnapshotId, Transport, Unfinished,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -470,4 +470,31 @@ fn a_node_restarted_at_an_epoch_numbers_its_snapshots_from_there() {
             seq: 7
         }
     );
+}
+
+#[test]
+fn a_step_says_which_channels_its_markers_went_out_on() {
+    let mut cluster = Cluster::complete(DEFAULT_TIMEOUT);
+    let (_, t3) = cluster.nodes.pop().unwrap();
+    let (mut node2, mut t2) = cluster.nodes.pop().unwrap();
+    let (mut node1, mut t1) = cluster.nodes.pop().unwrap();
+    let (id, outcome) = node1.initiate(&mut t1).unwrap();
+    assert_eq!(outcome.started, Some(id));
+    assert_eq!(outcome.markers, [NodeId(2), NodeId(3)]);
+
+    // Node 3 has gone: node 2, recording on node 1's marker, sends it none. (Node 1's
+    // real marker, received meanwhile, is passed over: it is delivered by hand.)
+    drop(t3);
+    while t2.recv().unwrap() != Incoming::Departed(Endpoint::Node(NodeId(3))) {}
+    let outcome = node2
+        .deliver(&mut t2, NodeId(1), Envelope::Marker(id))
+        .unwrap();
+    assert_eq!(outcome.started, Some(id));
+    assert_eq!(outcome.markers, [NodeId(1)]);
+
+    // A marker that records nothing sends nothing.
+    let outcome = node1
+        .deliver(&mut t1, NodeId(2), Envelope::Marker(id))
+        .unwrap();
+    assert_eq!((outcome.started, outcome.markers.len()), (None, 0));
 }

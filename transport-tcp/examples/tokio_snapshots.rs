@@ -154,9 +154,9 @@ async fn run_branch(mut node: Node<Branch>, mut transport: Transport) -> Result<
     loop {
         let reply = match node.next_event_async(&mut transport).await? {
             Event::Control { control, .. } => match control {
-                Ctl::Initiate => match node.initiate_async(&mut transport).await? {
-                    (_, Some(local)) => Ctl::Report(local),
-                    (_, None) => continue,
+                Ctl::Initiate => match node.initiate_async(&mut transport).await?.1.completed {
+                    Some(local) => Ctl::Report(local),
+                    None => continue,
                 },
                 Ctl::Ended => Ctl::EndedHere(node.process().ended),
                 Ctl::Stop => {

@@ -4,7 +4,7 @@
 //! The steps are the sync driver's ([`Step`], [`Arrival`] and the private helpers of
 //! `node.rs`); only the calls to the transport differ.
 
-use super::{Arrival, Node, NodeError, NodeEvent, NodeFrame, NodeSnapshot, Step};
+use super::{Arrival, Node, NodeError, NodeEvent, NodeFrame, Step};
 use crate::{AsyncTransport, Endpoint, Envelope, Event, Frame, NodeId, Outcome, Process};
 use crate::{Incoming, SnapshotId, TransportError};
 
@@ -30,18 +30,18 @@ impl<P: Process> Node<P> {
     }
 
     /// Starts a new snapshot at this node: the twin of [`initiate`](Self::initiate).
-    /// Returns its id, and this node's part of it if that is already complete.
+    /// Returns its id, and what the step did.
     pub async fn initiate_async<C, T>(
         &mut self,
         transport: &mut T,
-    ) -> Result<(SnapshotId, Option<NodeSnapshot<P>>), NodeError>
+    ) -> Result<(SnapshotId, Outcome<P::State, P::Record>), NodeError>
     where
         T: AsyncTransport<NodeFrame<P, C>> + ?Sized,
         NodeFrame<P, C>: Send + 'static,
     {
         let (id, step) = self.start_snapshot()?;
         let outcome = self.carry_out_async(transport, step).await?;
-        Ok((id, outcome.completed))
+        Ok((id, outcome))
     }
 
     /// Handles `envelope`, taken from the channel `from -> self`: the twin of
@@ -179,12 +179,16 @@ impl<P: Process> Node<P> {
         T: AsyncTransport<NodeFrame<P, C>> + ?Sized,
         NodeFrame<P, C>: Send + 'static,
     {
-        let (frames, outcome) = self.frames(step);
+        let (frames, mut outcome) = self.frames(step);
         for (to, frame) in frames {
+            let marker = super::marker_to(to, &frame);
             match transport.send(to, frame).await {
                 // A peer that has gone needs no marker; the others still do.
                 Err(TransportError::Disconnected(_)) => {}
-                sent => sent?,
+                sent => {
+                    sent?;
+                    outcome.markers.extend(marker);
+                }
             }
         }
         Ok(outcome)
