@@ -174,7 +174,7 @@ impl<T: Transport<Wire>> Worker<T> {
                     self.next_round = Instant::now();
                 }
                 Control::Initiate => {
-                    if let (_, Some(local)) = self.node.initiate(&mut self.t)? {
+                    if let Some(local) = self.node.initiate(&mut self.t)?.1.completed {
                         self.report(Control::Local(Box::new(local)))?;
                     }
                 }
