@@ -1,22 +1,25 @@
 //! How a failure's cause is written: an error and the errors it comes from, each said
 //! once.
 //!
-//! `anyhow`'s `{:#}` writes every error of the chain after the one before it; an error
-//! whose message already ends with its source's (as `TransportError::Io` does) would
-//! have that source written twice.
+//! An error says what happened and leaves its cause to its
+//! [source](std::error::Error::source) (as `TransportError::Io` leaves the operating
+//! system's error): whatever reaches the user is written with its whole chain.
 
-/// `error` and its sources, joined by `": "`, leaving out a source whose message the
-/// text already ends with.
+use std::error::Error;
+use std::fmt::Write;
+
+/// `error` and its sources, joined by `": "`, as `anyhow`'s `{:#}` joins them.
 pub fn describe(error: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in error.chain() {
-        let message = cause.to_string();
-        if text.is_empty() {
-            text = message;
-        } else if !text.ends_with(&message) {
-            text.push_str(": ");
-            text.push_str(&message);
-        }
+    chain(error.as_ref())
+}
+
+/// `error` and its sources, joined by `": "`.
+pub fn chain(error: &(dyn Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let _ = write!(text, ": {cause}");
+        source = cause.source();
     }
     text
 }
@@ -24,28 +27,43 @@ pub fn describe(error: &anyhow::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use snapshot_core::TransportError;
+    use snapshot_core::{NodeError, TransportError};
     use std::io;
 
-    #[test]
-    fn a_source_already_said_is_not_said_again() {
-        let error = TransportError::Io {
+    fn too_long() -> TransportError {
+        TransportError::Io {
             context: "opening role-0-to-role-1".to_string(),
             source: io::Error::from_raw_os_error(36),
-        };
-        let error = anyhow::Error::new(error);
-        let once = describe(&error);
-        assert_eq!(
-            once.matches("File name too long").count(),
-            1,
-            "{once}; anyhow says {error:#}"
-        );
-        let error = error.context("cannot start");
-        assert!(describe(&error).starts_with("cannot start: opening role-0-to-role-1: "));
+        }
     }
 
     #[test]
-    fn sources_not_said_yet_are_joined_as_anyhow_joins_them() {
+    fn an_operating_system_error_is_said_once_after_its_context() {
+        let error = anyhow::Error::new(too_long());
+        let once = describe(&error);
+        assert_eq!(
+            once,
+            "opening role-0-to-role-1: File name too long (os error 36)"
+        );
+        assert_eq!(once, format!("{error:#}"));
+        let error = error.context("cannot start");
+        assert_eq!(
+            describe(&error),
+            "cannot start: opening role-0-to-role-1: File name too long (os error 36)"
+        );
+    }
+
+    #[test]
+    fn a_transparent_wrapper_keeps_the_chain() {
+        let error = NodeError::from(too_long());
+        assert_eq!(
+            chain(&error),
+            "opening role-0-to-role-1: File name too long (os error 36)"
+        );
+    }
+
+    #[test]
+    fn sources_are_joined_as_anyhow_joins_them() {
         let error = anyhow::Error::new(io::Error::other("disk on fire")).context("cannot read");
         assert_eq!(describe(&error), format!("{error:#}"));
     }

@@ -9,6 +9,8 @@
 //!
 //! Modules, from the top down: each imports only modules further down the list.
 //! - [`master`]: checks and runs commands, makes the seeded random choices, prints;
+//! - [`saved`]: saved snapshots: their file format, writing, reading, checking and
+//!   printing them, and `master inspect`;
 //! - [`systems`]: the ways to run the roles: threads ([`systems::threads`]), child
 //!   processes watched by a supervisor ([`systems::processes`]), or nodes started by
 //!   hand on other hosts ([`systems::cluster`]), and what a role's own process does
@@ -26,6 +28,7 @@
 //! - [`cause`]: how a failure's cause is written.
 
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 pub mod account;
 pub mod cause;
@@ -36,6 +39,7 @@ pub mod master;
 pub mod output;
 pub mod protocol;
 pub mod role;
+pub mod saved;
 pub mod script;
 pub mod system;
 pub mod systems;

@@ -4,12 +4,15 @@
 //! The only place that ends the process: on a signal, and in a role's process when
 //! the master that started it has gone.
 
+#![forbid(unsafe_code)]
+
 use anyhow::Context;
 use bank_app::cause::describe;
 use bank_app::choice;
-use bank_app::master::{Master, Status, run_script};
+use bank_app::master::{Master, Refusal, Status, run_script};
 use bank_app::output;
 use bank_app::role::Role;
+use bank_app::saved::SavedSnapshot;
 use bank_app::system::Teardown;
 use bank_app::systems::child::{self, NodeProcess};
 use bank_app::systems::cluster;
@@ -46,6 +49,38 @@ enum Command {
     /// to attach it (`CreateNode ID AMOUNT`), and exits at `KillAll` or when the master
     /// goes away.
     Node(NodeArgs),
+    /// Prints a saved snapshot (a `.json` or `.postcard` file) once it has checked it.
+    ///
+    /// Exit status: 0 if the snapshot holds (a consistent cut that conserves money),
+    /// 1 if it does not (the reason on stderr, nothing printed), 2 if the file cannot
+    /// be read or decoded.
+    Inspect(InspectArgs),
+    /// Starts the bank from a saved snapshot (each node's balance, and what was in
+    /// transit back on its channel) and runs a script on it, as if `StartMaster` and
+    /// the `CreateNode`s had run. The snapshot's topology must be complete.
+    ///
+    /// Exit status: as for a script; 2 also when the snapshot is refused.
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Args)]
+struct RestoreArgs {
+    /// The saved snapshot (`.json` or `.postcard`).
+    file: PathBuf,
+
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Args)]
+struct InspectArgs {
+    /// The saved snapshot.
+    file: PathBuf,
+
+    /// How to print it: the PrintSnapshot block (text), one line of JSON (json), or a
+    /// Graphviz digraph (dot).
+    #[arg(long, value_enum, default_value = "text")]
+    format: bank_app::saved::Format,
 }
 
 #[derive(Debug, Args)]
@@ -81,6 +116,16 @@ struct RunArgs {
     /// chosen by the OS; a cluster needs an address its nodes can reach).
     #[arg(long, value_name = "HOST:PORT")]
     listen: Option<SocketAddr>,
+
+    /// How PrintSnapshot prints a snapshot: the specification's block (text), one
+    /// line of JSON (json), or a Graphviz digraph (dot).
+    #[arg(long, value_enum, default_value = "text")]
+    format: bank_app::saved::Format,
+
+    /// Saves every snapshot CollectState collects into DIR (made if missing), as
+    /// `<initiator>-<seq>.json` and `.postcard`.
+    #[arg(long, value_name = "DIR")]
+    save: Option<PathBuf>,
 
     /// The script to run; `-` or nothing reads standard input.
     script: Option<PathBuf>,
@@ -155,6 +200,13 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Some(Command::Node(args)) => node(args),
+        Some(Command::Restore(args)) => restore(args),
+        Some(Command::Inspect(args)) => {
+            let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr());
+            ExitCode::from(
+                bank_app::saved::inspect(&args.file, args.format, &mut out, &mut err) as u8,
+            )
+        }
         None => run(cli.run),
     }
 }
@@ -184,8 +236,24 @@ fn open_script(script: Option<&PathBuf>) -> anyhow::Result<(Box<dyn Read + Send>
     }
 }
 
+/// Runs the script on a bank restored from a saved snapshot.
+fn restore(args: RestoreArgs) -> ExitCode {
+    match bank_app::saved::load(&args.file) {
+        Ok(snapshot) => run_from(args.run, Some((args.file, snapshot))),
+        Err(error) => {
+            eprintln!("master restore: {}", describe(&anyhow::Error::new(error)));
+            status(Status::Usage)
+        }
+    }
+}
+
 /// Runs the script.
 fn run(args: RunArgs) -> ExitCode {
+    run_from(args, None)
+}
+
+/// Runs the script, on a bank restored from `restored` if given.
+fn run_from(args: RunArgs, restored: Option<(PathBuf, SavedSnapshot)>) -> ExitCode {
     let usage = |error: anyhow::Error| {
         eprintln!("master: {}", describe(&error));
         status(Status::Usage)
@@ -226,7 +294,30 @@ fn run(args: RunArgs) -> ExitCode {
         return status(Status::Failed);
     }
     let ack_timeout = Duration::from_secs_f64(args.ack_timeout);
-    let mut master = Master::new(system, out, seed, ack_timeout);
+    let mut master = Master::new(system, out, seed, ack_timeout).with_format(args.format);
+    if let Some(dir) = args.save {
+        master = master.with_save(dir);
+    }
+    if let Some((file, snapshot)) = restored {
+        let refused = match master.restore(&snapshot) {
+            Ok(()) => None,
+            Err(Refusal::Rejected(reason)) => {
+                eprintln!("master restore: {}: {reason}", file.display());
+                Some(Status::Usage)
+            }
+            Err(Refusal::OutputClosed) => Some(Status::Accepted),
+            Err(failure) => {
+                eprintln!("{failure}");
+                Some(Status::Failed)
+            }
+        };
+        if let Some(refused) = refused {
+            if let Err(problem) = master.shutdown() {
+                eprintln!("master: {problem}");
+            }
+            return status(refused);
+        }
+    }
     status(run_script(&mut master, input, &mut std::io::stderr()))
 }
 

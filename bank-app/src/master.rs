@@ -9,15 +9,17 @@
 use crate::channels::ChannelCounts;
 use crate::choice::Chooser;
 use crate::input::Lines;
-use crate::protocol::{BankSnapshot, Control, MASTER, OBSERVER, Peer, Taken, Who, Wire};
+use crate::protocol::{Control, MASTER, OBSERVER, Peer, Taken, Who, Wire};
+use crate::protocol::{ToMaster, ToNode, ToObserver};
 use crate::role::Role;
+use crate::saved::{self, Format, SavedSnapshot, Stats, format_snapshot};
 use crate::script::Command;
 use crate::system::{Departure, System};
 use crossbeam_channel::Receiver;
 use snapshot_core::{Endpoint, Frame, Incoming, NodeId, Transport, TransportError};
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
 use std::io::{self, Read, Write};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// While it waits for an answer, how often the master looks for departures the
@@ -30,19 +32,76 @@ const DEPARTURE_CHECK: Duration = Duration::from_millis(20);
 const WHY_GONE_GRACE: Duration = Duration::from_secs(1);
 
 /// Why a command did not complete.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum Refusal {
     /// The command is not valid now: it had no effect and the run goes on.
+    #[error("{0}")]
     Rejected(String),
     /// The system failed: a role died, stopped answering, or broke the protocol.
+    #[error("{}: {}", Who(*.who), crate::cause::chain(.cause))]
     Failed {
         /// Who failed.
         who: Endpoint,
         /// Why.
-        cause: String,
+        cause: Failure,
     },
     /// Standard output is closed: the run ends quietly.
+    #[error("standard output is closed")]
     OutputClosed,
+}
+
+/// Why a role, or the system, failed. Written with its sources
+/// ([`cause::chain`](crate::cause::chain)) where the user sees it.
+#[derive(Debug)]
+pub enum Failure {
+    /// What the role said of its failure, or what the master or the system sees of
+    /// it ("no answer within 2 s", "the process died (signal 9)").
+    Said(String),
+    /// The master's endpoint failed on its way to the role.
+    Transport(TransportError),
+    /// The system could not make what the master asked for: its own endpoint, or
+    /// (`starting`) the role's process or thread.
+    System {
+        /// Whether it was starting the role.
+        starting: bool,
+        /// What went wrong.
+        source: anyhow::Error,
+    },
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Said(text) => f.write_str(text),
+            // Its message is its source's (below), after what was being done.
+            Failure::Transport(error) => error.fmt(f),
+            Failure::System { starting: true, .. } => f.write_str("cannot start"),
+            Failure::System { source, .. } => source.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for Failure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Failure::Said(_) => None,
+            Failure::Transport(error) => error.source(),
+            Failure::System { starting, source } => {
+                let error: &(dyn std::error::Error + 'static) = source.as_ref();
+                if *starting {
+                    Some(error)
+                } else {
+                    error.source()
+                }
+            }
+        }
+    }
+}
+
+impl From<String> for Failure {
+    fn from(text: String) -> Self {
+        Failure::Said(text)
+    }
 }
 
 /// What to do after a command.
@@ -80,6 +139,10 @@ pub struct Master<W: Write> {
     markers_in_transit: u64,
     snapshot_open: bool,
     collected: bool,
+    /// How `PrintSnapshot` prints.
+    format: Format,
+    /// Where `CollectState` saves each snapshot, if anywhere.
+    save: Option<PathBuf>,
 }
 
 impl<W: Write> Master<W> {
@@ -101,7 +164,73 @@ impl<W: Write> Master<W> {
             markers_in_transit: 0,
             snapshot_open: false,
             collected: false,
+            format: Format::Text,
+            save: None,
         }
+    }
+
+    /// Prints snapshots in `format` (the specification's text by default).
+    pub fn with_format(mut self, format: Format) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// Saves every snapshot collected into `dir` (see [`saved::save`]).
+    pub fn with_save(mut self, dir: PathBuf) -> Self {
+        self.save = Some(dir);
+        self
+    }
+
+    /// Starts the bank from a saved snapshot, as if `StartMaster` and a `CreateNode`
+    /// per node, with its saved balance, had run; then puts back on each channel the
+    /// transfers the snapshot caught in transit on it, in their order, for `Receive`
+    /// to take. A snapshot taken before any of them is received is the saved one.
+    ///
+    /// Refused (with nothing started) when the snapshot does not hold or its topology
+    /// is not complete: the script's commands suppose a channel each way between every
+    /// two nodes.
+    pub fn restore(&mut self, snapshot: &SavedSnapshot) -> Result<(), Refusal> {
+        if self.transport.is_some() {
+            return rejected("the master is already started");
+        }
+        saved::check(snapshot).map_err(|error| Refusal::Rejected(error.to_string()))?;
+        saved::check_complete(snapshot).map_err(|error| Refusal::Rejected(error.to_string()))?;
+        let bank = snapshot
+            .to_bank()
+            .map_err(|error| Refusal::Rejected(error.to_string()))?;
+        let epoch = snapshot_core::restore::epoch(&bank)
+            .map_err(|error| Refusal::Rejected(error.to_string()))?;
+        self.start()?;
+        for node in &snapshot.nodes {
+            self.join(node.id, node.balance, epoch)?;
+        }
+        for (&(from, to), transfers) in &snapshot.in_flight() {
+            if transfers.is_empty() {
+                continue;
+            }
+            // The check above has counted it all within the saved total.
+            let amount = transfers
+                .iter()
+                .try_fold(0, |sum: u64, t| sum.checked_add(t.0));
+            let Some((amount, total)) =
+                amount.and_then(|amount| Some((amount, self.total.checked_add(amount)?)))
+            else {
+                return rejected(format!("the bank's total would pass {}", u64::MAX));
+            };
+            let put_back = ToNode::PutBack {
+                to,
+                transfers: transfers.clone(),
+            };
+            self.ask_node(from, put_back, |c| matches!(c, ToMaster::PutBack))?;
+            for _ in transfers {
+                self.queued.push(from, to);
+            }
+            self.ask_observer(ToObserver::PutBack { amount }, |c| {
+                matches!(c, ToMaster::Added)
+            })?;
+            self.total = total;
+        }
+        Ok(())
     }
 
     /// Runs one command to completion.
@@ -132,8 +261,12 @@ impl<W: Write> Master<W> {
         self.system.stopping();
         if let Some(transport) = self.transport.as_mut() {
             for &endpoint in &self.launched {
+                let stop = match endpoint {
+                    Endpoint::Node(_) => Control::ToNode(ToNode::Stop),
+                    _ => Control::ToObserver(ToObserver::Stop),
+                };
                 // A role that is already gone needs no telling.
-                let _ = transport.send(endpoint, Frame::Control(Control::Stop));
+                let _ = transport.send(endpoint, Frame::Control(stop));
             }
             let _ = transport.flush();
         }
@@ -141,9 +274,12 @@ impl<W: Write> Master<W> {
     }
 
     fn start(&mut self) -> Result<(), Refusal> {
-        let transport = self.system.master().map_err(|error| Refusal::Failed {
+        let transport = self.system.master().map_err(|source| Refusal::Failed {
             who: MASTER,
-            cause: crate::cause::describe(&error),
+            cause: Failure::System {
+                starting: false,
+                source,
+            },
         })?;
         self.transport = Some(transport);
         self.observer_address = self.launch(Role::Observer)?;
@@ -153,9 +289,12 @@ impl<W: Write> Master<W> {
     /// Starts `role`, connects to it, and waits for its hello; returns its address.
     fn launch(&mut self, role: Role) -> Result<Option<String>, Refusal> {
         let who = role.endpoint();
-        let started = self.system.start(role).map_err(|error| Refusal::Failed {
+        let started = self.system.start(role).map_err(|source| Refusal::Failed {
             who,
-            cause: format!("cannot start: {}", crate::cause::describe(&error)),
+            cause: Failure::System {
+                starting: true,
+                source,
+            },
         })?;
         self.launched.push(who);
         if let Some(address) = &started.address {
@@ -167,8 +306,8 @@ impl<W: Write> Master<W> {
             let master = self.transport()?.address();
             self.post(who, Control::Attach { master })?;
         }
-        let address = match self.expect(who, |c| matches!(c, Control::Hello { .. }))? {
-            Control::Hello { address } => address,
+        let address = match self.expect(who, |c| matches!(c, ToMaster::Hello { .. }))? {
+            ToMaster::Hello { address } => address,
             other => return Err(protocol_error(who, &other)),
         };
         if started.address.is_none()
@@ -182,6 +321,12 @@ impl<W: Write> Master<W> {
     }
 
     fn create_node(&mut self, node: NodeId, amount: u64) -> Result<(), Refusal> {
+        self.join(node, amount, 0)
+    }
+
+    /// Starts node `node` with `amount`, its snapshots numbered from `epoch`, and
+    /// connects it to the others.
+    fn join(&mut self, node: NodeId, amount: u64, epoch: u64) -> Result<(), Refusal> {
         if self.nodes.contains_key(&node) {
             return rejected(format!("node {node} already exists"));
         }
@@ -214,37 +359,37 @@ impl<W: Write> Master<W> {
             })
             .collect();
         let newcomer = Peer { node, address };
-        self.request(
-            Endpoint::Node(node),
-            Control::Join {
+        self.ask_node(
+            node,
+            ToNode::Join {
                 balance: amount,
+                epoch,
                 observer: self.observer_address.clone(),
                 peers: peers.clone(),
             },
-            |c| matches!(c, Control::Joined),
+            |c| matches!(c, ToMaster::Joined),
         )?;
         for peer in &peers {
             self.post(
                 Endpoint::Node(peer.node),
-                Control::Connect(newcomer.clone()),
+                ToNode::Connect(newcomer.clone()).into(),
             )?;
         }
         let mut waiting: BTreeSet<Endpoint> =
             peers.iter().map(|p| Endpoint::Node(p.node)).collect();
         while !waiting.is_empty() {
             let (who, answer) = self.await_any(&waiting, None)?;
-            if !matches!(answer, Control::Joined) {
+            if !matches!(answer, ToMaster::Joined) {
                 return Err(protocol_error(who, &answer));
             }
             waiting.remove(&who);
         }
-        self.request(
-            OBSERVER,
-            Control::AddNode {
+        self.ask_observer(
+            ToObserver::AddNode {
                 peer: newcomer.clone(),
                 balance: amount,
             },
-            |c| matches!(c, Control::Added),
+            |c| matches!(c, ToMaster::Added),
         )?;
         self.nodes.insert(node, newcomer.address);
         self.queued.add_node(node);
@@ -271,10 +416,10 @@ impl<W: Write> Master<W> {
 
     fn send(&mut self, from: NodeId, to: NodeId, amount: u64) -> Result<(), Refusal> {
         self.check_channel(from, to)?;
-        match self.request(Endpoint::Node(from), Control::Pay { to, amount }, |c| {
-            matches!(c, Control::Paid | Control::Insufficient)
+        match self.ask_node(from, ToNode::Pay { to, amount }, |c| {
+            matches!(c, ToMaster::Paid | ToMaster::Insufficient)
         })? {
-            Control::Paid => {
+            ToMaster::Paid => {
                 self.queued.push(from, to);
                 Ok(())
             }
@@ -321,27 +466,24 @@ impl<W: Write> Master<W> {
     /// Has `to` handle the head message of the channel `from -> to`, which the master
     /// knows is not empty, and accounts for what that did to the channels.
     fn take(&mut self, from: NodeId, to: NodeId) -> Result<Taken, Refusal> {
-        let (what, recorded) =
-            match self.request(Endpoint::Node(to), Control::Take { from }, |c| {
-                matches!(c, Control::Took { .. })
-            })? {
-                Control::Took { what, recorded } => (what, recorded),
-                other => return Err(protocol_error(Endpoint::Node(to), &other)),
-            };
+        let (what, markers) = match self.ask_node(to, ToNode::Take { from }, |c| {
+            matches!(c, ToMaster::Took { .. })
+        })? {
+            ToMaster::Took { what, markers } => (what, markers),
+            other => return Err(protocol_error(Endpoint::Node(to), &other)),
+        };
         self.queued.pop(from, to);
         if what == Taken::Marker {
             self.markers_in_transit = self.markers_in_transit.saturating_sub(1);
         }
-        if recorded {
-            self.markers_sent_by(to);
-        }
+        self.markers_sent(to, &markers);
         Ok(what)
     }
 
-    /// `node` has recorded its state and put a marker on every outgoing channel.
-    fn markers_sent_by(&mut self, node: NodeId) {
-        let others: Vec<NodeId> = self.nodes.keys().copied().filter(|&k| k != node).collect();
-        for to in others {
+    /// `node` has recorded its state and sent a marker to each of `markers`, as its
+    /// snapshot engine says.
+    fn markers_sent(&mut self, node: NodeId, markers: &[NodeId]) {
+        for &to in markers {
             self.queued.push(node, to);
             self.markers_in_transit += 1;
         }
@@ -352,11 +494,14 @@ impl<W: Write> Master<W> {
         if self.snapshot_open {
             return rejected("a snapshot is already open (CollectState closes it)");
         }
-        self.request(OBSERVER, Control::Begin(node), |c| {
-            matches!(c, Control::Begun)
-        })?;
+        let markers = match self.ask_observer(ToObserver::Begin(node), |c| {
+            matches!(c, ToMaster::Begun { .. })
+        })? {
+            ToMaster::Begun { markers } => markers,
+            other => return Err(protocol_error(OBSERVER, &other)),
+        };
         self.snapshot_open = true;
-        self.markers_sent_by(node);
+        self.markers_sent(node, &markers);
         self.print(&format!("Started by Node {node}\n"))
     }
 
@@ -370,32 +515,70 @@ impl<W: Write> Master<W> {
                 self.markers_in_transit
             ));
         }
-        match self.request(OBSERVER, Control::Collect, |c| {
-            matches!(c, Control::Collected | Control::Invalid(_))
+        match self.ask_observer(ToObserver::Collect, |c| {
+            matches!(c, ToMaster::Collected | ToMaster::Invalid(_))
         })? {
-            Control::Invalid(reason) => Err(Refusal::Failed {
+            ToMaster::Invalid(reason) => Err(Refusal::Failed {
                 who: OBSERVER,
-                cause: format!("the collected snapshot is not valid: {reason}"),
+                cause: format!("the collected snapshot is not valid: {reason}").into(),
             }),
             _ => {
                 self.snapshot_open = false;
                 self.collected = true;
-                Ok(())
+                match self.save.clone() {
+                    Some(dir) => self.save_snapshot(dir),
+                    None => Ok(()),
+                }
             }
         }
+    }
+
+    /// The snapshot collected last, with what the master knows of the bank.
+    fn collected(&mut self) -> Result<SavedSnapshot, Refusal> {
+        let snapshot = match self.ask_observer(ToObserver::Print, |c| {
+            matches!(c, ToMaster::Snapshot(Some(_)))
+        })? {
+            ToMaster::Snapshot(Some(snapshot)) => snapshot,
+            other => return Err(protocol_error(OBSERVER, &other)),
+        };
+        SavedSnapshot::from_bank(&snapshot, self.total, Stats::default()).map_err(|error| {
+            Refusal::Failed {
+                who: OBSERVER,
+                cause: format!("the collected snapshot cannot be written down: {error}").into(),
+            }
+        })
+    }
+
+    /// Saves the snapshot collected last into `dir`.
+    fn save_snapshot(&mut self, dir: PathBuf) -> Result<(), Refusal> {
+        let snapshot = self.collected()?;
+        saved::save(&dir, &snapshot).map_err(|error| Refusal::Failed {
+            who: MASTER,
+            cause: Failure::System {
+                starting: false,
+                source: anyhow::Error::new(error),
+            },
+        })?;
+        Ok(())
     }
 
     fn print_snapshot(&mut self) -> Result<(), Refusal> {
         if !self.collected {
             return rejected("no snapshot has been collected yet");
         }
-        let snapshot = match self.request(OBSERVER, Control::Print, |c| {
-            matches!(c, Control::Snapshot(Some(_)))
-        })? {
-            Control::Snapshot(Some(snapshot)) => snapshot,
-            other => return Err(protocol_error(OBSERVER, &other)),
+        let block = match self.format {
+            Format::Text => {
+                let snapshot = match self.ask_observer(ToObserver::Print, |c| {
+                    matches!(c, ToMaster::Snapshot(Some(_)))
+                })? {
+                    ToMaster::Snapshot(Some(snapshot)) => snapshot,
+                    other => return Err(protocol_error(OBSERVER, &other)),
+                };
+                format_snapshot(&snapshot)
+            }
+            Format::Json => saved::to_json_line(&self.collected()?) + "\n",
+            Format::Dot => saved::to_dot(&self.collected()?),
         };
-        let block = format_snapshot(&snapshot);
         self.print(&block)
     }
 
@@ -428,23 +611,45 @@ impl<W: Write> Master<W> {
         }
     }
 
-    /// Sends `control` to `to` and waits for an answer that `fits`.
-    fn request(
+    /// Sends `message` to `node` and waits for an answer that `fits`.
+    fn ask_node(
         &mut self,
-        to: Endpoint,
-        control: Control,
-        fits: impl Fn(&Control) -> bool,
-    ) -> Result<Control, Refusal> {
-        let waits_on = waits_on(&control);
-        self.post(to, control)?;
+        node: NodeId,
+        message: ToNode,
+        fits: impl Fn(&ToMaster) -> bool,
+    ) -> Result<ToMaster, Refusal> {
+        // The node paid (whose channel may be full), or the node whose message is
+        // taken (it may still be on its way).
+        let waits_on = match message {
+            ToNode::Pay { to, .. } => Some(to),
+            ToNode::Take { from } => Some(from),
+            _ => None,
+        };
+        let to = Endpoint::Node(node);
+        self.post(to, message.into())?;
         self.expect_waiting_on(to, fits, waits_on)
+    }
+
+    /// Sends `message` to the observer and waits for an answer that `fits`.
+    fn ask_observer(
+        &mut self,
+        message: ToObserver,
+        fits: impl Fn(&ToMaster) -> bool,
+    ) -> Result<ToMaster, Refusal> {
+        // The node that starts a snapshot.
+        let waits_on = match message {
+            ToObserver::Begin(node) => Some(node),
+            _ => None,
+        };
+        self.post(OBSERVER, message.into())?;
+        self.expect_waiting_on(OBSERVER, fits, waits_on)
     }
 
     fn expect(
         &mut self,
         from: Endpoint,
-        fits: impl Fn(&Control) -> bool,
-    ) -> Result<Control, Refusal> {
+        fits: impl Fn(&ToMaster) -> bool,
+    ) -> Result<ToMaster, Refusal> {
         self.expect_waiting_on(from, fits, None)
     }
 
@@ -453,9 +658,9 @@ impl<W: Write> Master<W> {
     fn expect_waiting_on(
         &mut self,
         from: Endpoint,
-        fits: impl Fn(&Control) -> bool,
+        fits: impl Fn(&ToMaster) -> bool,
         waits_on: Option<NodeId>,
-    ) -> Result<Control, Refusal> {
+    ) -> Result<ToMaster, Refusal> {
         let (_, answer) = self.await_any(&BTreeSet::from([from]), waits_on)?;
         if fits(&answer) {
             Ok(answer)
@@ -471,25 +676,28 @@ impl<W: Write> Master<W> {
         &mut self,
         from: &BTreeSet<Endpoint>,
         waits_on: Option<NodeId>,
-    ) -> Result<(Endpoint, Control), Refusal> {
+    ) -> Result<(Endpoint, ToMaster), Refusal> {
         let first = from.first().copied().unwrap_or(MASTER);
-        match self.next_answer(first)? {
-            None => Err(self.silence(first, waits_on)),
+        let answer = match self.next_answer(first)? {
+            None => return Err(self.silence(first, waits_on)),
             // Whoever has gone takes the blame, not the endpoint waited for.
-            Some(Incoming::Departed(peer)) => Err(self.gone(peer)),
-            Some(Incoming::Frame(who, Frame::Control(Control::Failure(cause)))) => {
-                Err(Refusal::Failed { who, cause })
+            Some(Incoming::Departed(peer)) => return Err(self.gone(peer)),
+            Some(Incoming::Frame(who, Frame::Control(Control::ToMaster(answer)))) => (who, answer),
+            Some(Incoming::Frame(who, frame)) => {
+                return Err(Refusal::Failed {
+                    who,
+                    cause: format!("protocol error: unexpected {frame:?}").into(),
+                });
             }
-            Some(Incoming::Frame(_, Frame::Control(Control::PeerGone(peer)))) => {
-                Err(self.gone(peer))
-            }
-            Some(Incoming::Frame(who, Frame::Control(control))) if from.contains(&who) => {
-                Ok((who, control))
-            }
-            Some(Incoming::Frame(who, frame)) => Err(Refusal::Failed {
+        };
+        match answer {
+            (who, ToMaster::Failure(cause)) => Err(Refusal::Failed {
                 who,
-                cause: format!("protocol error: unexpected {frame:?}"),
+                cause: cause.into(),
             }),
+            (_, ToMaster::PeerGone(peer)) => Err(self.gone(peer)),
+            (who, answer) if from.contains(&who) => Ok((who, answer)),
+            (who, answer) => Err(protocol_error(who, &answer)),
         }
     }
 
@@ -533,7 +741,7 @@ impl<W: Write> Master<W> {
             if let Some(why) = self.system.unresponsive(who) {
                 return Refusal::Failed {
                     who,
-                    cause: format!("{why} ({within})"),
+                    cause: format!("{why} ({within})").into(),
                 };
             }
         }
@@ -541,7 +749,10 @@ impl<W: Write> Master<W> {
             Some(node) => format!("{within} (it waits on {})", Who(Endpoint::Node(node))),
             None => within,
         };
-        Refusal::Failed { who: waited, cause }
+        Refusal::Failed {
+            who: waited,
+            cause: cause.into(),
+        }
     }
 
     /// `who` has gone: its connections closed (it exited, was killed, or its host
@@ -551,7 +762,10 @@ impl<W: Write> Master<W> {
             .system
             .why_gone(who, WHY_GONE_GRACE)
             .unwrap_or_else(|| "gone: its connections have closed".to_string());
-        Refusal::Failed { who, cause }
+        Refusal::Failed {
+            who,
+            cause: cause.into(),
+        }
     }
 
     /// The next line of the script, or a role that has gone meanwhile.
@@ -592,57 +806,32 @@ enum Next {
     Departed(Departure),
 }
 
-/// The node whose answer the recipient of `control` waits for before it answers, if
-/// there is one: the node that starts a snapshot, the node paid (whose channel may
-/// be full), the node whose message is taken (it may still be on its way).
-fn waits_on(control: &Control) -> Option<NodeId> {
-    match control {
-        Control::Begin(node) | Control::Pay { to: node, .. } | Control::Take { from: node } => {
-            Some(*node)
-        }
-        _ => None,
-    }
-}
-
 fn no_transport() -> Refusal {
     Refusal::Failed {
         who: MASTER,
-        cause: "the master has no transport".to_string(),
+        cause: Failure::Said("the master has no transport".to_string()),
     }
 }
 
 fn departed(departure: Departure) -> Refusal {
     Refusal::Failed {
         who: departure.who,
-        cause: departure.cause,
+        cause: departure.cause.into(),
     }
 }
 
-fn failed(who: Endpoint, error: impl std::fmt::Display) -> Refusal {
+fn failed(who: Endpoint, error: TransportError) -> Refusal {
     Refusal::Failed {
         who,
-        cause: error.to_string(),
+        cause: Failure::Transport(error),
     }
 }
 
-fn protocol_error(who: Endpoint, control: &Control) -> Refusal {
+fn protocol_error(who: Endpoint, answer: &ToMaster) -> Refusal {
     Refusal::Failed {
         who,
-        cause: format!("protocol error: unexpected {control:?}"),
+        cause: format!("protocol error: unexpected {answer:?}").into(),
     }
-}
-
-/// The `PrintSnapshot` block: nodes by id, then channels by source and destination.
-pub fn format_snapshot(snapshot: &BankSnapshot) -> String {
-    let mut block = String::from("---Node states\n");
-    for local in snapshot.nodes() {
-        let _ = writeln!(block, "node {} = {}", local.node, local.state);
-    }
-    block.push_str("---Channel states\n");
-    for (from, to, channel) in snapshot.channels() {
-        let _ = writeln!(block, "channel ({from} -> {to}) = {}", channel.record);
-    }
-    block
 }
 
 /// How a run ended, as its exit status (`bank-app/README.md`, "Errors and exit status").
@@ -692,7 +881,7 @@ pub fn run_script<W: Write>(
                 shut_down(master, err);
                 return Status::Usage;
             }
-            Next::Departed(Departure { who, cause }) => return fail(master, who, &cause, err),
+            Next::Departed(departure) => return fail(master, departed(departure), err),
         };
         number += 1;
         let text = line.strip_suffix(b"\n").unwrap_or(&line);
@@ -715,7 +904,7 @@ pub fn run_script<W: Write>(
                 status = Status::Rejected;
             }
             Err(Refusal::OutputClosed) => break,
-            Err(Refusal::Failed { who, cause }) => return fail(master, who, &cause, err),
+            Err(failure @ Refusal::Failed { .. }) => return fail(master, failure, err),
         }
     }
     // What the output still holds goes out before the system is taken down.
@@ -726,14 +915,9 @@ pub fn run_script<W: Write>(
 
 /// Reports the failure that ends the run, after what the master has printed, and
 /// shuts the system down.
-fn fail<W: Write>(
-    master: &mut Master<W>,
-    who: Endpoint,
-    cause: &str,
-    err: &mut dyn Write,
-) -> Status {
+fn fail<W: Write>(master: &mut Master<W>, failure: Refusal, err: &mut dyn Write) -> Status {
     let _ = master.flush_output();
-    let _ = writeln!(err, "{}: {cause}", Who(who));
+    let _ = writeln!(err, "{failure}");
     shut_down(master, err);
     Status::Failed
 }
@@ -742,5 +926,61 @@ fn fail<W: Write>(
 fn shut_down<W: Write>(master: &mut Master<W>, err: &mut dyn Write) {
     if let Err(problem) = master.shutdown() {
         let _ = writeln!(err, "master: {problem}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+
+    fn io_error() -> TransportError {
+        TransportError::Io {
+            context: "opening role-0-to-node-2".to_string(),
+            source: io::Error::from_raw_os_error(36),
+        }
+    }
+
+    #[test]
+    fn a_failure_is_written_with_its_sources_once() {
+        let failure = Refusal::Failed {
+            who: Endpoint::Node(NodeId(2)),
+            cause: Failure::Transport(io_error()),
+        };
+        assert_eq!(
+            failure.to_string(),
+            "node 2: opening role-0-to-node-2: File name too long (os error 36)"
+        );
+        let starting = Refusal::Failed {
+            who: OBSERVER,
+            cause: Failure::System {
+                starting: true,
+                source: anyhow::Error::new(io_error()).context("spawning the observer"),
+            },
+        };
+        assert_eq!(
+            starting.to_string(),
+            "observer: cannot start: spawning the observer: opening role-0-to-node-2: \
+             File name too long (os error 36)"
+        );
+        let own = Refusal::Failed {
+            who: MASTER,
+            cause: Failure::System {
+                starting: false,
+                source: anyhow::Error::new(io_error()),
+            },
+        };
+        assert_eq!(
+            own.to_string(),
+            "master: opening role-0-to-node-2: File name too long (os error 36)"
+        );
+    }
+
+    #[test]
+    fn the_cause_keeps_its_source() {
+        let cause = Failure::Transport(io_error());
+        let source = std::error::Error::source(&cause).map(|s| s.to_string());
+        assert_eq!(source.as_deref(), Some("File name too long (os error 36)"));
+        assert!(std::error::Error::source(&Failure::Said("gone".to_string())).is_none());
     }
 }

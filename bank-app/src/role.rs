@@ -3,11 +3,12 @@
 
 use crate::account::{Account, Transfer};
 use crate::protocol::{BankLocal, BankSnapshot, Control, Peer, Taken, Wire};
-use crate::protocol::{MASTER, OBSERVER};
+use crate::protocol::{MASTER, OBSERVER, ToMaster, ToNode, ToObserver};
+use crate::protocol::{to_master, to_node, to_observer};
 use serde::{Deserialize, Serialize};
 use snapshot_core::{
-    Endpoint, Envelope, Frame, GlobalSnapshot, Incoming, Node, NodeError, NodeId, Transport,
-    TransportError,
+    Endpoint, Envelope, Frame, GlobalSnapshot, Incoming, Node, NodeError, NodeId, SnapshotEngine,
+    Transport, TransportError,
 };
 use std::collections::BTreeSet;
 use thiserror::Error;
@@ -68,7 +69,9 @@ impl RoleError {
 pub fn wait_for_stop(transport: &mut dyn Transport<Wire>) -> bool {
     loop {
         match transport.recv() {
-            Ok(Incoming::Frame(MASTER, Frame::Control(Control::Stop))) => return true,
+            Ok(Incoming::Frame(MASTER, Frame::Control(control))) if is_stop(&control) => {
+                return true;
+            }
             Ok(Incoming::Departed(MASTER)) | Err(TransportError::Closed) => return true,
             Ok(_) => {}
             Err(_) => return false,
@@ -76,10 +79,18 @@ pub fn wait_for_stop(transport: &mut dyn Transport<Wire>) -> bool {
     }
 }
 
+/// Whether `control` tells its role to exit.
+fn is_stop(control: &Control) -> bool {
+    matches!(
+        control,
+        Control::ToNode(ToNode::Stop) | Control::ToObserver(ToObserver::Stop)
+    )
+}
+
 /// Runs `role` on `transport` until the master says stop or goes away.
 pub fn run(role: Role, transport: &mut dyn Transport<Wire>) -> Result<(), RoleError> {
     let address = Some(transport.address());
-    transport.send(MASTER, Frame::Control(Control::Hello { address }))?;
+    to_master(transport, ToMaster::Hello { address })?;
     let result = match role {
         Role::Node(id) => Branch::new(id).run(transport),
         Role::Observer => Observer::default().run(transport),
@@ -107,17 +118,8 @@ fn next(t: &mut dyn Transport<Wire>) -> Result<(Endpoint, Wire), RoleError> {
     }
 }
 
-fn unexpected(from: Endpoint, frame: &Wire) -> RoleError {
-    RoleError::Protocol(format!("unexpected {frame:?} from {from}"))
-}
-
-fn reply(
-    transport: &mut dyn Transport<Wire>,
-    to: Endpoint,
-    control: Control,
-) -> Result<(), RoleError> {
-    transport.send(to, Frame::Control(control))?;
-    Ok(())
+fn unexpected(from: Endpoint, what: &impl std::fmt::Debug) -> RoleError {
+    RoleError::Protocol(format!("unexpected {what:?} from {from}"))
 }
 
 /// A bank branch: an [`Account`] driven by snapshot-core's [`Node`].
@@ -144,67 +146,81 @@ impl Branch {
             let (from, frame) = next(t)?;
             match (from, frame) {
                 (Endpoint::Node(peer), Frame::Peer(envelope)) => self.node.hold(peer, envelope),
-                (MASTER, Frame::Control(Control::Stop)) => return Ok(()),
-                (MASTER, Frame::Control(control)) => self.on_master(t, control)?,
-                (OBSERVER, Frame::Control(control)) => self.on_observer(t, control)?,
+                (MASTER, Frame::Control(Control::ToNode(ToNode::Stop))) => return Ok(()),
+                (MASTER, Frame::Control(Control::ToNode(message))) => {
+                    self.on_master(t, message)?;
+                }
+                (OBSERVER, Frame::Control(Control::ToNode(message))) => {
+                    self.on_observer(t, message)?;
+                }
                 (from, frame) => return Err(unexpected(from, &frame)),
             }
         }
     }
 
-    fn on_master(
-        &mut self,
-        t: &mut dyn Transport<Wire>,
-        control: Control,
-    ) -> Result<(), RoleError> {
-        let answer = match control {
-            Control::Join {
+    fn on_master(&mut self, t: &mut dyn Transport<Wire>, message: ToNode) -> Result<(), RoleError> {
+        let answer = match message {
+            ToNode::Join {
                 balance,
+                epoch,
                 observer,
                 peers,
             } => {
-                self.node.process_mut().balance = balance;
+                let account = Account {
+                    balance,
+                    handled: 0,
+                };
+                let engine = SnapshotEngine::with_epoch(self.node.id(), epoch);
+                self.node = Node::with_engine(engine, account);
                 if let Some(observer) = observer {
                     t.connect(OBSERVER, &observer)?;
                 }
                 for peer in peers {
                     self.connect(t, peer)?;
                 }
-                Control::Joined
+                ToMaster::Joined
             }
-            Control::Connect(peer) => {
+            ToNode::Connect(peer) => {
                 self.connect(t, peer)?;
-                Control::Joined
+                ToMaster::Joined
             }
-            Control::Pay { to, amount } => {
+            ToNode::Pay { to, amount } => {
                 if self.node.process_mut().withdraw(amount) {
                     self.node.send(t, to, Transfer(amount))?;
-                    Control::Paid
+                    ToMaster::Paid
                 } else {
-                    Control::Insufficient
+                    ToMaster::Insufficient
                 }
             }
-            Control::Take { from } => self.take(t, from)?,
-            other => return Err(unexpected(MASTER, &Frame::Control(other))),
+            ToNode::Take { from } => self.take(t, from)?,
+            ToNode::PutBack { to, transfers } => {
+                for transfer in transfers {
+                    self.node.send(t, to, transfer)?;
+                }
+                ToMaster::PutBack
+            }
+            other => return Err(unexpected(MASTER, &other)),
         };
-        reply(t, MASTER, answer)
+        Ok(to_master(t, answer)?)
     }
 
     fn on_observer(
         &mut self,
         t: &mut dyn Transport<Wire>,
-        control: Control,
+        message: ToNode,
     ) -> Result<(), RoleError> {
-        let answer = match control {
-            Control::TakeSnapshot => {
-                let (_, completed) = self.node.initiate(t)?;
-                self.keep(completed);
-                Control::Started
+        let answer = match message {
+            ToNode::TakeSnapshot => {
+                let (_, outcome) = self.node.initiate(t)?;
+                self.keep(outcome.completed);
+                ToObserver::Started {
+                    markers: outcome.markers,
+                }
             }
-            Control::Report => Control::Local(self.completed.take().map(Box::new)),
-            other => return Err(unexpected(OBSERVER, &Frame::Control(other))),
+            ToNode::Report => ToObserver::Local(self.completed.take().map(Box::new)),
+            other => return Err(unexpected(OBSERVER, &other)),
         };
-        reply(t, OBSERVER, answer)
+        Ok(to_observer(t, answer)?)
     }
 
     fn connect(&mut self, t: &mut dyn Transport<Wire>, peer: Peer) -> Result<(), RoleError> {
@@ -217,7 +233,7 @@ impl Branch {
 
     /// Handles the head message of the channel `from -> self`, waiting for it if it is
     /// still on its way: the master only asks for messages it knows were sent.
-    fn take(&mut self, t: &mut dyn Transport<Wire>, from: NodeId) -> Result<Control, RoleError> {
+    fn take(&mut self, t: &mut dyn Transport<Wire>, from: NodeId) -> Result<ToMaster, RoleError> {
         let envelope = loop {
             if let Some(envelope) = self.node.take_held(from) {
                 break envelope;
@@ -233,9 +249,9 @@ impl Branch {
         };
         let outcome = self.node.deliver(t, from, envelope)?;
         self.keep(outcome.completed);
-        Ok(Control::Took {
+        Ok(ToMaster::Took {
             what,
-            recorded: outcome.started.is_some(),
+            markers: outcome.markers,
         })
     }
 
@@ -260,40 +276,42 @@ impl Observer {
     fn run(mut self, t: &mut dyn Transport<Wire>) -> Result<(), RoleError> {
         loop {
             let (from, frame) = next(t)?;
-            let control = match (from, frame) {
-                (MASTER, Frame::Control(Control::Stop)) => return Ok(()),
-                (MASTER, Frame::Control(control)) => control,
+            let message = match (from, frame) {
+                (MASTER, Frame::Control(Control::ToObserver(ToObserver::Stop))) => return Ok(()),
+                (MASTER, Frame::Control(Control::ToObserver(message))) => message,
                 (from, frame) => return Err(unexpected(from, &frame)),
             };
-            let answer = match control {
-                Control::AddNode { peer, balance } => {
+            let answer = match message {
+                ToObserver::AddNode { peer, balance } => {
                     if let Some(address) = &peer.address {
                         t.connect(Endpoint::Node(peer.node), address)?;
                     }
                     self.nodes.insert(peer.node);
                     self.total = self.total.saturating_add(balance);
-                    Control::Added
+                    ToMaster::Added
                 }
-                Control::Begin(node) => {
-                    reply(t, Endpoint::Node(node), Control::TakeSnapshot)?;
-                    match expect_from(t, Endpoint::Node(node))? {
-                        Control::Started => Control::Begun,
-                        other => {
-                            return Err(unexpected(Endpoint::Node(node), &Frame::Control(other)));
-                        }
+                ToObserver::PutBack { amount } => {
+                    self.total = self.total.saturating_add(amount);
+                    ToMaster::Added
+                }
+                ToObserver::Begin(node) => {
+                    to_node(t, node, ToNode::TakeSnapshot)?;
+                    match expect_from(t, node)? {
+                        ToObserver::Started { markers } => ToMaster::Begun { markers },
+                        other => return Err(unexpected(Endpoint::Node(node), &other)),
                     }
                 }
-                Control::Collect => match self.collect(t)? {
+                ToObserver::Collect => match self.collect(t)? {
                     Ok(snapshot) => {
                         self.last = Some(snapshot);
-                        Control::Collected
+                        ToMaster::Collected
                     }
-                    Err(reason) => Control::Invalid(reason),
+                    Err(reason) => ToMaster::Invalid(reason),
                 },
-                Control::Print => Control::Snapshot(self.last.clone()),
-                other => return Err(unexpected(MASTER, &Frame::Control(other))),
+                ToObserver::Print => ToMaster::Snapshot(self.last.clone()),
+                other => return Err(unexpected(MASTER, &other)),
             };
-            reply(t, MASTER, answer)?;
+            to_master(t, answer)?;
         }
     }
 
@@ -304,13 +322,16 @@ impl Observer {
         t: &mut dyn Transport<Wire>,
     ) -> Result<Result<BankSnapshot, String>, RoleError> {
         for &node in &self.nodes {
-            reply(t, Endpoint::Node(node), Control::Report)?;
+            to_node(t, node, ToNode::Report)?;
         }
         let mut locals = Vec::with_capacity(self.nodes.len());
         let mut missing = Vec::new();
         for _ in 0..self.nodes.len() {
             match next(t)? {
-                (Endpoint::Node(node), Frame::Control(Control::Local(local))) => match local {
+                (
+                    Endpoint::Node(node),
+                    Frame::Control(Control::ToObserver(ToObserver::Local(local))),
+                ) => match local {
                     Some(local) => locals.push(*local),
                     None => missing.push(node),
                 },
@@ -348,9 +369,12 @@ impl Observer {
     }
 }
 
-fn expect_from(t: &mut dyn Transport<Wire>, expected: Endpoint) -> Result<Control, RoleError> {
+/// The observer's next message, which must come from `node`.
+fn expect_from(t: &mut dyn Transport<Wire>, node: NodeId) -> Result<ToObserver, RoleError> {
     match next(t)? {
-        (from, Frame::Control(control)) if from == expected => Ok(control),
+        (Endpoint::Node(from), Frame::Control(Control::ToObserver(message))) if from == node => {
+            Ok(message)
+        }
         (from, frame) => Err(unexpected(from, &frame)),
     }
 }

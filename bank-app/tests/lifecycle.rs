@@ -13,6 +13,7 @@
 
 mod support;
 
+use rustix::process::{Pid, Signal, kill_process};
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
@@ -218,10 +219,10 @@ impl LiveRun {
             .pid
     }
 
-    fn signal_master(&self, signal: i32) {
-        // SAFETY: kill(2) on the master, our own child, not reaped yet.
-        let rc = unsafe { libc::kill(self.pid, signal) };
-        assert_eq!(rc, 0, "{}: cannot signal the master", self.what);
+    fn signal_master(&self, signal: Signal) {
+        // The master, our own child, not reaped yet.
+        let sent = kill(self.pid, signal);
+        assert_eq!(sent, Ok(()), "{}: cannot signal the master", self.what);
     }
 
     /// Waits for the master to exit, at most `deadline`; fails past it.
@@ -319,9 +320,9 @@ impl Drop for LiveRun {
             let _ = self.master.wait();
         }
         for p in self.alive() {
-            // SAFETY: kill(2) on a live process whose command line carries this run's
-            // id (or the master's child): nobody else's.
-            unsafe { libc::kill(p.pid, libc::SIGKILL) };
+            // A live process whose command line carries this run's id (or the
+            // master's child): nobody else's.
+            let _ = kill(p.pid, Signal::KILL);
         }
     }
 }
@@ -366,7 +367,7 @@ fn the_end_of_input_leaves_nothing_behind() {
 
 /// Sends `signal` to a master waiting for input, and checks its exit status and that
 /// nothing is left.
-fn signalled(transport: &'static str, signal: i32, code: i32) {
+fn signalled(transport: &'static str, signal: Signal, code: i32) {
     let mut run = opened(transport, 3);
     run.signal_master(signal);
     let status = run.wait(DEADLINE);
@@ -374,8 +375,9 @@ fn signalled(transport: &'static str, signal: i32, code: i32) {
     assert_eq!(
         status.code(),
         Some(code),
-        "{}: after signal {signal}: {status}\n{stderr}",
-        run.what
+        "{}: after signal {}: {status}\n{stderr}",
+        run.what,
+        signal.as_raw()
     );
     assert_eq!(stdout, "ERR_SEND\n", "{}", run.what);
     assert_eq!(stderr, "", "{}", run.what);
@@ -385,14 +387,14 @@ fn signalled(transport: &'static str, signal: i32, code: i32) {
 #[test]
 fn sigint_exits_130_and_leaves_nothing_behind() {
     for transport in ["mem", "pipe", "tcp"] {
-        signalled(transport, libc::SIGINT, 130);
+        signalled(transport, Signal::INT, 130);
     }
 }
 
 #[test]
 fn sigterm_exits_143_and_leaves_nothing_behind() {
     for transport in ["mem", "pipe", "tcp"] {
-        signalled(transport, libc::SIGTERM, 143);
+        signalled(transport, Signal::TERM, 143);
     }
 }
 
@@ -400,9 +402,9 @@ fn sigterm_exits_143_and_leaves_nothing_behind() {
 fn sigkill_to_the_master_leaves_nothing_behind() {
     for transport in PROCESS_TRANSPORTS {
         let mut run = opened(transport, 4);
-        run.signal_master(libc::SIGKILL);
+        run.signal_master(Signal::KILL);
         let status = run.wait(DEADLINE);
-        assert_eq!(status.signal(), Some(libc::SIGKILL), "{}", run.what);
+        assert_eq!(status.signal(), Some(Signal::KILL.as_raw()), "{}", run.what);
         // The children are the master's no more: they must see it gone and leave.
         run.assert_nothing_left();
         let (stdout, _) = run.output();
@@ -423,9 +425,9 @@ impl LiveRun {
     /// Kills node `id` with SIGKILL; returns when.
     fn kill_node(&mut self, id: u32) -> Instant {
         let pid = self.node_pid(id);
-        // SAFETY: kill(2) on a live process of this run, found a moment ago.
-        let rc = unsafe { libc::kill(pid, libc::SIGKILL) };
-        assert_eq!(rc, 0, "{}: cannot kill node {id}", self.what);
+        // A live process of this run, found a moment ago.
+        let killed = kill(pid, Signal::KILL);
+        assert_eq!(killed, Ok(()), "{}: cannot kill node {id}", self.what);
         Instant::now()
     }
 
@@ -577,9 +579,9 @@ fn roles_killed_by_the_end_of_a_failed_run_are_not_blamed() {
 /// Kills the master with SIGKILL and checks that nothing of the run is left
 /// [`LEFT_BEHIND_GRACE`] after.
 fn killed(mut run: LiveRun) {
-    run.signal_master(libc::SIGKILL);
+    run.signal_master(Signal::KILL);
     let status = run.wait(DEADLINE);
-    assert_eq!(status.signal(), Some(libc::SIGKILL), "{}", run.what);
+    assert_eq!(status.signal(), Some(Signal::KILL.as_raw()), "{}", run.what);
     run.assert_nothing_left();
 }
 
@@ -622,9 +624,10 @@ fn sigkill_to_the_master_while_nodes_start_leaves_nothing_behind() {
 /// nothing, and leave nothing in the run's directory.
 #[test]
 fn a_node_whose_master_goes_between_its_hello_and_its_join_exits() {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    use rustix::fs::{Mode, OFlags};
     use snapshot_core::{Endpoint, NodeId};
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    use std::os::unix::io::AsRawFd;
+    use std::os::unix::fs::DirBuilderExt;
     let tmp = tempfile::tempdir().expect("a temporary directory");
     let run_id = format!("{}-00000000", std::process::id());
     let dir = tmp.path().join(format!("snapshot-rs-{run_id}"));
@@ -635,14 +638,12 @@ fn a_node_whose_master_goes_between_its_hello_and_its_join_exits() {
     let master = Endpoint::Role(0);
     let node = Endpoint::Node(NodeId(1));
     let hello = transport_pipe::fifo_path(&dir, node, master);
-    let path = std::ffi::CString::new(hello.as_os_str().as_encoded_bytes()).expect("a path");
-    // SAFETY: mkfifo(3) on a path of our own.
-    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
-    let from_node = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(&hello)
-        .expect("the read end of the node's FIFO");
+    let private = Mode::RUSR | Mode::WUSR;
+    let made = rustix::fs::mkfifoat(rustix::fs::CWD, &hello, private);
+    assert_eq!(made, Ok(()), "mkfifo");
+    let reading = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let from_node =
+        rustix::fs::open(&hello, reading, Mode::empty()).expect("the read end of the node's FIFO");
     let dir_arg = dir.to_str().expect("a UTF-8 directory");
     let args = [
         "node",
@@ -672,15 +673,10 @@ fn a_node_whose_master_goes_between_its_hello_and_its_join_exits() {
     let guard = KillOnDrop(pid);
     let report = support::drain(child.stdout.take().expect("stdout is piped"));
     let stderr = support::drain(child.stderr.take().expect("stderr is piped"));
-    let mut ready = libc::pollfd {
-        fd: from_node.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let timeout = i32::try_from(DEADLINE.as_millis()).expect("a timeout in ms");
-    // SAFETY: poll(2) on one descriptor we own.
-    let polled = unsafe { libc::poll(&mut ready, 1, timeout) };
-    assert_eq!(polled, 1, "{what}: no hello within {DEADLINE:?}");
+    let mut ready = [PollFd::new(&from_node, PollFlags::IN)];
+    let timeout = Timespec::try_from(DEADLINE).expect("a timeout");
+    let polled = rustix::event::poll(&mut ready, Some(&timeout));
+    assert_eq!(polled, Ok(1), "{what}: no hello within {DEADLINE:?}");
     // The master goes: what it held closes.
     drop(from_node);
     drop(child.stdin.take());
@@ -708,14 +704,20 @@ fn a_node_whose_master_goes_between_its_hello_and_its_join_exits() {
     assert!(left.is_empty(), "{what}: left {left:?}");
 }
 
+/// Sends `signal` to process `pid` (kill(2)); a `pid` that is not positive, which
+/// kill(2) would take for a process group, is refused.
+fn kill(pid: i32, signal: Signal) -> rustix::io::Result<()> {
+    kill_process(Pid::from_raw(pid).ok_or(rustix::io::Errno::INVAL)?, signal)
+}
+
 /// Kills the process `pid` when dropped, if it is still there unreaped.
 struct KillOnDrop(i32);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         if procfs::process(self.0).is_some_and(|p| !p.exited()) {
-            // SAFETY: kill(2) on our own child, not reaped yet.
-            unsafe { libc::kill(self.0, libc::SIGKILL) };
+            // Our own child, not reaped yet.
+            let _ = kill(self.0, Signal::KILL);
         }
     }
 }
@@ -733,8 +735,8 @@ fn node_2_stopped(transport: &'static str, opening: &str, more: impl FnOnce(&mut
     run.sync();
     run.survey(2);
     let frozen = run.node_pid(2);
-    // SAFETY: kill(2) on a live process of this run, found a moment ago.
-    assert_eq!(unsafe { libc::kill(frozen, libc::SIGSTOP) }, 0);
+    // A live process of this run, found a moment ago.
+    assert_eq!(kill(frozen, Signal::STOP), Ok(()));
     more(&mut run);
     let status = run.wait(DEADLINE);
     let (_, stderr) = run.output();

@@ -9,7 +9,7 @@
 mod support;
 
 use bank_app::master::{Master, Status, run_script};
-use bank_app::protocol::{Control, MASTER, OBSERVER, Wire};
+use bank_app::protocol::{Control, MASTER, OBSERVER, ToMaster, ToNode, Wire, to_master};
 use bank_app::role::Role;
 use bank_app::system::{Departure, Started, System};
 use bank_app::systems::run_role;
@@ -156,20 +156,20 @@ fn stub(
 ) {
     let me = Endpoint::Node(VICTIM);
     let address = Some(t.address());
-    if t.send(MASTER, Frame::Control(Control::Hello { address }))
-        .is_err()
-    {
+    if to_master(&mut t, ToMaster::Hello { address }).is_err() {
         return;
     }
     // It never sends to its peers: joining is only saying so.
     loop {
         match t.recv() {
-            Ok(Incoming::Frame(MASTER, Frame::Control(Control::Join { .. }))) => break,
+            Ok(Incoming::Frame(MASTER, Frame::Control(Control::ToNode(ToNode::Join { .. })))) => {
+                break;
+            }
             Ok(_) => {}
             Err(_) => return,
         }
     }
-    if t.send(MASTER, Frame::Control(Control::Joined)).is_err() {
+    if to_master(&mut t, ToMaster::Joined).is_err() {
         return;
     }
     let die = |t: MemTransport<Wire>| {
@@ -194,7 +194,7 @@ fn stub(
         },
         Fault::Silent { .. } => loop {
             match t.recv() {
-                Ok(Incoming::Frame(MASTER, Frame::Control(Control::Stop)))
+                Ok(Incoming::Frame(MASTER, Frame::Control(Control::ToNode(ToNode::Stop))))
                 | Ok(Incoming::Departed(MASTER))
                 | Err(_) => return,
                 Ok(_) => {}

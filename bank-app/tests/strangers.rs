@@ -11,6 +11,7 @@
 
 mod support;
 
+use rustix::process::{Pid, Signal, kill_process};
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -182,9 +183,11 @@ impl Drop for Master {
         }
         // The master is reaped: only the run's id tells its processes now.
         for p in procfs::run_processes(self.pid, true) {
-            if !p.exited() {
-                // SAFETY: kill(2) on a live process that carries this run's id.
-                unsafe { libc::kill(p.pid, libc::SIGKILL) };
+            // A live process that carries this run's id.
+            if !p.exited()
+                && let Some(pid) = Pid::from_raw(p.pid)
+            {
+                let _ = kill_process(pid, Signal::KILL);
             }
         }
     }

@@ -18,9 +18,9 @@ fn start_and_stop(
     work: Work,
     start: bool,
 ) -> Result<(), String> {
-    let mut cluster = Cluster::spawn(medium, topology, |_| work).map_err(|e| e.to_string())?;
+    let mut cluster = Cluster::spawn(medium, topology, |_| work).map_err(|e| format!("{e:?}"))?;
     if start {
-        cluster.start().map_err(|e| e.to_string())?;
+        cluster.start().map_err(|e| format!("{e:?}"))?;
     }
     let accounts = cluster.stop().map_err(|e| format!("{e:?}"))?;
     if accounts.len() != topology.nodes() as usize {

@@ -19,7 +19,7 @@ pub const LENGTH_PREFIX: usize = 4;
 #[non_exhaustive]
 pub enum CodecError {
     /// postcard refused the value or the bytes.
-    #[error("postcard: {0}")]
+    #[error("postcard")]
     Postcard(#[from] postcard::Error),
     /// The frame is over the bound.
     #[error("frame of {size} bytes is over the {limit}-byte bound")]

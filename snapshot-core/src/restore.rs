@@ -269,7 +269,7 @@ pub enum RestoreError {
     },
     /// The snapshot is not a consistent cut (or misses a node's part): restoring it
     /// would make a state the system was never in.
-    #[error("snapshot {id} cannot be restored: {source}")]
+    #[error("snapshot {id} cannot be restored")]
     Inconsistent {
         /// The snapshot.
         id: SnapshotId,

@@ -168,7 +168,7 @@ pub enum SimError {
     NotQuiet(usize),
     /// A node refused an input or its step failed (the engine refused a marker, a
     /// frame broke the protocol, a send to a departed peer, ...).
-    #[error("node {node}: {source}")]
+    #[error("node {node}")]
     Node {
         /// The node.
         node: NodeId,
@@ -178,7 +178,7 @@ pub enum SimError {
     },
     /// A frame [injected](Sim::inject) from an endpoint was refused, as its
     /// transport would refuse it (sent to a peer known to have departed, say).
-    #[error("{from}: {source}")]
+    #[error("a send from {from}")]
     Transport {
         /// The sending endpoint.
         from: Endpoint,
@@ -187,10 +187,10 @@ pub enum SimError {
         source: TransportError,
     },
     /// The coordinator refused a call or a frame.
-    #[error("coordinator: {0}")]
+    #[error("the coordinator")]
     Coordinator(#[source] CoordinatorError),
     /// A local snapshot does not fit the others of its snapshot (reported twice, say).
-    #[error("collecting snapshots: {0}")]
+    #[error("collecting snapshots")]
     Snapshot(#[source] SnapshotError),
 }
 

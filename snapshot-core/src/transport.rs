@@ -28,8 +28,10 @@ pub enum TransportError {
     /// The transport was given settings it cannot work with.
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// An operating-system error while talking to a peer.
-    #[error("{context}: {source}")]
+    /// An operating-system error while talking to a peer. Its message is the
+    /// context alone: the operating system's error is its
+    /// [source](std::error::Error::source), for whoever writes the chain.
+    #[error("{context}")]
     Io {
         /// What was being done, and with whom.
         context: String,

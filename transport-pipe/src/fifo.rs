@@ -73,7 +73,7 @@ pub(crate) fn remove_if_same(path: &Path, id: FileId) {
             Ok(()) => tracing::trace!(path = %path.display(), "removed FIFO"),
             Err(error) if error.kind() == io::ErrorKind::NotFound => {}
             Err(error) => {
-                tracing::warn!(path = %path.display(), %error, "could not remove FIFO")
+                tracing::warn!(path = %path.display(), error = &error as &dyn std::error::Error, "could not remove FIFO")
             }
         },
         _ => {}

@@ -95,7 +95,7 @@ pub(crate) async fn accept<F>(
                 ));
             }
             Err(error) => {
-                tracing::warn!(%local, %error, "accepting a connection failed");
+                tracing::warn!(%local, error = &error as &dyn std::error::Error, "accepting a connection failed");
                 tokio::select! {
                     biased;
                     () = stopped(&mut shutdown) => return,
@@ -118,7 +118,7 @@ async fn serve<F>(
 {
     let local = shared.local;
     if let Err(error) = stream.set_nodelay(true) {
-        tracing::debug!(%local, %remote, %error, "could not set TCP_NODELAY");
+        tracing::debug!(%local, %remote, error = &error as &dyn std::error::Error, "could not set TCP_NODELAY");
     }
     let handshake = tokio::time::timeout(
         shared.hello_timeout,
@@ -132,7 +132,7 @@ async fn serve<F>(
     let peer = match outcome {
         Ok(Ok(peer)) => peer,
         Ok(Err(error)) => {
-            tracing::warn!(%local, %remote, %error, "refused a connection");
+            tracing::warn!(%local, %remote, error = &error as &dyn std::error::Error, "refused a connection");
             return;
         }
         Err(_) => {
@@ -147,7 +147,7 @@ async fn serve<F>(
     };
     if !shared.admit(peer) {
         let error = HandshakeError::Duplicate(peer);
-        tracing::warn!(%local, %remote, %error, "refused a connection");
+        tracing::warn!(%local, %remote, error = &error as &dyn std::error::Error, "refused a connection");
         return;
     }
     // Admitted: from here on the endpoint hears of the connection's end, however it
@@ -156,7 +156,7 @@ async fn serve<F>(
     match readers {
         Readers::Tasks(inbox) => {
             if let Err(error) = welcomed {
-                tracing::debug!(%local, %peer, %error, "the connection broke at the handshake's end");
+                tracing::debug!(%local, %peer, error = &error as &dyn std::error::Error, "the connection broke at the handshake's end");
                 let _ = inbox.send(Event::Ended(peer)).await;
                 return;
             }
@@ -290,7 +290,7 @@ where
             }
             Ok(n) => n,
             Err(error) => {
-                tracing::warn!(%local, %peer, %error, "reading from the peer failed; dropping it");
+                tracing::warn!(%local, %peer, error = &error as &dyn std::error::Error, "reading from the peer failed; dropping it");
                 return Stop::Ended;
             }
         };
@@ -308,7 +308,7 @@ where
             hand!(Event::Frames(peer, batch));
         }
         if let Some(error) = broken {
-            tracing::warn!(%local, %peer, %error, "bad frame from the peer; dropping it");
+            tracing::warn!(%local, %peer, error = &error as &dyn std::error::Error, "bad frame from the peer; dropping it");
             return Stop::Ended;
         }
     }
@@ -358,7 +358,7 @@ pub(crate) async fn write_batches(
                     }
                 }
                 if let Err(error) = writer.write_all(&batch).await {
-                    tracing::debug!(%local, %peer, %error, "writing to the peer failed");
+                    tracing::debug!(%local, %peer, error = &error as &dyn std::error::Error, "writing to the peer failed");
                     break;
                 }
                 // Once it reaches 0, the endpoint may write directly again: nothing of
@@ -369,7 +369,7 @@ pub(crate) async fn write_batches(
                 match read {
                     Ok(0) => tracing::debug!(%local, %peer, "the peer closed the connection"),
                     Ok(_) => tracing::warn!(%local, %peer, "the peer wrote on a connection it must only read; dropping it"),
-                    Err(error) => tracing::debug!(%local, %peer, %error, "the connection broke"),
+                    Err(error) => tracing::debug!(%local, %peer, error = &error as &dyn std::error::Error, "the connection broke"),
                 }
                 break;
             }

@@ -47,7 +47,7 @@ impl Handover {
         let stream = stream
             .and_then(|stream| stream.set_nonblocking(true).map(|()| stream))
             .inspect_err(|error| {
-                tracing::warn!(%peer, %error, "could not hand the connection over");
+                tracing::warn!(%peer, error = error as &dyn std::error::Error, "could not hand the connection over");
             })
             .ok();
         self.streams
@@ -176,7 +176,7 @@ impl<F> Reader<F> {
                     .registry()
                     .register(&mut stream, Token(index), Interest::READABLE)
             {
-                tracing::warn!(%peer, %error, "could not watch the connection; dropping the peer");
+                tracing::warn!(%peer, error = &error as &dyn std::error::Error, "could not watch the connection; dropping the peer");
                 self.inbound.depart(peer);
                 continue;
             }

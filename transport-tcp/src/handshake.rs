@@ -70,13 +70,13 @@ struct Welcome;
 /// Why a handshake failed.
 #[derive(Debug, Error)]
 pub(crate) enum HandshakeError {
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] io::Error),
     #[error("the other side closed the connection during the handshake")]
     Closed,
     #[error("a handshake message of {0} bytes, over the {HANDSHAKE_MAX}-byte bound")]
     TooLarge(usize),
-    #[error("a handshake message that does not decode: {0}")]
+    #[error("a handshake message that does not decode")]
     Garbage(#[from] postcard::Error),
     #[error("not a snapshot-rs TCP hello")]
     BadMagic,

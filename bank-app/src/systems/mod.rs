@@ -18,10 +18,10 @@ pub mod threads;
 
 pub use endpoint::TransportKind;
 
-use crate::protocol::{Control, MASTER, Wire};
+use crate::protocol::{ToMaster, Wire, to_master};
 use crate::role::{self, Role};
 use crate::system::System;
-use snapshot_core::{Frame, Transport};
+use snapshot_core::Transport;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 /// What shapes a run besides its transport.
@@ -75,7 +75,7 @@ pub fn run_role(role: Role, transport: &mut dyn Transport<Wire>) -> Result<(), S
             // ends the run; this role waits for that rather than exit and be blamed.
             Some(peer) => {
                 tracing::warn!(?role, %peer, "cannot go on: a peer has gone");
-                let _ = transport.send(MASTER, Frame::Control(Control::PeerGone(peer)));
+                let _ = to_master(transport, ToMaster::PeerGone(peer));
                 let _ = transport.flush();
                 return if role::wait_for_stop(transport) {
                     Ok(())
@@ -83,7 +83,7 @@ pub fn run_role(role: Role, transport: &mut dyn Transport<Wire>) -> Result<(), S
                     Err(format!("{peer} has gone"))
                 };
             }
-            None => error.to_string(),
+            None => crate::cause::chain(&error),
         },
         Err(panic) => panic
             .downcast_ref::<&str>()
@@ -92,7 +92,7 @@ pub fn run_role(role: Role, transport: &mut dyn Transport<Wire>) -> Result<(), S
             .unwrap_or_else(|| "panicked".to_string()),
     };
     tracing::error!(?role, %cause, "role failed");
-    let _ = transport.send(MASTER, Frame::Control(Control::Failure(cause.clone())));
+    let _ = to_master(transport, ToMaster::Failure(cause.clone()));
     let _ = transport.flush();
     Err(cause)
 }

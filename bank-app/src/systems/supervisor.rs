@@ -15,6 +15,7 @@
 use crate::role::Role;
 use crate::system::Departure;
 use crossbeam_channel::{Receiver, Sender};
+use rustix::process::{Pid, Signal, WaitId, WaitIdOptions, WaitOptions, WaitStatus};
 use snapshot_core::Endpoint;
 use std::io::{self, Read};
 use std::path::PathBuf;
@@ -47,7 +48,7 @@ struct Run {
 
 struct Child {
     who: Endpoint,
-    pid: libc::pid_t,
+    pid: Pid,
     /// The write end of the child's standard input, never written to.
     lifeline: Option<ChildStdin>,
     /// How the child ended, set, under the lock, before it is reaped: until then its
@@ -100,7 +101,7 @@ impl Supervisor {
     /// output piped: keeps the one, reads the other, and watches the child until it
     /// exits.
     pub fn adopt(&self, role: Role, mut child: std::process::Child) -> io::Result<()> {
-        let pid = libc::pid_t::try_from(child.id()).map_err(io::Error::other)?;
+        let pid = Pid::from_child(&child);
         let who = role.endpoint();
         let report = child.stdout.take();
         self.shared.lock().children.push(Child {
@@ -151,9 +152,8 @@ impl Supervisor {
     pub fn kill_stopped(&self) {
         let run = self.shared.lock();
         for child in run.children.iter().filter(|c| c.is_stopped()) {
-            // SAFETY: a child that has not ended is not reaped, so its pid is still
-            // ours.
-            unsafe { libc::kill(child.pid, libc::SIGKILL) };
+            // A child that has not ended is not reaped, so its pid is still ours.
+            let _ = rustix::process::kill_process(child.pid, Signal::KILL);
         }
     }
 
@@ -213,7 +213,7 @@ impl Shared {
     }
 
     /// Reads the child's report, waits for it to exit, and marks it as exited.
-    fn watch(&self, who: Endpoint, pid: libc::pid_t, report: Option<ChildStdout>) {
+    fn watch(&self, who: Endpoint, pid: Pid, report: Option<ChildStdout>) {
         // The report ends when the child closes its output, at its exit at the latest.
         let said = report.map(read_report).unwrap_or_default();
         let status = wait_unreaped(pid);
@@ -223,12 +223,10 @@ impl Shared {
         };
         let exit = match status {
             Ok(()) => {
-                let mut status = 0;
-                // SAFETY: reaps our own child, which has exited and is not reaped yet;
-                // nobody signals it once `ended` is set, which happens under this same
-                // lock.
-                unsafe { libc::waitpid(pid, &mut status, 0) };
-                describe_exit(status)
+                // Reaps our own child, which has exited and is not reaped yet; nobody
+                // signals it once `ended` is set, which happens under this same lock.
+                let reaped = rustix::process::waitpid(Some(pid), WaitOptions::empty());
+                describe_exit(reaped.ok().flatten().map(|(_, status)| status))
             }
             Err(error) => format!("the process cannot be watched: {error}"),
         };
@@ -247,9 +245,8 @@ impl Shared {
         let mut run = self.lock();
         run.stopping = true;
         for child in run.children.iter().filter(|c| c.ended.is_none()) {
-            // SAFETY: a child that has not ended is not reaped, so its pid is still
-            // ours.
-            unsafe { libc::kill(child.pid, libc::SIGKILL) };
+            // A child that has not ended is not reaped, so its pid is still ours.
+            let _ = rustix::process::kill_process(child.pid, Signal::KILL);
         }
         // Removed under the lock: a thread that exits the process after its own
         // teardown (a signal) waits for this removal rather than cut it short.
@@ -276,42 +273,34 @@ fn read_report(mut out: ChildStdout) -> String {
 }
 
 /// Waits for the child `pid` to exit, without reaping it.
-fn wait_unreaped(pid: libc::pid_t) -> io::Result<()> {
-    // SAFETY: `info` is a plain C struct that waitid fills in.
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+fn wait_unreaped(pid: Pid) -> io::Result<()> {
     loop {
-        // SAFETY: waits for our own child; WNOWAIT leaves it unreaped.
-        let rc = unsafe {
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOWAIT,
-            )
-        };
-        if rc == 0 {
-            return Ok(());
-        }
-        let error = io::Error::last_os_error();
-        if error.kind() != io::ErrorKind::Interrupted {
-            return Err(error);
+        // NOWAIT leaves the child unreaped.
+        match rustix::process::waitid(
+            WaitId::Pid(pid),
+            WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
+        ) {
+            Ok(_) => return Ok(()),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(errno) => return Err(errno.into()),
         }
     }
 }
 
-fn describe_exit(status: libc::c_int) -> String {
-    if libc::WIFSIGNALED(status) {
-        format!("the process died (signal {})", libc::WTERMSIG(status))
-    } else {
-        format!(
+/// How a child ended, from the status it was reaped with; one that could not be
+/// reaped is described as having exited with status 0.
+fn describe_exit(status: Option<WaitStatus>) -> String {
+    match status.and_then(WaitStatus::terminating_signal) {
+        Some(signal) => format!("the process died (signal {signal})"),
+        None => format!(
             "the process exited unexpectedly (status {})",
-            libc::WEXITSTATUS(status)
-        )
+            status.and_then(WaitStatus::exit_status).unwrap_or(0)
+        ),
     }
 }
 
 /// The state letter of process `pid` in `/proc/PID/stat` (`R`, `S`, `T` …).
-fn process_state(pid: libc::pid_t) -> Option<char> {
+fn process_state(pid: Pid) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // `PID (COMM) STATE …`, where COMM may hold spaces and parentheses.
     stat[stat.rfind(')')? + 1..]
@@ -331,14 +320,14 @@ mod tests {
     const PATIENCE: Duration = Duration::from_secs(20);
 
     /// `sh -c SCRIPT`, piped as the system pipes a role's process; and its pid.
-    fn adopt(supervisor: &Supervisor, script: &str) -> libc::pid_t {
+    fn adopt(supervisor: &Supervisor, script: &str) -> Pid {
         let child = Command::new("sh")
             .args(["-c", script])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .expect("sh starts");
-        let pid = libc::pid_t::try_from(child.id()).expect("a pid");
+        let pid = Pid::from_child(&child);
         supervisor
             .adopt(Role::Node(NodeId(3)), child)
             .expect("the child is watched");
@@ -358,9 +347,8 @@ mod tests {
     fn a_killed_child_departs_with_its_signal() {
         let supervisor = Supervisor::default();
         let pid = adopt(&supervisor, "exec sleep 60");
-        // SAFETY: kill(2) on our child, which cannot be reaped before its watcher
-        // marks it.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+        // Our child, which cannot be reaped before its watcher marks it.
+        assert_eq!(rustix::process::kill_process(pid, Signal::KILL), Ok(()));
         let cause = "the process died (signal 9)".to_string();
         let departure = supervisor.departures().recv_timeout(PATIENCE);
         assert_eq!(
@@ -389,8 +377,8 @@ mod tests {
         let supervisor = Supervisor::default();
         let pid = adopt(&supervisor, "exec sleep 60");
         assert_eq!(supervisor.unresponsive(NODE_3), None);
-        // SAFETY: as above.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+        // As above.
+        assert_eq!(rustix::process::kill_process(pid, Signal::STOP), Ok(()));
         // The stop is delivered asynchronously: look until it shows.
         let deadline = Instant::now() + PATIENCE;
         while supervisor.unresponsive(NODE_3).is_none() && Instant::now() < deadline {
