@@ -118,7 +118,11 @@ fn an_upward_import_is_caught() {
     .unwrap();
     std::fs::write(src.join("top.rs"), "use crate::bottom::Thing;\n").unwrap();
     // Named in a comment only: not an import.
-    std::fs::write(src.join("bottom.rs"), "//! See [`crate::top`].\nmod inner;\n").unwrap();
+    std::fs::write(
+        src.join("bottom.rs"),
+        "//! See [`crate::top`].\nmod inner;\n",
+    )
+    .unwrap();
     std::fs::create_dir(src.join("bottom")).unwrap();
     std::fs::write(
         src.join("bottom").join("inner.rs"),
