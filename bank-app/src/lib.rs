@@ -8,6 +8,8 @@
 //! run time.
 //!
 //! Modules, from the top down: each imports only modules further down the list.
+//! - [`live`]: `master load`, the bank running free on threads while snapshots are
+//!   taken and checked, and the nodes-as-threads cluster the benchmarks share;
 //! - [`master`]: checks and runs commands, makes the seeded random choices, prints;
 //! - [`saved`]: saved snapshots: their file format, writing, reading, checking and
 //!   printing them, and `master inspect`;
@@ -35,6 +37,7 @@ pub mod cause;
 pub mod channels;
 pub mod choice;
 pub mod input;
+pub mod live;
 pub mod master;
 pub mod output;
 pub mod protocol;

@@ -49,6 +49,12 @@ enum Command {
     /// to attach it (`CreateNode ID AMOUNT`), and exits at `KillAll` or when the master
     /// goes away.
     Node(NodeArgs),
+    /// Runs the bank free on threads, moving money as fast as it can while snapshots
+    /// are taken and checked, and prints a summary (see `bank-app/README.md`).
+    ///
+    /// Exit status: 0 if every snapshot assembled passed its check, 1 if one did not,
+    /// 2 for a usage error or a refused topology, 3 if the system failed.
+    Load(bank_app::live::LoadArgs),
     /// Prints a saved snapshot (a `.json` or `.postcard` file) once it has checked it.
     ///
     /// Exit status: 0 if the snapshot holds (a consistent cut that conserves money),
@@ -200,6 +206,7 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Some(Command::Node(args)) => node(args),
+        Some(Command::Load(args)) => bank_app::live::main(args),
         Some(Command::Restore(args)) => restore(args),
         Some(Command::Inspect(args)) => {
             let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr());

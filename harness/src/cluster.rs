@@ -1,125 +1,26 @@
 //! Starting the nodes of a run on a medium, driving them, and stopping them.
+//!
+//! The nodes' threads and endpoints are the bank's [`live::cluster`](bank_app::live::cluster)
+//! (the cluster `master load` runs on), on the topology's graph; this module adds the
+//! harness's driving: `Start`, requests for snapshots, and their assembly.
 
-use crate::node::{NodeResult, Work, node_loop};
+use crate::node::{NodeResult, NodeSpec, Work};
 use crate::topology::Topology;
 use crate::wire::{Control, Wire};
 use crate::{Account, TransportKind};
 use bank_app::account::InTransit;
+use bank_app::live::cluster as live;
 use snapshot_core::{
-    Collector, Endpoint, Frame, GlobalSnapshot, Incoming, NodeId, Transport, TransportError,
+    Collector, Frame, GlobalSnapshot, Incoming, NodeId, Transport, TransportError,
 };
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use transport_mem::MemNetwork;
-use transport_pipe::PipeTransport;
-use transport_tcp::{TcpConfig, TcpTransport, random_key};
 
 /// How long the driver waits for the nodes before it gives up on a run.
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
-/// The driver's endpoint.
-type Driver = Box<dyn Transport<Wire>>;
-
-/// The endpoints of a run and the pairs to connect.
-struct Plan {
-    endpoints: Vec<Endpoint>,
-    pairs: Vec<(Endpoint, Endpoint)>,
-}
-
-impl Plan {
-    fn new(topology: Topology) -> Self {
-        let mut endpoints = vec![Endpoint::Role(0)];
-        let mut pairs = Vec::new();
-        for node in 1..=topology.nodes() {
-            endpoints.push(Endpoint::Node(NodeId(node)));
-            pairs.push((Endpoint::Role(0), Endpoint::Node(NodeId(node))));
-            for peer in topology.neighbours(node) {
-                if peer.0 > node {
-                    pairs.push((Endpoint::Node(NodeId(node)), Endpoint::Node(peer)));
-                }
-            }
-        }
-        Plan { endpoints, pairs }
-    }
-
-    /// Connects both ends of every pair.
-    fn connect<T: Transport<Wire>>(
-        &self,
-        open: &mut [(Endpoint, T)],
-    ) -> Result<(), TransportError> {
-        let addresses: Vec<(Endpoint, String)> =
-            open.iter().map(|(e, t)| (*e, t.address())).collect();
-        let address = |e: Endpoint| {
-            addresses
-                .iter()
-                .find(|(a, _)| *a == e)
-                .map(|(_, address)| address.clone())
-                .ok_or(TransportError::UnknownEndpoint(e))
-        };
-        for &(a, b) in &self.pairs {
-            let (address_a, address_b) = (address(a)?, address(b)?);
-            for (e, t) in open.iter_mut() {
-                if *e == a {
-                    t.connect(b, &address_b)?;
-                } else if *e == b {
-                    t.connect(a, &address_a)?;
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The nodes' threads of a run, and the driver's endpoint.
-type Launched = (Driver, Vec<JoinHandle<NodeResult>>);
-
-/// Starts a thread per node on its endpoint of `open` (the observer's is the
-/// driver's).
-fn launch<T: Transport<Wire> + 'static>(
-    mut open: Vec<(Endpoint, T)>,
-    topology: Topology,
-    work: &dyn Fn(u32) -> Work,
-) -> Result<Launched, TransportError> {
-    let at = open
-        .iter()
-        .position(|(e, _)| *e == Endpoint::Role(0))
-        .ok_or(TransportError::UnknownEndpoint(Endpoint::Role(0)))?;
-    let mut driver: Driver = Box::new(open.swap_remove(at).1);
-    let mut threads = Vec::new();
-    let mut started = Vec::new();
-    for (endpoint, t) in open {
-        let Endpoint::Node(id) = endpoint else {
-            continue;
-        };
-        let neighbours = topology.neighbours(id.0);
-        let work = work(id.0);
-        let thread = std::thread::Builder::new()
-            .name(format!("node {}", id.0))
-            .spawn(move || node_loop(id, neighbours, work, t))
-            .map_err(|source| TransportError::Io {
-                context: "starting a node".to_string(),
-                source,
-            });
-        match thread {
-            Ok(thread) => {
-                threads.push(thread);
-                started.push(id);
-            }
-            Err(error) => {
-                // Those already started are told to stop.
-                for id in started {
-                    let _ = driver.send(Endpoint::Node(id), Frame::Control(Control::Stop));
-                }
-                let _ = driver.flush();
-                drop(driver);
-                for thread in threads {
-                    let _ = thread.join();
-                }
-                return Err(error);
-            }
-        }
-    }
-    Ok((driver, threads))
+/// The frame that tells a node to stop.
+fn stop_frame() -> Wire {
+    Frame::Control(Control::Stop)
 }
 
 /// A running set of nodes, and the driver's endpoint.
@@ -127,20 +28,15 @@ fn launch<T: Transport<Wire> + 'static>(
 /// Dropping it stops the nodes, joins their threads and removes what the medium
 /// created on disk; [`stop`](Self::stop) does the same and returns the accounts.
 pub struct Cluster {
-    /// Until the cluster is stopped or dropped.
-    driver: Option<Driver>,
-    nodes: Vec<NodeId>,
-    threads: Vec<JoinHandle<NodeResult>>,
+    inner: live::Cluster<Wire, NodeResult>,
     collector: Collector<u64, InTransit>,
     snapshots: u64,
-    /// The FIFOs' directory, removed once every endpoint has gone.
-    dir: Option<tempfile::TempDir>,
 }
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cluster")
-            .field("nodes", &self.nodes.len())
+            .field("nodes", &self.inner.nodes().len())
             .field("snapshots", &self.snapshots)
             .finish_non_exhaustive()
     }
@@ -161,55 +57,21 @@ impl Cluster {
                 topology.nodes()
             )));
         }
-        let plan = Plan::new(topology);
-        let mut dir = None;
-        let (driver, threads) = match medium {
-            TransportKind::Mem => {
-                let network = MemNetwork::with_batching();
-                let mut open = Vec::new();
-                for &e in &plan.endpoints {
-                    open.push((e, network.endpoint(e)?));
-                }
-                plan.connect(&mut open)?;
-                launch(open, topology, &work)?
-            }
-            TransportKind::Pipe => {
-                let temp = tempfile::tempdir().map_err(|source| TransportError::Io {
-                    context: "creating the run directory".to_string(),
-                    source,
-                })?;
-                let mut open = Vec::new();
-                for &e in &plan.endpoints {
-                    open.push((e, PipeTransport::new(temp.path(), e)?));
-                }
-                plan.connect(&mut open)?;
-                let launched = launch(open, topology, &work)?;
-                dir = Some(temp);
-                launched
-            }
-            TransportKind::Tcp => {
-                let config = TcpConfig::new("bench", random_key());
-                let mut open = Vec::new();
-                for &e in &plan.endpoints {
-                    open.push((e, TcpTransport::new(e, config.clone())?));
-                }
-                plan.connect(&mut open)?;
-                launch(open, topology, &work)?
-            }
-        };
+        let inner = live::Cluster::spawn(medium, &topology.graph(), stop_frame, |id| NodeSpec {
+            id,
+            neighbours: topology.neighbours(id.0),
+            work: work(id.0),
+        })?;
         Ok(Cluster {
-            driver: Some(driver),
-            nodes: (1..=topology.nodes()).map(NodeId).collect(),
-            threads,
+            inner,
             collector: Collector::new((1..=topology.nodes()).map(NodeId)),
             snapshots: 0,
-            dir,
         })
     }
 
     /// The number of nodes.
     pub fn nodes(&self) -> u32 {
-        self.nodes.len() as u32
+        self.inner.nodes().len() as u32
     }
 
     /// The snapshots assembled so far.
@@ -218,20 +80,16 @@ impl Cluster {
     }
 
     fn driver(&mut self) -> Result<&mut dyn Transport<Wire>, TransportError> {
-        match self.driver.as_mut() {
-            Some(driver) => Ok(driver.as_mut()),
-            None => Err(TransportError::Closed),
-        }
+        self.inner.driver()
     }
 
     fn tell(&mut self, node: NodeId, control: Control) -> Result<(), TransportError> {
-        self.driver()?
-            .send(Endpoint::Node(node), Frame::Control(control))
+        self.inner.tell(node, Frame::Control(control))
     }
 
     /// Tells every node to start its work.
     pub fn start(&mut self) -> Result<(), TransportError> {
-        for node in self.nodes.clone() {
+        for node in self.inner.nodes().to_vec() {
             self.tell(node, Control::Start)?;
         }
         self.driver()?.flush()
@@ -312,12 +170,11 @@ impl Cluster {
     }
 
     /// Stops every node and returns their accounts, in node order.
-    pub fn stop(mut self) -> Result<Vec<Account>, TransportError> {
-        self.shut_down();
+    pub fn stop(self) -> Result<Vec<Account>, TransportError> {
         let mut accounts = Vec::new();
         let mut failure = None;
-        for thread in self.threads.drain(..) {
-            match thread.join() {
+        for (_, result) in self.inner.stop() {
+            match result {
                 Ok(Ok(account)) => accounts.push(account),
                 Ok(Err(error)) => {
                     failure.get_or_insert(TransportError::Protocol(error.to_string()));
@@ -331,28 +188,5 @@ impl Cluster {
             Some(error) => Err(error),
             None => Ok(accounts),
         }
-    }
-
-    /// Tells every node to stop and lets the driver's endpoint go: a node that missed
-    /// the word sees the driver gone and stops too.
-    fn shut_down(&mut self) {
-        for node in self.nodes.clone() {
-            // A node that has failed has gone: its error comes from its thread.
-            let _ = self.tell(node, Control::Stop);
-        }
-        if let Some(mut driver) = self.driver.take() {
-            let _ = driver.flush();
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.shut_down();
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
-        }
-        // Only now that every endpoint has gone.
-        drop(self.dir.take());
     }
 }

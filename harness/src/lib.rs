@@ -19,7 +19,9 @@
 //! - [`wire`]: what the driver and the nodes say to each other;
 //! - [`money`]: what the accounts open with, and the check that none was made or lost;
 //! - [`node`]: what a node does ([`Work`]) and its loop;
-//! - [`cluster`]: starting the nodes on a medium, driving them, stopping them;
+//! - [`cluster`]: starting the nodes on a medium (the threads and endpoints of
+//!   `bank_app::live::cluster`, which `master load` runs on too), driving them,
+//!   stopping them;
 //! - [`transfers`]: a run that moves transfers as fast as it can, snapshots meanwhile;
 //! - [`ceiling`](mod@ceiling): the same frames over the bare medium, without
 //!   snapshot-core.

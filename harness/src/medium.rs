@@ -30,10 +30,7 @@ impl Medium for TransportKind {
     }
 
     fn batch(self) -> u64 {
-        match self {
-            TransportKind::Mem => 256,
-            TransportKind::Pipe | TransportKind::Tcp => 4096,
-        }
+        bank_app::live::cluster::batch(self)
     }
 }
 

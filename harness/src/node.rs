@@ -1,6 +1,7 @@
 //! What a node does ([`Work`]), and its loop: a free-running [`Node`] around an
 //! [`Account`], on its own thread.
 use bank_app::account::InTransit;
+use bank_app::live::cluster::NodeMain;
 
 use crate::money::{AMOUNT, OPENING};
 use crate::wire::{Control, Wire};
@@ -203,8 +204,24 @@ impl<T: Transport<Wire>> Worker<T> {
     }
 }
 
+/// A node of a run, before its thread starts: its id, its neighbours in the order it
+/// sends to them, and its work.
+pub(crate) struct NodeSpec {
+    pub id: NodeId,
+    pub neighbours: Vec<NodeId>,
+    pub work: Work,
+}
+
+impl NodeMain<Wire> for NodeSpec {
+    type Output = NodeResult;
+
+    fn run<T: Transport<Wire> + Send + 'static>(self, transport: T) -> NodeResult {
+        node_loop(self.id, self.neighbours, self.work, transport)
+    }
+}
+
 /// One node's thread: the loop of [`Work`] around a free-running [`Node`].
-pub(crate) fn node_loop<T: Transport<Wire>>(
+fn node_loop<T: Transport<Wire>>(
     id: NodeId,
     neighbours: Vec<NodeId>,
     work: Work,

@@ -36,6 +36,19 @@ impl Topology {
         }
     }
 
+    /// The channels of the run: one each way between every node and each of its
+    /// neighbours.
+    pub fn graph(self) -> snapshot_core::topology::Topology {
+        let mut graph = snapshot_core::topology::Topology::default();
+        for node in 1..=self.nodes() {
+            graph.add_node(NodeId(node));
+            for peer in self.neighbours(node) {
+                graph.link(NodeId(node), peer);
+            }
+        }
+        graph
+    }
+
     /// Whether `node` sends transfers when it works.
     pub fn sends(self, node: u32) -> bool {
         !matches!(self, Topology::OneWay if node != 1)
