@@ -31,6 +31,10 @@ const DEPARTURE_CHECK: Duration = Duration::from_millis(20);
 /// closed has gone (its process is seen to exit right after).
 const WHY_GONE_GRACE: Duration = Duration::from_secs(1);
 
+/// How many transfers a restored bank puts back on a channel at a time: fewer than
+/// a bounded in-memory channel holds (`transport_mem::DEFAULT_CAPACITY`).
+const PUT_BACK_PART: usize = 256;
+
 /// Why a command did not complete.
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
@@ -217,13 +221,18 @@ impl<W: Write> Master<W> {
             else {
                 return rejected(format!("the bank's total would pass {}", u64::MAX));
             };
-            let put_back = ToNode::PutBack {
-                to,
-                transfers: transfers.clone(),
-            };
-            self.ask_node(from, put_back, |c| matches!(c, ToMaster::PutBack))?;
-            for _ in transfers {
-                self.queued.push(from, to);
+            // In parts that a bounded channel holds, each taken in by its receiver
+            // before the next is sent.
+            for part in transfers.chunks(PUT_BACK_PART) {
+                let put_back = ToNode::PutBack {
+                    to,
+                    transfers: part.to_vec(),
+                };
+                self.ask_node(from, put_back, |c| matches!(c, ToMaster::PutBack))?;
+                self.ask_node(to, ToNode::Settle, |c| matches!(c, ToMaster::Settled))?;
+                for _ in part {
+                    self.queued.push(from, to);
+                }
             }
             self.ask_observer(ToObserver::PutBack { amount }, |c| {
                 matches!(c, ToMaster::Added)

@@ -116,6 +116,10 @@ pub enum ToNode {
         /// The transfers, in the order they were caught.
         transfers: Vec<Transfer>,
     },
+    /// Take in what other nodes have sent and hold it, then answer: a transport may
+    /// keep node-to-node frames back until their receiver is woken for something
+    /// else, and their sender waiting (see `MemOptions::defer_node_frames`).
+    Settle,
     /// Exit.
     Stop,
 
@@ -184,6 +188,8 @@ pub enum ToMaster {
     Paid,
     /// The transfers are back on their channel.
     PutBack,
+    /// What had arrived is taken in.
+    Settled,
     /// The balance does not cover the transfer; nothing was done.
     Insufficient,
     /// The head message was handled.

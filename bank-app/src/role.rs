@@ -199,6 +199,8 @@ impl Branch {
                 }
                 ToMaster::PutBack
             }
+            // Every frame that had arrived was held on the way to this one.
+            ToNode::Settle => ToMaster::Settled,
             other => return Err(unexpected(MASTER, &other)),
         };
         Ok(to_master(t, answer)?)

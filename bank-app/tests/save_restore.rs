@@ -294,3 +294,54 @@ fn the_dot_output_renders_with_graphviz() {
     drop(broken.stdin.take());
     assert!(!broken.wait().unwrap().success());
 }
+
+#[test]
+fn every_snapshot_a_load_saved_restores_with_all_its_money() {
+    let dir = tempfile::tempdir().unwrap();
+    let save = path(dir.path(), "load");
+    let run = run_master(
+        &[
+            "load",
+            "--nodes",
+            "8",
+            "--transport",
+            "tcp",
+            "--duration",
+            "1s",
+            "--snapshot-every",
+            "50ms",
+            "--save",
+            &save,
+            "--seed",
+            "5",
+        ],
+        b"",
+    );
+    run.assert_code(0);
+    let mut files: Vec<_> = std::fs::read_dir(&save)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 5, "only {} snapshots saved", files.len());
+    let script = b"BeginSnapshot 3\nReceiveAll\nCollectState\nPrintSnapshot\n";
+    for (k, file) in files.iter().enumerate() {
+        let saved: Value = serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap();
+        let total = saved["total"].as_u64().unwrap();
+        assert_eq!(total, 8000);
+        // Every file on mem; a few on pipe and tcp too.
+        let transports: &[&str] = if k < 2 { TRANSPORTS } else { &["mem"] };
+        for &transport in transports {
+            let file = file.to_str().unwrap();
+            let run = run_master(
+                &["restore", file, "--transport", transport, "--seed", "2"],
+                script,
+            );
+            run.assert_code(0);
+            let blocks = support::parse_blocks(&run.out());
+            assert_eq!(blocks.len(), 1, "{file} on {transport}");
+            blocks[0].check(total).unwrap();
+        }
+    }
+}
