@@ -9,6 +9,10 @@ use std::time::Duration;
 /// How long a peer has to complete the handshake, by default.
 pub const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How many handshakes an endpoint's listener runs at once, by default: see
+/// [`TcpConfig::max_handshakes`].
+pub const DEFAULT_MAX_HANDSHAKES: usize = 64;
+
 /// How many batches of frames an [`AsyncTcpTransport`](crate::AsyncTcpTransport)'s
 /// readers hold for the application, by default: with batches of at most 64 KiB of
 /// the stream each, up to about 4 MiB.
@@ -43,6 +47,15 @@ pub struct TcpConfig {
     /// [`connect`](snapshot_core::Transport::connect) gives up. Defaults to
     /// [`DEFAULT_HELLO_TIMEOUT`] (5 s).
     pub hello_timeout: Duration,
+    /// How many handshakes the listener runs at once. Connections that have not
+    /// proved themselves yet hold a socket (and a descriptor) each until they do, fail
+    /// or reach [`hello_timeout`](Self::hello_timeout): this bounds what connections
+    /// that never do can hold. When a connection arrives with this many handshakes in
+    /// progress, the one that has been in progress longest is closed (and logged) to
+    /// make room: a peer that proves itself at once gets in whatever number of idle
+    /// connections came before it. At least 1; defaults to
+    /// [`DEFAULT_MAX_HANDSHAKES`] (64).
+    pub max_handshakes: usize,
     /// The bound on what an [`AsyncTcpTransport`](crate::AsyncTcpTransport) holds
     /// for an application that does not receive: how many batches of frames its
     /// reader tasks may have decoded that the application has not taken, all peers
@@ -72,6 +85,11 @@ impl TcpConfig {
         if self.key.is_empty() {
             return Err(TransportError::Config("the cluster key is empty".into()));
         }
+        if self.max_handshakes == 0 {
+            return Err(TransportError::Config(
+                "the listener must run at least one handshake at a time".into(),
+            ));
+        }
         if self.inbox == 0 {
             return Err(TransportError::Config(
                 "the inbox must hold at least one batch".into(),
@@ -91,6 +109,7 @@ impl Default for TcpConfig {
             key: Vec::new(),
             max_frame: DEFAULT_MAX_FRAME,
             hello_timeout: DEFAULT_HELLO_TIMEOUT,
+            max_handshakes: DEFAULT_MAX_HANDSHAKES,
             inbox: DEFAULT_INBOX,
         }
     }
@@ -105,6 +124,7 @@ impl std::fmt::Debug for TcpConfig {
             .field("key", &format_args!("<{} bytes>", self.key.len()))
             .field("max_frame", &self.max_frame)
             .field("hello_timeout", &self.hello_timeout)
+            .field("max_handshakes", &self.max_handshakes)
             .field("inbox", &self.inbox)
             .finish()
     }
@@ -134,6 +154,7 @@ mod tests {
         assert_eq!(config.hello_timeout, Duration::from_secs(5));
         assert_eq!(config.max_frame, DEFAULT_MAX_FRAME);
         assert_eq!(config.inbox, DEFAULT_INBOX);
+        assert_eq!(config.max_handshakes, DEFAULT_MAX_HANDSHAKES);
         assert!(config.check().is_ok());
         assert_eq!(config.key.len(), 32);
         assert_ne!(config.key, random_key(), "keys are drawn afresh");
@@ -141,7 +162,7 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_key_or_an_empty_inbox_is_a_configuration_error() {
+    fn an_empty_key_an_empty_inbox_or_no_handshakes_is_a_configuration_error() {
         let config = TcpConfig::new("c", Vec::new());
         assert!(matches!(config.check(), Err(TransportError::Config(why)) if why.contains("key")));
         let config = TcpConfig {
@@ -150,6 +171,13 @@ mod tests {
         };
         assert!(
             matches!(config.check(), Err(TransportError::Config(why)) if why.contains("inbox"))
+        );
+        let config = TcpConfig {
+            max_handshakes: 0,
+            ..TcpConfig::new("c", random_key())
+        };
+        assert!(
+            matches!(config.check(), Err(TransportError::Config(why)) if why.contains("handshake"))
         );
     }
 }

@@ -11,6 +11,7 @@ use crate::handshake::{self, HandshakeError};
 use serde::de::DeserializeOwned;
 use snapshot_core::Endpoint;
 use snapshot_core::codec::FrameDecoder;
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// How much one `read` takes from a connection at most: a batch of frames is what one
 /// read decoded.
@@ -69,6 +70,11 @@ async fn stopped(shutdown: &mut watch::Receiver<()>) {
 
 /// Accepts connections until the endpoint is dropped; each one is served by a task of
 /// its own, so that a slow or silent client delays nobody.
+///
+/// At most [`Shared::max_handshakes`] of those tasks are in their handshake at once: a
+/// connection that comes when that many are closes the one that has been in its
+/// handshake longest. That bounds the sockets that connections which never prove
+/// themselves can hold, without shutting out a peer that proves itself at once.
 pub(crate) async fn accept<F>(
     listener: TcpListener,
     shared: Arc<Shared>,
@@ -78,6 +84,9 @@ pub(crate) async fn accept<F>(
     F: DeserializeOwned + Send + 'static,
 {
     let local = shared.local;
+    // One per handshake in progress, oldest first: sending on it closes that
+    // connection, and its task drops the other end once its handshake is over.
+    let mut handshakes: VecDeque<oneshot::Sender<()>> = VecDeque::new();
     loop {
         let accepted = tokio::select! {
             biased;
@@ -86,12 +95,23 @@ pub(crate) async fn accept<F>(
         };
         match accepted {
             Ok((stream, remote)) => {
+                handshakes.retain(|handshake| !handshake.is_closed());
+                while handshakes.len() >= shared.max_handshakes {
+                    let Some(oldest) = handshakes.pop_front() else {
+                        break;
+                    };
+                    // Its handshake may have ended meanwhile: then there is room.
+                    let _ = oldest.send(());
+                }
+                let (evict, evicted) = oneshot::channel();
+                handshakes.push_back(evict);
                 tokio::spawn(serve(
                     stream,
                     remote,
                     Arc::clone(&shared),
                     readers.clone(),
                     shutdown.clone(),
+                    evicted,
                 ));
             }
             Err(error) => {
@@ -106,13 +126,16 @@ pub(crate) async fn accept<F>(
     }
 }
 
-/// Runs the handshake on one accepted connection, then hands it to its reader.
+/// Runs the handshake on one accepted connection, then hands it to its reader. Gives
+/// up on it if `evicted` says so first: too many handshakes are in progress, and this
+/// one has been longest.
 async fn serve<F>(
     mut stream: TcpStream,
     remote: SocketAddr,
     shared: Arc<Shared>,
     readers: Readers<F>,
     mut shutdown: watch::Receiver<()>,
+    mut evicted: oneshot::Receiver<()>,
 ) where
     F: DeserializeOwned + Send + 'static,
 {
@@ -127,8 +150,20 @@ async fn serve<F>(
     let outcome = tokio::select! {
         biased;
         () = stopped(&mut shutdown) => return,
+        Ok(()) = &mut evicted => {
+            tracing::warn!(
+                %local,
+                %remote,
+                limit = shared.max_handshakes,
+                "refused a connection: too many handshakes in progress, and this one had been \
+                 in progress longest"
+            );
+            return;
+        }
         outcome = handshake => outcome,
     };
+    // The handshake is over: it no longer counts against the listener's limit.
+    drop(evicted);
     let peer = match outcome {
         Ok(Ok(peer)) => peer,
         Ok(Err(error)) => {

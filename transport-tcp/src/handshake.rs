@@ -13,6 +13,14 @@
 //! side's answer cannot be reflected back as the other's. MACs are checked in constant
 //! time. Messages are codec frames of at most [`HANDSHAKE_MAX`] bytes, read exactly (no
 //! byte past the handshake is consumed).
+//!
+//! No length is trusted before the bytes that tell this protocol apart from others:
+//! the server reads the hello's length prefix together with the magic that opens the
+//! hello, and the client knows the size of every message it expects (they are all of
+//! fixed size), so it checks each length prefix against it byte by byte. A peer that
+//! fails either check does not speak this protocol, and is named so with the first
+//! bytes it sent ([`HandshakeError::Foreign`]), rather than read as announcing some
+//! absurd length.
 
 use crate::Shared;
 use hmac::{Hmac, KeyInit, Mac};
@@ -21,7 +29,9 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use snapshot_core::Endpoint;
 use snapshot_core::codec::{self, LENGTH_PREFIX};
+use std::fmt;
 use std::io;
+use std::time::Duration;
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -43,6 +53,25 @@ type HmacSha256 = Hmac<Sha256>;
 type Nonce = [u8; 32];
 type Tag = [u8; 32];
 
+/// The encoded size of a [`Challenge`]: a nonce and a MAC.
+const CHALLENGE_SIZE: usize = 64;
+
+/// The encoded size of a [`Proof`]: a MAC.
+const PROOF_SIZE: usize = 32;
+
+/// The encoded size of a [`Welcome`]: nothing.
+const WELCOME_SIZE: usize = 0;
+
+/// How many of the first bytes of a peer that does not speak this protocol are kept
+/// to say what it sent.
+const SAMPLE: usize = 32;
+
+/// How long a peer found not to speak this protocol is given for the rest of
+/// [`SAMPLE`] to come: what is already there is taken at once.
+const SAMPLE_WAIT: Duration = Duration::from_millis(20);
+
+/// The magic comes first: the hello's encoding opens with it, right after the length
+/// prefix.
 #[derive(Serialize, Deserialize)]
 struct Hello {
     magic: [u8; 8],
@@ -78,8 +107,8 @@ pub(crate) enum HandshakeError {
     TooLarge(usize),
     #[error("a handshake message that does not decode")]
     Garbage(#[from] postcard::Error),
-    #[error("not a snapshot-rs TCP hello")]
-    BadMagic,
+    #[error("the peer does not speak the snapshot-rs protocol (it sent \"{0}\")")]
+    Foreign(Sample),
     #[error("handshake version {0}, this endpoint speaks {VERSION}")]
     Version(u16),
     #[error("a hello for cluster {0:?}")]
@@ -94,6 +123,68 @@ pub(crate) enum HandshakeError {
     EmptyKey,
     #[error("no random bytes for a nonce: {0}")]
     Random(getrandom::Error),
+}
+
+/// The first bytes a peer sent, shown escaped (`\r`, `\x00`, ...) and cut after
+/// [`SAMPLE`] bytes (`…`).
+#[derive(Debug)]
+pub(crate) struct Sample {
+    bytes: Vec<u8>,
+    /// Whether more may have followed.
+    cut: bool,
+}
+
+impl fmt::Display for Sample {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.bytes.escape_ascii())?;
+        if self.cut {
+            f.write_str("…")?;
+        }
+        Ok(())
+    }
+}
+
+/// The peer has sent `seen`, which no peer of this protocol would: takes whatever it
+/// sent after it, up to [`SAMPLE`] bytes in all and waiting at most [`SAMPLE_WAIT`],
+/// to say what it sent.
+async fn foreign(stream: &mut TcpStream, seen: &[u8]) -> HandshakeError {
+    let mut bytes = vec![0; SAMPLE];
+    let mut taken = seen.len().min(SAMPLE);
+    bytes[..taken].copy_from_slice(&seen[..taken]);
+    let deadline = tokio::time::Instant::now() + SAMPLE_WAIT;
+    while taken < SAMPLE {
+        match tokio::time::timeout_at(deadline, stream.read(&mut bytes[taken..])).await {
+            Ok(Ok(n)) if n > 0 => taken += n,
+            // The end of the stream, an error or the deadline: that is all there is.
+            _ => break,
+        }
+    }
+    let cut = taken == SAMPLE;
+    bytes.truncate(taken);
+    HandshakeError::Foreign(Sample { bytes, cut })
+}
+
+/// Reads exactly `buffer.len()` bytes, checking them as they come with `check`, which
+/// is given every byte read so far and says whether they could still be this
+/// protocol's. Fails with [`HandshakeError::Foreign`] as soon as they cannot, and with
+/// [`HandshakeError::Closed`] if the stream ends first.
+async fn read_checked(
+    stream: &mut TcpStream,
+    buffer: &mut [u8],
+    check: impl Fn(&[u8]) -> bool,
+) -> Result<(), HandshakeError> {
+    let mut got = 0;
+    while got < buffer.len() {
+        let n = stream.read(&mut buffer[got..]).await?;
+        if n == 0 {
+            return Err(HandshakeError::Closed);
+        }
+        got += n;
+        if !check(&buffer[..got]) {
+            return Err(foreign(stream, &buffer[..got]).await);
+        }
+    }
+    Ok(())
 }
 
 fn nonce() -> Result<Nonce, HandshakeError> {
@@ -133,22 +224,56 @@ async fn write<T: Serialize>(stream: &mut TcpStream, message: &T) -> Result<(), 
     Ok(())
 }
 
-async fn read<T: DeserializeOwned>(stream: &mut TcpStream) -> Result<T, HandshakeError> {
-    let eof = |error: io::Error| {
-        if error.kind() == io::ErrorKind::UnexpectedEof {
-            HandshakeError::Closed
-        } else {
-            HandshakeError::Io(error)
-        }
-    };
+/// Maps the end of the stream to [`HandshakeError::Closed`].
+fn eof(error: io::Error) -> HandshakeError {
+    if error.kind() == io::ErrorKind::UnexpectedEof {
+        HandshakeError::Closed
+    } else {
+        HandshakeError::Io(error)
+    }
+}
+
+/// Reads a message whose encoding is `size` bytes: its length prefix must say so,
+/// which is checked byte by byte as it comes.
+async fn read_fixed<T: DeserializeOwned>(
+    stream: &mut TcpStream,
+    size: usize,
+) -> Result<T, HandshakeError> {
+    let expected = u32::try_from(size)
+        .map_err(|_| HandshakeError::TooLarge(size))?
+        .to_le_bytes();
     let mut prefix = [0; LENGTH_PREFIX];
-    stream.read_exact(&mut prefix).await.map_err(eof)?;
+    read_checked(stream, &mut prefix, |seen| expected.starts_with(seen)).await?;
+    let mut body = vec![0; size];
+    stream.read_exact(&mut body).await.map_err(eof)?;
+    Ok(postcard::from_bytes(&body)?)
+}
+
+/// Reads the hello: its length prefix and the magic that opens it, checking the magic
+/// as it comes, and only then the rest, if the length is within the bound.
+async fn read_hello(stream: &mut TcpStream) -> Result<Hello, HandshakeError> {
+    let mut head = [0; LENGTH_PREFIX + MAGIC.len()];
+    read_checked(stream, &mut head, |seen| {
+        seen.get(LENGTH_PREFIX..)
+            .is_none_or(|magic| MAGIC.starts_with(magic))
+    })
+    .await?;
+    let mut prefix = [0; LENGTH_PREFIX];
+    prefix.copy_from_slice(&head[..LENGTH_PREFIX]);
     let size = u32::from_le_bytes(prefix) as usize;
     if size > HANDSHAKE_MAX {
         return Err(HandshakeError::TooLarge(size));
     }
+    if size < MAGIC.len() {
+        // The magic cannot be part of the message: not a hello of this protocol.
+        return Err(foreign(stream, &head).await);
+    }
     let mut body = vec![0; size];
-    stream.read_exact(&mut body).await.map_err(eof)?;
+    body[..MAGIC.len()].copy_from_slice(&head[LENGTH_PREFIX..]);
+    stream
+        .read_exact(&mut body[MAGIC.len()..])
+        .await
+        .map_err(eof)?;
     Ok(postcard::from_bytes(&body)?)
 }
 
@@ -173,7 +298,7 @@ pub(crate) async fn client(
         },
     )
     .await?;
-    let challenge: Challenge = read(stream).await?;
+    let challenge: Challenge = read_fixed(stream, CHALLENGE_SIZE).await?;
     mac(
         shared,
         b"server",
@@ -199,7 +324,7 @@ pub(crate) async fn client(
         },
     )
     .await?;
-    let Welcome = read(stream).await?;
+    let Welcome = read_fixed(stream, WELCOME_SIZE).await?;
     Ok(())
 }
 
@@ -211,10 +336,8 @@ pub(crate) async fn server(
     stream: &mut TcpStream,
     shared: &Shared,
 ) -> Result<Endpoint, HandshakeError> {
-    let hello: Hello = read(stream).await?;
-    if hello.magic != MAGIC {
-        return Err(HandshakeError::BadMagic);
-    }
+    let hello = read_hello(stream).await?;
+    debug_assert_eq!(hello.magic, MAGIC, "checked as it came");
     if hello.version != VERSION {
         return Err(HandshakeError::Version(hello.version));
     }
@@ -242,7 +365,7 @@ pub(crate) async fn server(
         },
     )
     .await?;
-    let proof: Proof = read(stream).await?;
+    let proof: Proof = read_fixed(stream, PROOF_SIZE).await?;
     mac(
         shared,
         b"client",
@@ -259,4 +382,63 @@ pub(crate) async fn server(
 /// The server's last word: the client is in.
 pub(crate) async fn welcome(stream: &mut TcpStream) -> Result<(), HandshakeError> {
     write(stream, &Welcome).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use snapshot_core::NodeId;
+
+    fn encoded<T: Serialize>(message: &T) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        codec::encode_into(message, &mut bytes, HANDSHAKE_MAX).unwrap();
+        bytes
+    }
+
+    /// The client checks every length prefix against these sizes.
+    #[test]
+    fn the_messages_after_the_hello_have_the_sizes_the_client_expects() {
+        let challenge = encoded(&Challenge {
+            nonce: [1; 32],
+            mac: [2; 32],
+        });
+        assert_eq!(challenge.len(), LENGTH_PREFIX + CHALLENGE_SIZE);
+        assert_eq!(challenge[..LENGTH_PREFIX], 64u32.to_le_bytes());
+        assert_eq!(
+            encoded(&Proof { mac: [3; 32] }).len(),
+            LENGTH_PREFIX + PROOF_SIZE
+        );
+        assert_eq!(encoded(&Welcome).len(), LENGTH_PREFIX + WELCOME_SIZE);
+    }
+
+    /// The server checks the magic right after the length prefix.
+    #[test]
+    fn a_hello_opens_with_the_magic_after_its_length() {
+        let hello = encoded(&Hello {
+            magic: MAGIC,
+            version: VERSION,
+            cluster: "c".repeat(300),
+            from: Endpoint::Node(NodeId(u32::MAX)),
+            to: Endpoint::Role(u16::MAX),
+            nonce: [4; 32],
+        });
+        assert_eq!(hello[LENGTH_PREFIX..LENGTH_PREFIX + MAGIC.len()], MAGIC);
+    }
+
+    #[test]
+    fn a_sample_is_escaped_and_says_when_it_was_cut() {
+        let whole = Sample {
+            bytes: b"HTTP/1.1 400\r\n\"\0\xff".to_vec(),
+            cut: false,
+        };
+        assert_eq!(whole.to_string(), r#"HTTP/1.1 400\r\n\"\x00\xff"#);
+        let cut = Sample {
+            bytes: b"GET /".to_vec(),
+            cut: true,
+        };
+        assert_eq!(
+            HandshakeError::Foreign(cut).to_string(),
+            "the peer does not speak the snapshot-rs protocol (it sent \"GET /…\")"
+        );
+    }
 }

@@ -128,13 +128,45 @@
 //!
 //! # Strangers and garbage
 //!
-//! Each accepted connection is handled by a task of its own, so that nothing a
-//! stranger does delays anyone else. A connection is closed, and the reason logged
-//! with `tracing::warn!`, if before the end of its handshake it sends anything but a
-//! well-formed handshake, a message over 1 KiB, a MAC that does not verify, the name
-//! of another cluster or of another endpoint, or nothing at all for
-//! [`TcpConfig::hello_timeout`] (5 s by default). An endpoint that connects twice is
-//! refused the second time. After the handshake, a frame that does not decode or
+//! Each accepted connection runs its handshake in a task of its own, so that nothing
+//! a stranger does delays anyone else, within two bounds:
+//!
+//! - **The handshake deadline.** A connection has [`TcpConfig::hello_timeout`] (5 s
+//!   by default) from the moment it is accepted to prove itself; one that sends
+//!   nothing, or trickles its hello, is closed then. The same deadline bounds a
+//!   [`connect`](Transport::connect) on the other side.
+//! - **The handshake cap.** At most [`TcpConfig::max_handshakes`]
+//!   ([`DEFAULT_MAX_HANDSHAKES`], 64) handshakes are in progress per listener. A
+//!   connection that arrives when that many are closes the one that has been in
+//!   progress longest. So connections that never prove themselves hold at most that
+//!   many sockets (and file descriptors) at a time, however many come, and a peer
+//!   that proves itself at once (a round trip) gets in whatever came before it,
+//!   rather than waiting for their deadline.
+//!
+//! A connection is refused, that is closed, with a `tracing::warn!` line "refused a
+//! connection" naming the endpoint (`local`), the stranger's address (`remote`) and
+//! the reason, if before the end of its handshake:
+//!
+//! - its first bytes are not this protocol's: the hello's length is believed only
+//!   once the magic that opens the hello has been checked (byte by byte, as it comes),
+//!   and the reason is "the peer does not speak the snapshot-rs protocol (it sent
+//!   "…")", with the first bytes it sent (up to 32), escaped;
+//! - it announces a handshake message over 1 KiB, or sends one that does not decode,
+//!   or a hello of another version;
+//! - it names another cluster ("a hello for cluster …") or another endpoint;
+//! - it fails to prove it knows the key (its MAC does not verify);
+//! - it claims the name of an endpoint that has connected before, connected still or
+//!   gone ("… is already connected, or has been and gone");
+//! - it has not completed the handshake by the deadline ("no handshake in time");
+//! - the listener needs its place for a newer connection ("too many handshakes in
+//!   progress").
+//!
+//! That is one line per connection refused. The connecting side checks the same way:
+//! [`connect`](Transport::connect) fails with [`TransportError::Protocol`] if the
+//! server does not prove it knows the key, is another endpoint, or does not speak the
+//! protocol (a web server answering "HTTP/1.1 400 …" is named as such, with what it
+//! sent, since every message a server sends has a known size that its length prefix
+//! is checked against). After the handshake, a frame that does not decode or
 //! announces more than [`TcpConfig::max_frame`] closes the connection (logged), and
 //! the peer departs.
 //!
@@ -179,7 +211,9 @@ mod outbound;
 
 pub use asynchronous::AsyncTcpTransport;
 pub use blocking::{LINGER, TcpTransport};
-pub use config::{DEFAULT_HELLO_TIMEOUT, DEFAULT_INBOX, TcpConfig, random_key};
+pub use config::{
+    DEFAULT_HELLO_TIMEOUT, DEFAULT_INBOX, DEFAULT_MAX_HANDSHAKES, TcpConfig, random_key,
+};
 /// The asynchronous transport trait, from `snapshot-core` (feature `async`), which
 /// [`AsyncTcpTransport`] implements; re-exported for those who named it here before
 /// it moved there.
@@ -200,6 +234,8 @@ pub(crate) struct Shared {
     key: Vec<u8>,
     max_frame: usize,
     hello_timeout: Duration,
+    /// How many handshakes the listener runs at once.
+    max_handshakes: usize,
     /// The peers admitted on a connection to this endpoint, gone or not, and those
     /// that have departed: each may connect once, and none once it has departed.
     incoming: Mutex<HashSet<Endpoint>>,

@@ -199,6 +199,7 @@ impl Outbound {
             key: config.key,
             max_frame: config.max_frame,
             hello_timeout: config.hello_timeout,
+            max_handshakes: config.max_handshakes,
             incoming: Mutex::new(HashSet::new()),
             lost: lost_tx,
             wake: match &readers {

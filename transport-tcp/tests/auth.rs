@@ -187,7 +187,7 @@ fn strangers_are_closed_and_logged_without_delaying_a_legitimate_peer() {
 
     let mut oversized = TcpStream::connect(&at).unwrap();
     oversized.write_all(&u32::MAX.to_le_bytes()).unwrap();
-    oversized.write_all(b"and then some").unwrap();
+    oversized.write_all(b"snap-tcp and then some").unwrap();
 
     let mut partial = TcpStream::connect(&at).unwrap();
     partial.write_all(&[60, 0, 0, 0]).unwrap();
