@@ -55,8 +55,9 @@ pub struct LoadArgs {
     #[arg(long, value_name = "N", value_parser = parse_number::<u64>)]
     pub transfers: Option<u64>,
 
-    /// How often a snapshot is started, at a random node.
-    #[arg(long, value_name = "I", value_parser = parse_duration, default_value = "100ms")]
+    /// How often a snapshot is started, at a random node; `off` takes none (to measure
+    /// what snapshots cost).
+    #[arg(long, value_name = "I", value_parser = parse_interval, default_value = "100ms")]
     pub snapshot_every: Duration,
 
     /// The most snapshots in flight at once; a snapshot due beyond it is skipped (and
@@ -96,6 +97,15 @@ fn parse_number<N: std::str::FromStr>(text: &str) -> Result<N, String> {
     match text.parse::<N>() {
         Ok(n) if digits => Ok(n),
         _ => Err(format!("{text:?} is not a number (plain digits)")),
+    }
+}
+
+/// Parses `--snapshot-every`: a duration, or `off` for none ([`Duration::MAX`]: a
+/// tick that never comes).
+pub fn parse_interval(text: &str) -> Result<Duration, String> {
+    match text {
+        "off" => Ok(Duration::MAX),
+        _ => parse_duration(text),
     }
 }
 
@@ -318,6 +328,8 @@ mod tests {
         assert_eq!(config.timeout, Duration::from_secs(5));
         assert_eq!((config.seed, config.transport), (3, TransportKind::Mem));
         assert_eq!(parse(&["--seed", "9"]).config(3).unwrap().seed, 9);
+        let off = parse(&["--snapshot-every", "off"]).config(3).unwrap();
+        assert_eq!(off.snapshot_every, Duration::MAX);
     }
 
     #[test]
