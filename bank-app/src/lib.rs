@@ -19,6 +19,8 @@
 //!   ([`systems::child`]);
 //! - [`system`]: what the master asks of a system, whichever it is;
 //! - [`role`]: the node and observer roles;
+//! - [`check`]: the check every snapshot passes (a consistent cut that holds all the
+//!   money);
 //! - [`protocol`]: what the roles say to each other;
 //! - [`account`]: a branch as a snapshot-core `Process`;
 //! - [`script`]: the command language;
@@ -35,6 +37,7 @@
 pub mod account;
 pub mod cause;
 pub mod channels;
+pub mod check;
 pub mod choice;
 pub mod input;
 pub mod live;

@@ -2,6 +2,7 @@
 //! Each runs over any [`Transport`], in a thread or in a process of its own.
 
 use crate::account::{Account, Transfer};
+use crate::check::{CheckError, check};
 use crate::protocol::{BankLocal, BankSnapshot, Control, Peer, Taken, Wire};
 use crate::protocol::{MASTER, OBSERVER, ToMaster, ToNode, ToObserver};
 use crate::protocol::{to_master, to_node, to_observer};
@@ -352,20 +353,11 @@ impl Observer {
             Ok(snapshot) => snapshot,
             Err(error) => return Ok(Err(error.to_string())),
         };
-        if let Err(error) = snapshot.check_cut() {
-            return Ok(Err(error.to_string()));
-        }
-        let held = snapshot.nodes().map(|local| u128::from(local.state));
-        let moving = snapshot
-            .channels()
-            .into_iter()
-            .map(|(_, _, ch)| u128::from(ch.record.sum()));
-        let counted: u128 = held.chain(moving).sum();
-        if counted != u128::from(self.total) {
-            return Ok(Err(format!(
-                "snapshot {id} accounts for {counted} but the bank holds {}",
-                self.total
-            )));
+        match check(&snapshot, self.total) {
+            Ok(()) => {}
+            // The cut's own error says which snapshot and channel.
+            Err(CheckError::Cut { source, .. }) => return Ok(Err(source.to_string())),
+            Err(error) => return Ok(Err(error.to_string())),
         }
         Ok(Ok(snapshot))
     }

@@ -34,14 +34,12 @@
 //! - [`report`]: what a run measured, and its summary;
 //! - `progress`: the progress line on a terminal;
 //! - `node`: what a branch does under load;
-//! - [`check`](mod@check): the check every snapshot passes;
 //! - [`layout`]: the branches, their balances and channels, and topology files;
 //! - [`wire`]: what the driver and the branches say to each other;
 //! - [`cluster`]: nodes as threads over a medium's endpoints, for any topology (the
 //!   benchmarks' harness runs on it too).
 
 pub mod args;
-pub mod check;
 pub mod cluster;
 pub mod layout;
 mod node;
@@ -51,7 +49,6 @@ pub mod run;
 pub mod wire;
 
 pub use args::{LoadArgs, main};
-pub use check::{CheckError, check};
 pub use layout::{Layout, LayoutError};
 pub use report::{Latency, Report};
 pub use run::{End, Hooks, LoadConfig, LoadError, MAX_CONCURRENT, Opening, run};

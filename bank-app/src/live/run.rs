@@ -4,8 +4,8 @@
 
 use crate::account::{Account, InTransit};
 use crate::cause::chain;
+use crate::check::check;
 use crate::choice::Chooser;
-use crate::live::check::check;
 use crate::live::cluster::{Cluster, DRIVER, batch};
 use crate::live::layout::Layout;
 use crate::live::node::{Begin, LoadNode, NodeResult, Shared};

@@ -1,5 +1,6 @@
-//! The check every snapshot of a load passes: a consistent cut that accounts for all
-//! the money of the bank, no more and no less.
+//! The check every snapshot of the bank passes, whether the observer collected it
+//! or `master load` assembled it: a consistent cut that accounts for all the money
+//! of the bank, no more and no less.
 
 use crate::protocol::BankSnapshot;
 use snapshot_core::SnapshotError;
@@ -9,7 +10,7 @@ use thiserror::Error;
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum CheckError {
     /// The cut is not consistent (or misses a node's part).
-    #[error("snapshot {id}: not a consistent cut: {source}")]
+    #[error("snapshot {id}: not a consistent cut")]
     Cut {
         /// The snapshot.
         id: snapshot_core::SnapshotId,
@@ -17,10 +18,9 @@ pub enum CheckError {
         #[source]
         source: SnapshotError,
     },
-    /// The balances and the money in transit do not add up to the bank's money.
-    #[error(
-        "snapshot {id}: {held} held and {in_transit} in transit make {counted}, but the bank holds {total}"
-    )]
+    /// The balances and the money in transit (`held` and `in_transit`) do not add up
+    /// to the bank's money.
+    #[error("snapshot {id} accounts for {counted} but the bank holds {total}")]
     Money {
         /// The snapshot.
         id: snapshot_core::SnapshotId,
@@ -141,9 +141,7 @@ mod tests {
         locals[0].state += 10;
         let error = check(&snapshot(locals), 100).unwrap_err();
         assert!(matches!(error, CheckError::Cut { .. }), "{error}");
-        assert!(
-            error.to_string().contains("not a consistent cut"),
-            "{error}"
-        );
+        assert_eq!(error.to_string(), "snapshot 1#0: not a consistent cut");
+        assert!(std::error::Error::source(&error).is_some());
     }
 }
