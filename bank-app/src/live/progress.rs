@@ -1,7 +1,7 @@
 //! The live progress line of a load on a terminal: transfers per second, snapshots
 //! done, aborted and in flight, and their latency so far.
 
-use crate::live::report::Latency;
+use crate::live::report::Latencies;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,7 @@ pub(crate) struct Figures<'a> {
     /// Snapshots in flight.
     pub in_flight: usize,
     /// The latencies so far.
-    pub latencies: &'a [Duration],
+    pub latencies: &'a Latencies,
 }
 
 /// The progress line on standard error, or nothing.
@@ -61,7 +61,7 @@ impl Progress {
             0.0
         };
         self.last = (now, figures.transfers);
-        let latency = Latency::of(figures.latencies).map_or_else(
+        let latency = figures.latencies.latency().map_or_else(
             || "-".to_string(),
             |l| {
                 format!(

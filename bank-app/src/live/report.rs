@@ -37,9 +37,8 @@ pub struct Report {
     pub skipped: u64,
     /// Snapshots saved.
     pub saved: u64,
-    /// The latency of every snapshot assembled, from the request to the last part,
-    /// in the order they completed.
-    pub latencies: Vec<Duration>,
+    /// The latency of every snapshot assembled, from the request to the last part.
+    pub latencies: Latencies,
     /// Why snapshots failed their check (the first few).
     pub failures: Vec<String>,
     /// What the branches held at the end, all together, once every transfer had
@@ -60,20 +59,128 @@ pub struct Latency {
     pub max: Duration,
 }
 
-impl Latency {
-    /// The latency of `latencies` (nearest rank); `None` when there are none.
-    pub fn of(latencies: &[Duration]) -> Option<Latency> {
-        let mut sorted = latencies.to_vec();
-        sorted.sort_unstable();
-        let rank = |p: usize| {
-            let at = (sorted.len() * p).div_ceil(100).max(1) - 1;
-            sorted.get(at).copied()
-        };
+/// Sub-buckets per power of two: latencies within 1/64 (1.6%) of each other share a
+/// bucket.
+const SUB_BUCKETS: u64 = 64;
+
+/// How many buckets cover every `u64` of nanoseconds: `SUB_BUCKETS` exact ones below
+/// `SUB_BUCKETS`, then `SUB_BUCKETS` for each power of two from there to 2^64.
+const BUCKETS: usize = (SUB_BUCKETS * (64 - SUB_BUCKETS.trailing_zeros() as u64 + 1)) as usize;
+
+/// Snapshot latencies, in memory that does not grow however long a run goes on: a
+/// count per bucket (exact below 64 ns, then 64 buckets per power of two, each 1/64
+/// of it wide), and the largest exactly. A percentile is the upper end of the bucket
+/// that holds it (no more than 1.6% above the latency itself), or the largest when
+/// that is smaller.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Latencies {
+    counts: Vec<u64>,
+    total: u64,
+    max: Duration,
+}
+
+impl std::fmt::Debug for Latencies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Latencies")
+            .field("total", &self.total)
+            .field("latency", &self.latency())
+            .finish()
+    }
+}
+
+impl Default for Latencies {
+    fn default() -> Self {
+        Latencies {
+            counts: vec![0; BUCKETS],
+            total: 0,
+            max: Duration::ZERO,
+        }
+    }
+}
+
+impl Latencies {
+    /// No latency yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The bucket of `nanos`.
+    fn bucket(nanos: u64) -> usize {
+        if nanos < SUB_BUCKETS {
+            return nanos as usize;
+        }
+        let power = u64::from(63 - nanos.leading_zeros());
+        let shift = power - u64::from(SUB_BUCKETS.trailing_zeros());
+        let sub = (nanos >> shift) - SUB_BUCKETS;
+        (SUB_BUCKETS * (shift + 1) + sub) as usize
+    }
+
+    /// The largest number of nanoseconds in bucket `index`.
+    fn upper(index: usize) -> u64 {
+        let index = index as u64;
+        if index < SUB_BUCKETS {
+            return index;
+        }
+        let shift = index / SUB_BUCKETS - 1;
+        let sub = index % SUB_BUCKETS;
+        let top = (u128::from(SUB_BUCKETS + sub + 1) << shift) - 1;
+        u64::try_from(top).unwrap_or(u64::MAX)
+    }
+
+    /// Counts one more latency.
+    pub fn record(&mut self, latency: Duration) {
+        let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        if let Some(count) = self.counts.get_mut(Self::bucket(nanos)) {
+            *count += 1;
+        }
+        self.total += 1;
+        self.max = self.max.max(latency);
+    }
+
+    /// How many latencies were counted.
+    pub fn len(&self) -> u64 {
+        self.total
+    }
+
+    /// Whether none was.
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// The `p`th percentile, by nearest rank.
+    fn percentile(&self, p: u64) -> Option<Duration> {
+        let rank = (self.total * p).div_ceil(100).max(1);
+        let mut seen = 0;
+        for (index, &count) in self.counts.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                let upper = Duration::from_nanos(Self::upper(index));
+                return Some(upper.min(self.max));
+            }
+        }
+        None
+    }
+
+    /// The median, the 99th percentile and the largest; `None` when there are none.
+    pub fn latency(&self) -> Option<Latency> {
+        if self.total == 0 {
+            return None;
+        }
         Some(Latency {
-            p50: rank(50)?,
-            p99: rank(99)?,
-            max: *sorted.last()?,
+            p50: self.percentile(50)?,
+            p99: self.percentile(99)?,
+            max: self.max,
         })
+    }
+}
+
+impl FromIterator<Duration> for Latencies {
+    fn from_iter<I: IntoIterator<Item = Duration>>(latencies: I) -> Self {
+        let mut all = Latencies::new();
+        for latency in latencies {
+            all.record(latency);
+        }
+        all
     }
 }
 
@@ -90,7 +197,7 @@ impl Report {
 
     /// The latency of the snapshots assembled.
     pub fn latency(&self) -> Option<Latency> {
-        Latency::of(&self.latencies)
+        self.latencies.latency()
     }
 
     /// Whether every snapshot assembled passed its check and the branches ended up
@@ -233,16 +340,58 @@ mod tests {
     use super::*;
 
     #[test]
-    fn percentiles_go_by_nearest_rank() {
+    fn percentiles_go_by_nearest_rank_within_a_bucket() {
         let ms = Duration::from_millis;
-        let latencies: Vec<Duration> = (1..=200).rev().map(ms).collect();
-        let latency = Latency::of(&latencies).unwrap();
-        assert_eq!(
-            (latency.p50, latency.p99, latency.max),
-            (ms(100), ms(198), ms(200))
-        );
-        let one = Latency::of(&[ms(7)]).unwrap();
+        let latencies: Latencies = (1..=200).rev().map(ms).collect();
+        let latency = latencies.latency().unwrap();
+        // Each within 1/64 above the exact percentile (100 ms and 198 ms).
+        assert!(latency.p50 >= ms(100) && latency.p50 <= ms(100) * 65 / 64);
+        assert!(latency.p99 >= ms(198) && latency.p99 <= ms(198) * 65 / 64);
+        assert_eq!(latency.max, ms(200));
+        assert_eq!(latencies.len(), 200);
+        let one: Latencies = [ms(7)].into_iter().collect();
+        let one = one.latency().unwrap();
         assert_eq!((one.p50, one.p99, one.max), (ms(7), ms(7), ms(7)));
-        assert_eq!(Latency::of(&[]), None);
+        assert_eq!(Latencies::new().latency(), None);
+    }
+
+    #[test]
+    fn every_duration_falls_in_a_bucket_that_holds_it() {
+        let mut nanos = vec![
+            0,
+            1,
+            63,
+            64,
+            65,
+            127,
+            128,
+            1_000,
+            999_999,
+            1 << 40,
+            u64::MAX,
+        ];
+        nanos.extend((0..64).map(|k| 1u64 << k));
+        nanos.extend((1..64).map(|k| (1u64 << k) - 1));
+        for n in nanos {
+            let index = Latencies::bucket(n);
+            assert!(index < BUCKETS, "{n} -> {index}");
+            let upper = Latencies::upper(index);
+            assert!(upper >= n, "{n} is above its bucket's top {upper}");
+            // The bucket is at most 1/64 of its values wide.
+            assert!(upper - n <= n / 64, "{n} in a bucket up to {upper}");
+            if index > 0 {
+                assert!(Latencies::upper(index - 1) < n, "{n} belongs lower");
+            }
+        }
+    }
+
+    #[test]
+    fn memory_does_not_grow_with_the_count() {
+        let mut latencies = Latencies::new();
+        let before = latencies.counts.len();
+        for k in 0..100_000u64 {
+            latencies.record(Duration::from_micros(k % 5_000));
+        }
+        assert_eq!((latencies.counts.len(), latencies.len()), (before, 100_000));
     }
 }

@@ -10,7 +10,7 @@ use crate::live::cluster::{Cluster, DRIVER, batch};
 use crate::live::layout::Layout;
 use crate::live::node::{Begin, LoadNode, NodeResult, Shared};
 use crate::live::progress::{self, Figures, Progress};
-use crate::live::report::Report;
+use crate::live::report::{Latencies, Report};
 use crate::live::wire::{Control, Wire, stop_frame};
 use crate::protocol::BankSnapshot;
 use crate::saved::{self, SavedSnapshot, Stats};
@@ -422,7 +422,7 @@ struct Tally {
     aborted: u64,
     skipped: u64,
     saved: u64,
-    latencies: Vec<Duration>,
+    latencies: Latencies,
     failures: Vec<String>,
     /// A node sent the last transfer of the run's budget.
     spent: bool,
@@ -657,7 +657,7 @@ impl Driver<'_> {
             tamper(&mut snapshot);
         }
         self.tally.completed += 1;
-        self.tally.latencies.push(stats.duration);
+        self.tally.latencies.record(stats.duration);
         let checked = check(&snapshot, self.total);
         if let Err(error) = &checked {
             self.tally.failed += 1;
