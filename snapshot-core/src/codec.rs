@@ -126,6 +126,10 @@ impl FrameDecoder {
             });
         }
         let Some(body) = pending.get(LENGTH_PREFIX..LENGTH_PREFIX + size) else {
+            // Room for the rest of the frame, and no more: a buffer that grew by
+            // doubling as a frame at the bound came in would take twice the bound.
+            let missing = LENGTH_PREFIX + size - pending.len();
+            self.buffer.reserve_exact(missing);
             return Ok(None);
         };
         let value = postcard::from_bytes(body)?;

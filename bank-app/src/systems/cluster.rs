@@ -51,8 +51,12 @@ impl ClusterFile {
                 [] => {}
                 ["cluster", name] => file.name = name.to_string(),
                 ["node", id, address] => {
+                    // Plain digits, as in a script: no sign.
+                    let digits = !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit());
                     let id: u32 = id
                         .parse()
+                        .ok()
+                        .filter(|_| digits)
                         .with_context(|| format!("line {number}: {id:?} is not a node id"))?;
                     let address: SocketAddr = address.parse().with_context(|| {
                         format!("line {number}: {address:?} is not an IP address and port")
@@ -181,5 +185,9 @@ mod tests {
         assert!(ClusterFile::parse("node 1 nowhere").is_err());
         assert!(ClusterFile::parse("node 1 10.0.0.1:1\nnode 1 10.0.0.1:2").is_err());
         assert!(ClusterFile::parse("nodes 1 10.0.0.1:1").is_err());
+        // Ids are plain digits, as in a script.
+        let signed = ClusterFile::parse("node +1 10.0.0.1:1").unwrap_err();
+        assert_eq!(signed.to_string(), "line 1: \"+1\" is not a node id");
+        assert!(ClusterFile::parse("node 001 10.0.0.1:1").is_ok());
     }
 }

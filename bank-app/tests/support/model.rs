@@ -446,6 +446,10 @@ impl Bank {
 /// for blank lines and comments, `Err` for a malformed line.
 fn parse(line: &[u8]) -> Result<Option<Cmd>, ()> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
+    // A comment is skipped whatever its bytes.
+    if line.iter().find(|&&b| b != b' ' && b != b'\t') == Some(&b'#') {
+        return Ok(None);
+    }
     let text = std::str::from_utf8(line).map_err(|_| ())?;
     let words: Vec<&str> = text.split([' ', '\t']).filter(|w| !w.is_empty()).collect();
     let Some((&name, args)) = words.split_first() else {
