@@ -109,6 +109,19 @@ impl FrameDecoder {
         self.start < self.buffer.len()
     }
 
+    /// Keeps a buffer that grows by doubling, as a `Vec` does while the bytes of a
+    /// frame of `frame` bytes (its prefix included) come in, from passing the frame's
+    /// end: once doubling would pass it, the buffer is made exactly as large as the
+    /// frame. Room is never made ahead of the bytes, or 4 bytes of a peer's could
+    /// claim the bound; and a frame at the bound takes the bound, not twice it.
+    fn make_room(&mut self, frame: usize) {
+        let end = self.start + frame;
+        let capacity = self.buffer.capacity();
+        if capacity < end && capacity.saturating_mul(2) > end {
+            self.buffer.reserve_exact(end - self.buffer.len());
+        }
+    }
+
     /// The next whole frame, if one has arrived. After an error the stream cannot be
     /// trusted: drop it.
     pub fn next_frame<T: DeserializeOwned>(&mut self) -> Result<Option<T>, CodecError> {
@@ -126,10 +139,7 @@ impl FrameDecoder {
             });
         }
         let Some(body) = pending.get(LENGTH_PREFIX..LENGTH_PREFIX + size) else {
-            // Room for the rest of the frame, and no more: a buffer that grew by
-            // doubling as a frame at the bound came in would take twice the bound.
-            let missing = LENGTH_PREFIX + size - pending.len();
-            self.buffer.reserve_exact(missing);
+            self.make_room(LENGTH_PREFIX + size);
             return Ok(None);
         };
         let value = postcard::from_bytes(body)?;
