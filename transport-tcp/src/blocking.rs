@@ -94,7 +94,7 @@ where
                 context: format!("starting the runtime of {local}"),
                 source,
             })?;
-        let reader = Reader::new(config.max_frame).map_err(|source| TransportError::Io {
+        let reader = Reader::new(local, config.max_frame).map_err(|source| TransportError::Io {
             context: format!("starting the poll of {local}"),
             source,
         })?;

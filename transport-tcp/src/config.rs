@@ -1,6 +1,7 @@
 //! What an endpoint needs to know before it listens: where, for which cluster, with
-//! which key.
+//! which key or which TLS identity.
 
+use crate::TlsIdentity;
 use snapshot_core::TransportError;
 use snapshot_core::codec::DEFAULT_MAX_FRAME;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -22,7 +23,9 @@ pub const DEFAULT_INBOX: usize = 64;
 ///
 /// Every endpoint of a cluster must use the same `cluster` name and the same `key`:
 /// the handshake that opens every connection proves, both ways, that the other side
-/// knows them.
+/// knows them. Or, with [`tls`](Self::tls), every endpoint has a certificate from the
+/// cluster's authority, and connections are TLS 1.3 with both sides authenticated:
+/// see [TLS](crate#tls).
 #[derive(Clone)]
 pub struct TcpConfig {
     /// Where to listen. The default, `127.0.0.1:0`, takes a port the operating system
@@ -35,7 +38,8 @@ pub struct TcpConfig {
     /// joined by mistake.
     pub cluster: String,
     /// The shared secret every endpoint of the cluster holds. Any length but zero;
-    /// 32 random bytes ([`random_key`](crate::random_key)) is right.
+    /// 32 random bytes ([`random_key`](crate::random_key)) is right. Not used under
+    /// TLS ([`tls`](Self::tls)), where it may be empty.
     pub key: Vec<u8>,
     /// The bound on one frame's encoded size, both ways: a frame over it is refused
     /// when sent ([`TransportError::FrameTooLarge`](snapshot_core::TransportError)),
@@ -67,6 +71,15 @@ pub struct TcpConfig {
     /// [`DEFAULT_INBOX`] (64). [`TcpTransport`](crate::TcpTransport) has no inbox: it
     /// reads its sockets only inside its own calls.
     pub inbox: usize,
+    /// This endpoint's TLS identity: with one, every connection is TLS 1.3 with
+    /// mutual authentication, and peers without TLS are refused; without (the
+    /// default), connections are plain TCP, authenticated by the cluster
+    /// [`key`](Self::key). Every endpoint of a cluster must agree. Under TLS the
+    /// cluster's name must be a DNS name (its endpoints' certificates are named
+    /// after it: see [`tls_name`](crate::tls_name)); the endpoint's certificate is
+    /// checked when it is created (it must chain to the authority, be valid now and
+    /// name the endpoint), and a mistake is a [`TransportError::Config`].
+    pub tls: Option<TlsIdentity>,
 }
 
 impl TcpConfig {
@@ -82,7 +95,7 @@ impl TcpConfig {
     /// Refuses settings no endpoint can work with, as
     /// [`TransportError::Config`].
     pub(crate) fn check(&self) -> Result<(), TransportError> {
-        if self.key.is_empty() {
+        if self.key.is_empty() && self.tls.is_none() {
             return Err(TransportError::Config("the cluster key is empty".into()));
         }
         if self.max_handshakes == 0 {
@@ -99,8 +112,9 @@ impl TcpConfig {
     }
 }
 
-/// Loopback with an OS-chosen port, the default bounds, an empty cluster name and **an
-/// empty key, which endpoints refuse**: set `key` (and `cluster`) before use.
+/// Loopback with an OS-chosen port, the default bounds, no TLS, an empty cluster name
+/// and **an empty key, which endpoints refuse**: set `key` (or `tls`) and `cluster`
+/// before use.
 impl Default for TcpConfig {
     fn default() -> Self {
         TcpConfig {
@@ -111,11 +125,12 @@ impl Default for TcpConfig {
             hello_timeout: DEFAULT_HELLO_TIMEOUT,
             max_handshakes: DEFAULT_MAX_HANDSHAKES,
             inbox: DEFAULT_INBOX,
+            tls: None,
         }
     }
 }
 
-/// Shows everything but the key.
+/// Shows everything but the key (and the TLS identity's private key).
 impl std::fmt::Debug for TcpConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TcpConfig")
@@ -126,6 +141,7 @@ impl std::fmt::Debug for TcpConfig {
             .field("hello_timeout", &self.hello_timeout)
             .field("max_handshakes", &self.max_handshakes)
             .field("inbox", &self.inbox)
+            .field("tls", &self.tls)
             .finish()
     }
 }

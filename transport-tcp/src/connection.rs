@@ -6,8 +6,10 @@
 //! ([`Readers::Handover`]): then they are handed over after the handshake.
 
 use crate::Shared;
-use crate::direct::Handover;
+use crate::direct::{self, Handover};
 use crate::handshake::{self, HandshakeError};
+use crate::tls::AsyncTlsReader;
+use rustls::ServerConnection;
 use serde::de::DeserializeOwned;
 use snapshot_core::Endpoint;
 use snapshot_core::codec::FrameDecoder;
@@ -17,7 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -126,6 +128,48 @@ pub(crate) async fn accept<F>(
     }
 }
 
+/// The server's side of the handshake on an accepted connection: the TLS handshake
+/// first, if this endpoint requires TLS, then the hello. Returns who the client is,
+/// once it has proved itself, and the TLS session.
+///
+/// The socket stays the caller's: a connection refused is closed once the refusal is
+/// logged.
+async fn handshake(
+    stream: &mut TcpStream,
+    shared: &Shared,
+) -> Result<(Endpoint, Option<Box<ServerConnection>>), HandshakeError> {
+    match &shared.tls {
+        None => {
+            let peer = handshake::server(stream, shared, true).await?;
+            Ok((peer, None))
+        }
+        // Boxed: a TLS handshake's state is large, and a plain endpoint's tasks need
+        // not carry room for it.
+        Some(tls) => Box::pin(tls_handshake(stream, shared, tls)).await,
+    }
+}
+
+/// [`handshake`] under TLS.
+async fn tls_handshake(
+    stream: &mut TcpStream,
+    shared: &Shared,
+    tls: &crate::tls::Tls,
+) -> Result<(Endpoint, Option<Box<ServerConnection>>), HandshakeError> {
+    handshake::expect_tls(stream).await?;
+    let mut stream = tls.acceptor.accept(stream).await.map_err(|error| {
+        match HandshakeError::from_io(error) {
+            HandshakeError::Io(error) if error.kind() == io::ErrorKind::UnexpectedEof => {
+                HandshakeError::Closed
+            }
+            other => other,
+        }
+    })?;
+    let peer = handshake::server(&mut stream, shared, false).await?;
+    crate::tls::check_peer(stream.get_ref().1, peer, &shared.cluster)?;
+    let (_, session) = stream.into_inner();
+    Ok((peer, Some(Box::new(session))))
+}
+
 /// Runs the handshake on one accepted connection, then hands it to its reader. Gives
 /// up on it if `evicted` says so first: too many handshakes are in progress, and this
 /// one has been longest.
@@ -143,10 +187,7 @@ async fn serve<F>(
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%local, %remote, error = &error as &dyn std::error::Error, "could not set TCP_NODELAY");
     }
-    let handshake = tokio::time::timeout(
-        shared.hello_timeout,
-        handshake::server(&mut stream, &shared),
-    );
+    let handshake = tokio::time::timeout(shared.hello_timeout, handshake(&mut stream, &shared));
     let outcome = tokio::select! {
         biased;
         () = stopped(&mut shutdown) => return,
@@ -164,8 +205,8 @@ async fn serve<F>(
     };
     // The handshake is over: it no longer counts against the listener's limit.
     drop(evicted);
-    let peer = match outcome {
-        Ok(Ok(peer)) => peer,
+    let (peer, mut session) = match outcome {
+        Ok(Ok(accepted)) => accepted,
         Ok(Err(error)) => {
             tracing::warn!(%local, %remote, error = &error as &dyn std::error::Error, "refused a connection");
             return;
@@ -187,7 +228,10 @@ async fn serve<F>(
     }
     // Admitted: from here on the endpoint hears of the connection's end, however it
     // comes (it waits for that before it reports a departure its writer noticed).
-    let welcomed = handshake::welcome(&mut stream).await;
+    let welcomed = match &mut session {
+        None => handshake::welcome(&mut stream).await,
+        Some(session) => handshake::welcome_sealed(&mut stream, session).await,
+    };
     match readers {
         Readers::Tasks(inbox) => {
             if let Err(error) = welcomed {
@@ -196,16 +240,27 @@ async fn serve<F>(
                 return;
             }
             tracing::debug!(%local, %peer, %remote, "accepted a connection");
-            read_frames(peer, stream, &shared, inbox, shutdown).await;
+            match session {
+                None => read_frames(peer, stream, &shared, inbox, shutdown).await,
+                Some(session) => {
+                    // Boxed, as the session is: a plain reader's task need not carry
+                    // room for it.
+                    let stream = Box::new(AsyncTlsReader::new(stream, *session, local, peer));
+                    read_frames(peer, stream, &shared, inbox, shutdown).await;
+                }
+            }
         }
         Readers::Handover(handover) => {
-            let stream = match welcomed {
-                Ok(()) => stream.into_std(),
+            let socket = match welcomed {
+                Ok(()) => stream.into_std().map(|stream| match session {
+                    None => direct::Socket::Plain(stream),
+                    Some(session) => direct::Socket::Tls(stream, session),
+                }),
                 Err(error) => Err(io::Error::other(error.to_string())),
             };
             tracing::debug!(%local, %peer, %remote, "accepted a connection");
             // Handed over to the thread that reads: the socket leaves this runtime.
-            handover.deliver(peer, stream);
+            handover.deliver(peer, socket);
         }
     }
 }
@@ -256,14 +311,15 @@ enum Stop {
 /// Drains an authenticated connection into the inbox until the peer closes it, it
 /// breaks, a frame is bad, or the endpoint is dropped; then says it has ended. Waits
 /// while the inbox is full, and does not read the socket meanwhile.
-async fn read_frames<F>(
+async fn read_frames<F, S>(
     peer: Endpoint,
-    stream: TcpStream,
+    stream: S,
     shared: &Shared,
     inbox: mpsc::Sender<Event<F>>,
     mut shutdown: watch::Receiver<()>,
 ) where
     F: DeserializeOwned + Send + 'static,
+    S: AsyncRead + Unpin,
 {
     let mut notice = EndNotice {
         peer,
@@ -281,15 +337,16 @@ async fn read_frames<F>(
 }
 
 /// The reader's loop: see [`read_frames`].
-async fn pump<F>(
+async fn pump<F, S>(
     peer: Endpoint,
-    mut stream: TcpStream,
+    mut stream: S,
     shared: &Shared,
     inbox: &mpsc::Sender<Event<F>>,
     shutdown: &mut watch::Receiver<()>,
 ) -> Stop
 where
     F: DeserializeOwned + Send + 'static,
+    S: AsyncRead + Unpin,
 {
     let local = shared.local;
     // Waits for room in the inbox, unless the endpoint goes away first.
@@ -324,8 +381,19 @@ where
                 return Stop::Ended;
             }
             Ok(n) => n,
+            Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => {
+                // From TLS only: the connection ended without a close_notify, after
+                // records that all verified. An end like any other.
+                tracing::debug!(%local, %peer, "the peer closed its connection without a TLS close_notify");
+                return Stop::Ended;
+            }
             Err(error) => {
-                tracing::warn!(%local, %peer, error = &error as &dyn std::error::Error, "reading from the peer failed; dropping it");
+                if crate::tls::rustls_error(&error).is_some() {
+                    // Its TLS records do not verify: the record layer has said so.
+                    tracing::debug!(%local, %peer, error = &error as &dyn std::error::Error, "dropped the peer");
+                } else {
+                    tracing::warn!(%local, %peer, error = &error as &dyn std::error::Error, "reading from the peer failed; dropping it");
+                }
                 return Stop::Ended;
             }
         };
@@ -360,7 +428,8 @@ where
 /// The peer never writes on this connection after the handshake, so anything read
 /// from it means the peer has gone (end of stream, error) or is broken (bytes): either
 /// way the writer stops, which closes the channel and makes the next send to that
-/// peer fail.
+/// peer fail. Under TLS the peer's records (an answer to a key update, an alert before
+/// it closes) are skipped, and only the connection's end stops the writer.
 pub(crate) async fn write_batches(
     shared: Arc<Shared>,
     peer: Endpoint,
@@ -370,7 +439,7 @@ pub(crate) async fn write_batches(
 ) {
     let local = shared.local;
     let (mut reader, mut writer) = stream.into_split();
-    let mut probe = [0; 1];
+    let mut probe = [0; 64];
     loop {
         tokio::select! {
             biased;
@@ -403,6 +472,10 @@ pub(crate) async fn write_batches(
             read = reader.read(&mut probe) => {
                 match read {
                     Ok(0) => tracing::debug!(%local, %peer, "the peer closed the connection"),
+                    // Under TLS the peer may answer a key update, or send an alert
+                    // before it closes the connection: its records are not read here,
+                    // and its end is what counts.
+                    Ok(_) if shared.tls.is_some() => continue,
                     Ok(_) => tracing::warn!(%local, %peer, "the peer wrote on a connection it must only read; dropping it"),
                     Err(error) => tracing::debug!(%local, %peer, error = &error as &dyn std::error::Error, "the connection broke"),
                 }

@@ -10,16 +10,17 @@
 //! scheduler in between. Decoding, read turns, the frames not handed out yet and the
 //! peers' departures are `snapshot_core`'s [`Inbound`]; the poll is ours.
 
+use crate::tls::TlsReader;
 use serde::de::DeserializeOwned;
 use snapshot_core::stream::{Inbound, Peers, Turn};
 use snapshot_core::{Endpoint, Incoming};
-use std::io;
+use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token, Waker};
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
 
 /// The poll's token for the worker's wake-ups; connections have their index.
 const WAKE: Token = Token(usize::MAX);
@@ -28,12 +29,85 @@ const WAKE: Token = Token(usize::MAX);
 /// in one wait to reach its end.
 const CLOSING_READS: usize = 4;
 
+/// An authenticated connection, as the worker hands it over.
+pub(crate) enum Socket {
+    Plain(std::net::TcpStream),
+    /// With the server side of its TLS session, whose handshake is over.
+    Tls(std::net::TcpStream, Box<rustls::ServerConnection>),
+}
+
+impl Socket {
+    fn stream(&self) -> &std::net::TcpStream {
+        match self {
+            Socket::Plain(stream) | Socket::Tls(stream, _) => stream,
+        }
+    }
+}
+
+/// A connection as the calling thread reads it: the socket itself, or the plaintext
+/// of its TLS session.
+pub(crate) enum Source {
+    Plain(TcpStream),
+    Tls(Box<TlsReader>),
+}
+
+impl Source {
+    /// Whether a read would give something that no readiness event will announce:
+    /// the end, or an error, behind the plaintext a short read gave.
+    fn pending(&self) -> bool {
+        match self {
+            Source::Plain(_) => false,
+            Source::Tls(reader) => reader.pending(),
+        }
+    }
+
+    fn socket(&mut self) -> &mut TcpStream {
+        match self {
+            Source::Plain(stream) => stream,
+            Source::Tls(reader) => reader.socket_mut(),
+        }
+    }
+}
+
+impl Read for Source {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Source::Plain(stream) => stream.read(buf),
+            Source::Tls(reader) => reader.read(buf),
+        }
+    }
+}
+
+impl mio::event::Source for Source {
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        self.socket().register(registry, token, interests)
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        self.socket().reregister(registry, token, interests)
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        self.socket().deregister(registry)
+    }
+}
+
 /// How the worker thread hands authenticated connections to the thread that reads
 /// them, and tells it that a writer it waits for has room again, or that one has
 /// found its connection broken.
 pub(crate) struct Handover {
     /// Connections to adopt; `None` for one that broke on the way.
-    streams: Mutex<Vec<(Endpoint, Option<std::net::TcpStream>)>>,
+    streams: Mutex<Vec<(Endpoint, Option<Socket>)>>,
     /// Set by the worker when a writer that a sender waits for can take more.
     writer_ready: AtomicBool,
     waker: Waker,
@@ -43,9 +117,9 @@ impl Handover {
     /// Gives `stream`, authenticated as `peer`, to the reading thread; if it cannot be
     /// handed over, tells the reading thread that the connection from `peer` has
     /// ended.
-    pub(crate) fn deliver(&self, peer: Endpoint, stream: io::Result<std::net::TcpStream>) {
+    pub(crate) fn deliver(&self, peer: Endpoint, stream: io::Result<Socket>) {
         let stream = stream
-            .and_then(|stream| stream.set_nonblocking(true).map(|()| stream))
+            .and_then(|stream| stream.stream().set_nonblocking(true).map(|()| stream))
             .inspect_err(|error| {
                 tracing::warn!(%peer, error = error as &dyn std::error::Error, "could not hand the connection over");
             })
@@ -85,11 +159,12 @@ impl Handover {
 /// Every incoming connection of an endpoint, the poll that watches them, and what has
 /// been read from them.
 pub(crate) struct Reader<F> {
+    local: Endpoint,
     poll: Poll,
     events: Events,
     handover: Arc<Handover>,
     /// The connections, by token, and what came from them.
-    inbound: Inbound<TcpStream, F>,
+    inbound: Inbound<Source, F>,
     /// How many connections have been added: the index [`Inbound::add`] gives the
     /// next, and its token.
     added: usize,
@@ -101,11 +176,12 @@ pub(crate) struct Reader<F> {
 }
 
 impl<F> Reader<F> {
-    /// An endpoint's inbound side, which takes frames of up to `max_frame` bytes.
-    pub(crate) fn new(max_frame: usize) -> io::Result<Self> {
+    /// The inbound side of `local`, which takes frames of up to `max_frame` bytes.
+    pub(crate) fn new(local: Endpoint, max_frame: usize) -> io::Result<Self> {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKE)?;
         Ok(Reader {
+            local,
             poll,
             events: Events::with_capacity(64),
             handover: Arc::new(Handover {
@@ -169,7 +245,15 @@ impl<F> Reader<F> {
                 tracing::debug!(%peer, "closed a connection from a peer that has gone");
                 continue;
             }
-            let mut stream = TcpStream::from_std(stream);
+            let mut stream = match stream {
+                Socket::Plain(stream) => Source::Plain(TcpStream::from_std(stream)),
+                Socket::Tls(stream, connection) => Source::Tls(Box::new(TlsReader::new(
+                    TcpStream::from_std(stream),
+                    *connection,
+                    self.local,
+                    peer,
+                ))),
+            };
             let index = self.added;
             if let Err(error) =
                 self.poll
@@ -256,7 +340,14 @@ impl<F: DeserializeOwned> Reader<F> {
                     self.ready.push(index);
                 }
             }
-            if turn == Turn::More && !self.ready.contains(&index) {
+            let more = match turn {
+                Turn::More => true,
+                // A TLS connection may have its end, or an error, behind the last
+                // plaintext: nothing else will announce it.
+                Turn::Drained => self.inbound.source(index).is_some_and(Source::pending),
+                Turn::Ended => false,
+            };
+            if more && !self.ready.contains(&index) {
                 self.ready.push(index);
             }
         }

@@ -14,6 +14,21 @@
 //! time. Messages are codec frames of at most [`HANDSHAKE_MAX`] bytes, read exactly (no
 //! byte past the handshake is consumed).
 //!
+//! Under TLS ([`TcpConfig::tls`](crate::TcpConfig::tls)) the same hello travels
+//! inside the TLS stream, once the TLS handshake is over, and the server answers it
+//! with the welcome at once:
+//!
+//! ```text
+//! client -> server  Hello     { magic, version, cluster, from: client, to: server, client_nonce }
+//! server -> client  Welcome
+//! ```
+//!
+//! The challenge and the proof are left out: the TLS handshake has proved both sides
+//! (each certificate chains to the cluster's authority, the server's names the
+//! endpoint the client meant to reach, and the server checks that the client's names
+//! the endpoint its hello claims), and its keys protect everything after it. The
+//! cluster key is not used.
+//!
 //! No length is trusted before the bytes that tell this protocol apart from others:
 //! the server reads the hello's length prefix together with the magic that opens the
 //! hello, and the client knows the size of every message it expects (they are all of
@@ -24,16 +39,17 @@
 
 use crate::Shared;
 use hmac::{Hmac, KeyInit, Mac};
+use rustls::ServerConnection;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use snapshot_core::Endpoint;
 use snapshot_core::codec::{self, LENGTH_PREFIX};
 use std::fmt;
-use std::io;
+use std::io::{self, Write as _};
 use std::time::Duration;
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// The bound on one handshake message.
@@ -100,7 +116,7 @@ struct Welcome;
 #[derive(Debug, Error)]
 pub(crate) enum HandshakeError {
     #[error(transparent)]
-    Io(#[from] io::Error),
+    Io(io::Error),
     #[error("the other side closed the connection during the handshake")]
     Closed,
     #[error("a handshake message of {0} bytes, over the {HANDSHAKE_MAX}-byte bound")]
@@ -123,6 +139,44 @@ pub(crate) enum HandshakeError {
     EmptyKey,
     #[error("no random bytes for a nonce: {0}")]
     Random(getrandom::Error),
+    #[error("the TLS handshake failed: {0}")]
+    Tls(rustls::Error),
+    #[error(
+        "the peer speaks plain text (a snapshot-rs hello without TLS), and this endpoint \
+         requires TLS"
+    )]
+    PlainToTls,
+    #[error("the peer speaks TLS (it sent \"{0}\"), and this endpoint is configured without TLS")]
+    UnexpectedTls(Sample),
+    #[error(
+        "the server does not speak TLS 1.3 (it answered with a protocol_version alert): an \
+         endpoint configured without TLS?"
+    )]
+    ServerWithoutTls,
+    #[error("the peer presented no certificate")]
+    NoCertificate,
+    #[error("the peer claims to be {claimed}, but its certificate names {names}, not {expected}")]
+    WrongName {
+        claimed: Endpoint,
+        expected: String,
+        names: String,
+    },
+}
+
+impl HandshakeError {
+    /// An I/O error of the handshake, or the TLS error it carries.
+    pub(crate) fn from_io(error: io::Error) -> Self {
+        match crate::tls::rustls_error(&error) {
+            Some(tls) => HandshakeError::Tls(tls.clone()),
+            None => HandshakeError::Io(error),
+        }
+    }
+}
+
+/// Whether `bytes` open a TLS record (a handshake message or an alert), as a peer
+/// speaking TLS sends first or answers a plain hello with.
+fn looks_like_tls(bytes: &[u8]) -> bool {
+    matches!(bytes, [0x15 | 0x16, 0x03, ..])
 }
 
 /// The first bytes a peer sent, shown escaped (`\r`, `\x00`, ...) and cut after
@@ -147,7 +201,7 @@ impl fmt::Display for Sample {
 /// The peer has sent `seen`, which no peer of this protocol would: takes whatever it
 /// sent after it, up to [`SAMPLE`] bytes in all and waiting at most [`SAMPLE_WAIT`],
 /// to say what it sent.
-async fn foreign(stream: &mut TcpStream, seen: &[u8]) -> HandshakeError {
+async fn foreign<S: AsyncRead + Unpin>(stream: &mut S, seen: &[u8]) -> HandshakeError {
     let mut bytes = vec![0; SAMPLE];
     let mut taken = seen.len().min(SAMPLE);
     bytes[..taken].copy_from_slice(&seen[..taken]);
@@ -161,21 +215,26 @@ async fn foreign(stream: &mut TcpStream, seen: &[u8]) -> HandshakeError {
     }
     let cut = taken == SAMPLE;
     bytes.truncate(taken);
-    HandshakeError::Foreign(Sample { bytes, cut })
+    if looks_like_tls(&bytes) {
+        HandshakeError::UnexpectedTls(Sample { bytes, cut })
+    } else {
+        HandshakeError::Foreign(Sample { bytes, cut })
+    }
 }
 
 /// Reads exactly `buffer.len()` bytes, checking them as they come with `check`, which
 /// is given every byte read so far and says whether they could still be this
 /// protocol's. Fails with [`HandshakeError::Foreign`] as soon as they cannot, and with
 /// [`HandshakeError::Closed`] if the stream ends first.
-async fn read_checked(
-    stream: &mut TcpStream,
+async fn read_checked<S: AsyncRead + Unpin>(
+    stream: &mut S,
     buffer: &mut [u8],
     check: impl Fn(&[u8]) -> bool,
 ) -> Result<(), HandshakeError> {
     let mut got = 0;
     while got < buffer.len() {
-        let n = stream.read(&mut buffer[got..]).await?;
+        // Through TLS, an end without a close_notify is an error: an end all the same.
+        let n = stream.read(&mut buffer[got..]).await.map_err(eof)?;
         if n == 0 {
             return Err(HandshakeError::Closed);
         }
@@ -213,14 +272,27 @@ fn mac(
     Ok(mac)
 }
 
-async fn write<T: Serialize>(stream: &mut TcpStream, message: &T) -> Result<(), HandshakeError> {
-    let mut bytes = Vec::new();
-    codec::encode_into(message, &mut bytes, HANDSHAKE_MAX).map_err(|error| match error {
+/// Encodes a handshake message, with its length prefix, at the end of `bytes`.
+fn encode<T: Serialize>(message: &T, bytes: &mut Vec<u8>) -> Result<(), HandshakeError> {
+    codec::encode_into(message, bytes, HANDSHAKE_MAX).map_err(|error| match error {
         codec::CodecError::TooLarge { size, .. } => HandshakeError::TooLarge(size),
         codec::CodecError::Postcard(error) => HandshakeError::Garbage(error),
         other => HandshakeError::Io(io::Error::other(other.to_string())),
-    })?;
-    stream.write_all(&bytes).await?;
+    })
+}
+
+async fn write<S: AsyncWrite + Unpin, T: Serialize>(
+    stream: &mut S,
+    message: &T,
+) -> Result<(), HandshakeError> {
+    let mut bytes = Vec::new();
+    encode(message, &mut bytes)?;
+    stream
+        .write_all(&bytes)
+        .await
+        .map_err(HandshakeError::from_io)?;
+    // Through TLS, the records go out on a flush.
+    stream.flush().await.map_err(HandshakeError::from_io)?;
     Ok(())
 }
 
@@ -229,14 +301,14 @@ fn eof(error: io::Error) -> HandshakeError {
     if error.kind() == io::ErrorKind::UnexpectedEof {
         HandshakeError::Closed
     } else {
-        HandshakeError::Io(error)
+        HandshakeError::from_io(error)
     }
 }
 
 /// Reads a message whose encoding is `size` bytes: its length prefix must say so,
 /// which is checked byte by byte as it comes.
-async fn read_fixed<T: DeserializeOwned>(
-    stream: &mut TcpStream,
+async fn read_fixed<S: AsyncRead + Unpin, T: DeserializeOwned>(
+    stream: &mut S,
     size: usize,
 ) -> Result<T, HandshakeError> {
     let expected = u32::try_from(size)
@@ -251,7 +323,7 @@ async fn read_fixed<T: DeserializeOwned>(
 
 /// Reads the hello: its length prefix and the magic that opens it, checking the magic
 /// as it comes, and only then the rest, if the length is within the bound.
-async fn read_hello(stream: &mut TcpStream) -> Result<Hello, HandshakeError> {
+async fn read_hello<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Hello, HandshakeError> {
     let mut head = [0; LENGTH_PREFIX + MAGIC.len()];
     read_checked(stream, &mut head, |seen| {
         seen.get(LENGTH_PREFIX..)
@@ -278,11 +350,13 @@ async fn read_hello(stream: &mut TcpStream) -> Result<Hello, HandshakeError> {
 }
 
 /// The connecting side: proves to `server` that `shared.local` belongs, and checks
-/// that `server` does too.
-pub(crate) async fn client(
-    stream: &mut TcpStream,
+/// that `server` does too. Without `keyed`, inside TLS, only says who it is and waits
+/// for the welcome.
+pub(crate) async fn client<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     shared: &Shared,
     server: Endpoint,
+    keyed: bool,
 ) -> Result<(), HandshakeError> {
     let client = shared.local;
     let client_nonce = nonce()?;
@@ -298,6 +372,10 @@ pub(crate) async fn client(
         },
     )
     .await?;
+    if !keyed {
+        let Welcome = read_fixed(stream, WELCOME_SIZE).await?;
+        return Ok(());
+    }
     let challenge: Challenge = read_fixed(stream, CHALLENGE_SIZE).await?;
     mac(
         shared,
@@ -331,12 +409,24 @@ pub(crate) async fn client(
 /// The accepting side: checks that the client belongs and proves that this endpoint
 /// does. Returns who the client is, once it has proved itself; the caller decides
 /// whether it may connect (it may not twice), and then [welcomes](welcome) it or
-/// closes the connection.
-pub(crate) async fn server(
-    stream: &mut TcpStream,
+/// closes the connection. Without `keyed`, inside TLS, checks the hello only: the
+/// caller checks that the client's certificate names the endpoint it claims to be.
+pub(crate) async fn server<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     shared: &Shared,
+    keyed: bool,
 ) -> Result<Endpoint, HandshakeError> {
-    let hello = read_hello(stream).await?;
+    let hello = match read_hello(stream).await {
+        Ok(hello) => hello,
+        Err(error @ HandshakeError::UnexpectedTls(_)) => {
+            // Answered as a TLS server answers a client of a version it does not
+            // speak, so that the client can say what it met.
+            let _ = stream.write_all(&PROTOCOL_VERSION_ALERT).await;
+            let _ = stream.flush().await;
+            return Err(error);
+        }
+        Err(error) => return Err(error),
+    };
     debug_assert_eq!(hello.magic, MAGIC, "checked as it came");
     if hello.version != VERSION {
         return Err(HandshakeError::Version(hello.version));
@@ -348,6 +438,9 @@ pub(crate) async fn server(
         return Err(HandshakeError::NotForMe(hello.to));
     }
     let (client, server) = (hello.from, shared.local);
+    if !keyed {
+        return Ok(client);
+    }
     let server_nonce = nonce()?;
     let ours = mac(
         shared,
@@ -380,8 +473,66 @@ pub(crate) async fn server(
 }
 
 /// The server's last word: the client is in.
-pub(crate) async fn welcome(stream: &mut TcpStream) -> Result<(), HandshakeError> {
+pub(crate) async fn welcome<S: AsyncWrite + Unpin>(stream: &mut S) -> Result<(), HandshakeError> {
     write(stream, &Welcome).await
+}
+
+/// [`welcome`], through `session`, the TLS session over `stream` whose handshake is
+/// over.
+pub(crate) async fn welcome_sealed(
+    stream: &mut TcpStream,
+    session: &mut ServerConnection,
+) -> Result<(), HandshakeError> {
+    let mut plain = Vec::new();
+    encode(&Welcome, &mut plain)?;
+    session
+        .writer()
+        .write_all(&plain)
+        .map_err(HandshakeError::Io)?;
+    let mut sealed = Vec::new();
+    while session.wants_write() {
+        session.write_tls(&mut sealed).map_err(HandshakeError::Io)?;
+    }
+    stream.write_all(&sealed).await.map_err(HandshakeError::Io)
+}
+
+/// A fatal `unexpected_message` alert, in the clear: what a TLS endpoint answers a
+/// peer that does not speak TLS, so that a plain snapshot-rs client can say what it
+/// met.
+const ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x0a];
+
+/// A fatal `protocol_version` alert, in the clear: what an endpoint without TLS
+/// answers a TLS client, so that the client can say what it met.
+const PROTOCOL_VERSION_ALERT: [u8; 7] = [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x46];
+
+/// For an endpoint that requires TLS: looks at the first bytes of an accepted
+/// connection, without taking them, and refuses a peer that does not open with a TLS
+/// handshake record (answering it with a TLS alert).
+pub(crate) async fn expect_tls(stream: &mut TcpStream) -> Result<(), HandshakeError> {
+    let mut head = [0; LENGTH_PREFIX + MAGIC.len()];
+    let n = stream.peek(&mut head).await.map_err(HandshakeError::Io)?;
+    let head = &head[..n];
+    let plain_hello = head.get(LENGTH_PREFIX..) == Some(&MAGIC[..]);
+    match head.first() {
+        None => Err(HandshakeError::Closed),
+        Some(0x16) if !plain_hello => Ok(()),
+        Some(_) => {
+            let error = match foreign(stream, &[]).await {
+                HandshakeError::Foreign(sample) if is_plain_hello(&sample.bytes) => {
+                    HandshakeError::PlainToTls
+                }
+                // TLS, but not a handshake record to open with: not this protocol.
+                HandshakeError::UnexpectedTls(sample) => HandshakeError::Foreign(sample),
+                other => other,
+            };
+            let _ = stream.write_all(&ALERT).await;
+            Err(error)
+        }
+    }
+}
+
+fn is_plain_hello(bytes: &[u8]) -> bool {
+    bytes.get(LENGTH_PREFIX..LENGTH_PREFIX + MAGIC.len()) == Some(&MAGIC[..])
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 use crate::connection::{self, Readers};
 use crate::handshake::{self, HandshakeError};
+use crate::tls::{self, Sealer, Tls};
 use crate::{Shared, TcpConfig};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -40,6 +41,8 @@ enum Route {
         direct: std::net::TcpStream,
         /// Batches queued for the writer task and not yet written.
         pending: Arc<AtomicUsize>,
+        /// Under TLS, the session that encrypts `buffer` on its way out.
+        tls: Option<Box<Sealer>>,
     },
     /// The peer has gone (or this endpoint knows its connection has broken): sends to
     /// it fail, and its connection is closed.
@@ -124,6 +127,59 @@ fn hand_off(
     }
 }
 
+/// [`hand_off`] for a route: under TLS, `buffer` is encrypted first, and the records
+/// are what goes out (those that did not go last time first).
+fn hand_off_route(
+    batches: &mpsc::Sender<Vec<u8>>,
+    buffer: &mut Vec<u8>,
+    tls: &mut Option<Box<Sealer>>,
+    direct: &std::net::TcpStream,
+    pending: &AtomicUsize,
+) -> HandOff {
+    let Some(sealer) = tls else {
+        return hand_off(batches, buffer, direct, pending);
+    };
+    if !buffer.is_empty()
+        && let Err(error) = sealer.seal(buffer)
+    {
+        tracing::debug!(%error, "encrypting for the peer failed");
+        return HandOff::Gone;
+    }
+    hand_off(batches, &mut sealer.sealed, direct, pending)
+}
+
+/// Whether a route holds bytes to hand off: frames, or records that did not go.
+fn has_bytes(buffer: &[u8], tls: &Option<Box<Sealer>>) -> bool {
+    !buffer.is_empty() || tls.as_ref().is_some_and(|sealer| !sealer.sealed.is_empty())
+}
+
+/// The connecting side's handshake under TLS: the TLS handshake, in which the server
+/// must show a certificate naming `peer`, then the hello. Returns the TLS session.
+async fn tls_handshake(
+    stream: &mut TcpStream,
+    shared: &Shared,
+    tls: &Tls,
+    peer: Endpoint,
+) -> Result<rustls::ClientConnection, HandshakeError> {
+    let name = tls::server_name(peer, &shared.cluster)
+        .map_err(|error| HandshakeError::Io(io::Error::other(error.to_string())))?;
+    let mut stream =
+        tls.connector.connect(name, stream).await.map_err(
+            |error| match HandshakeError::from_io(error) {
+                HandshakeError::Tls(rustls::Error::AlertReceived(
+                    rustls::AlertDescription::ProtocolVersion,
+                )) => HandshakeError::ServerWithoutTls,
+                HandshakeError::Io(error) if error.kind() == io::ErrorKind::UnexpectedEof => {
+                    HandshakeError::Closed
+                }
+                other => other,
+            },
+        )?;
+    handshake::client(&mut stream, shared, peer, false).await?;
+    let (_, session) = stream.into_inner();
+    Ok(session)
+}
+
 /// Another handle on `stream`'s socket, for plain non-blocking writes.
 fn duplicate(stream: &TcpStream) -> io::Result<std::net::TcpStream> {
     #[cfg(unix)]
@@ -186,6 +242,10 @@ impl Outbound {
         F: DeserializeOwned + Send + 'static,
     {
         config.check()?;
+        let tls = match &config.tls {
+            Some(identity) => Some(Tls::new(identity, local, &config.cluster)?),
+            None => None,
+        };
         let listener = TcpListener::bind(config.bind)
             .await
             .map_err(io_error(format!("{local} listening on {}", config.bind)))?;
@@ -200,6 +260,7 @@ impl Outbound {
             max_frame: config.max_frame,
             hello_timeout: config.hello_timeout,
             max_handshakes: config.max_handshakes,
+            tls,
             incoming: Mutex::new(HashSet::new()),
             lost: lost_tx,
             wake: match &readers {
@@ -250,14 +311,15 @@ impl Outbound {
         to: Endpoint,
         frame: &F,
     ) -> Result<Option<Stall>, TransportError> {
-        let (batches, buffer, direct, pending) = match self.routes.get_mut(&to) {
+        let (batches, buffer, direct, pending, tls) = match self.routes.get_mut(&to) {
             Some(Route::Open {
                 batches,
                 buffer,
                 direct,
                 pending,
+                tls,
                 ..
-            }) => (batches, buffer, direct, pending),
+            }) => (batches, buffer, direct, pending, tls),
             Some(Route::Gone) => return Err(TransportError::Disconnected(to)),
             None => return Err(TransportError::UnknownEndpoint(to)),
         };
@@ -274,7 +336,7 @@ impl Outbound {
         if buffer.len() < BATCH {
             return Ok(None);
         }
-        match hand_off(batches, buffer, direct, pending) {
+        match hand_off_route(batches, buffer, tls, direct, pending) {
             HandOff::Done => Ok(None),
             HandOff::Full => Ok(Some(Stall(batches.clone()))),
             HandOff::Gone => {
@@ -305,14 +367,15 @@ impl Outbound {
                 buffer,
                 direct,
                 pending,
+                tls,
                 ..
             }) = self.routes.get_mut(&peer)
             else {
                 done += 1;
                 continue;
             };
-            if !buffer.is_empty() {
-                match hand_off(batches, buffer, direct, pending) {
+            if has_bytes(buffer, tls) {
+                match hand_off_route(batches, buffer, tls, direct, pending) {
                     HandOff::Done => {}
                     HandOff::Full => {
                         stall = Some(Stall(batches.clone()));
@@ -362,7 +425,18 @@ impl Outbound {
             .map_err(|_| timed_out())?
             .map_err(io_error(context()))?;
         stream.set_nodelay(true).map_err(io_error(context()))?;
-        tokio::time::timeout_at(deadline, handshake::client(&mut stream, &self.shared, peer))
+        let shared = &self.shared;
+        let handshake = async {
+            let Some(tls) = &shared.tls else {
+                handshake::client(&mut stream, shared, peer, true).await?;
+                return Ok((stream, None));
+            };
+            // Boxed: a TLS handshake's state is large, and a plain endpoint's futures
+            // need not carry room for it.
+            let session = Box::pin(tls_handshake(&mut stream, shared, tls, peer)).await?;
+            Ok((stream, Some(Box::new(Sealer::new(session)))))
+        };
+        let (stream, tls) = tokio::time::timeout_at(deadline, handshake)
             .await
             .map_err(|_| timed_out())?
             .map_err(|error| match error {
@@ -370,6 +444,14 @@ impl Outbound {
                     context: context(),
                     source,
                 },
+                HandshakeError::Closed if shared.tls.is_some() => {
+                    TransportError::Protocol(format!(
+                        "{}: {error} (a server without TLS, another cluster, not {peer}, a \
+                         certificate it does not accept, or {local} is already connected \
+                         there)",
+                        context()
+                    ))
+                }
                 HandshakeError::Closed => TransportError::Protocol(format!(
                     "{}: {error} (another cluster or key, not {peer}, or {local} is already \
                      connected there)",
@@ -395,6 +477,7 @@ impl Outbound {
                 writer,
                 direct,
                 pending,
+                tls,
             },
         );
         tracing::debug!(%local, %peer, %address, "connected");
@@ -455,9 +538,25 @@ impl Outbound {
         self.shutdown = None;
         for (_, route) in self.routes.drain() {
             if let Route::Open {
-                batches, writer, ..
+                batches,
+                mut buffer,
+                writer,
+                direct,
+                pending,
+                mut tls,
             } = route
             {
+                // Under TLS, a close_notify goes last: the peer knows its stream was
+                // not cut short.
+                if let Some(sealer) = &mut tls
+                    && sealer.close().is_ok()
+                {
+                    while let HandOff::Full =
+                        hand_off_route(&batches, &mut buffer, &mut tls, &direct, &pending)
+                    {
+                        Stall(batches.clone()).wait().await;
+                    }
+                }
                 drop(batches);
                 let _ = writer.await;
             }
@@ -475,15 +574,28 @@ impl Drop for Outbound {
                 buffer,
                 direct,
                 pending,
+                tls,
                 ..
             } = route
-                && !buffer.is_empty()
-                && let HandOff::Full = hand_off(batches, buffer, direct, pending)
-                && let Ok(runtime) = tokio::runtime::Handle::try_current()
             {
-                let batches = batches.clone();
-                let batch = std::mem::take(buffer);
-                runtime.spawn(async move { batches.send(batch).await });
+                if let Some(sealer) = tls {
+                    // Sealed after the frames: a close_notify, last.
+                    let closed = sealer.seal(buffer).and_then(|()| sealer.close());
+                    if closed.is_err() {
+                        continue;
+                    }
+                }
+                if has_bytes(buffer, tls)
+                    && let HandOff::Full = hand_off_route(batches, buffer, tls, direct, pending)
+                    && let Ok(runtime) = tokio::runtime::Handle::try_current()
+                {
+                    let batches = batches.clone();
+                    let batch = match tls {
+                        Some(sealer) => std::mem::take(&mut sealer.sealed),
+                        None => std::mem::take(buffer),
+                    };
+                    runtime.spawn(async move { batches.send(batch).await });
+                }
             }
         }
     }

@@ -1,6 +1,7 @@
 //! The `Transport` contract, checked by snapshot-core's conformance suite over TCP on
 //! 127.0.0.1: the synchronous `TcpTransport`, and `AsyncTcpTransport` through an
-//! adapter that runs each call to completion on a tokio runtime.
+//! adapter that runs each call to completion on a tokio runtime; each plain and over
+//! TLS.
 
 use snapshot_core::codec::DEFAULT_MAX_FRAME;
 use snapshot_core::conformance::{FLOOD_PAYLOAD, Network, Probe};
@@ -8,7 +9,7 @@ use snapshot_core::{AsyncTransport, Endpoint, Incoming, Transport, TransportErro
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::runtime::Runtime;
-use transport_tcp::{AsyncTcpTransport, TcpConfig, TcpTransport, random_key};
+use transport_tcp::{AsyncTcpTransport, Ca, TcpConfig, TcpTransport, random_key};
 
 /// A batch a sender fills before it writes, and the batches its writer queues.
 const SENDER_BUFFERS: usize = (1 + 8) * 64 * 1024;
@@ -22,28 +23,68 @@ fn socket_buffer(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// What a TLS receiver may hold besides: the ciphertext of one read of its socket,
+/// rustls's record buffer and the plaintext of a record.
+const TLS_BUFFERS: usize = 64 * 1024 + 2 * 17 * 1024;
+
 /// What can wait for a receiver that does not call its transport: the receiver's
 /// socket buffer, the sender's, the sender's own buffers, and `inbox` batches of
-/// 64 KiB that an asynchronous receiver's readers take in by themselves.
-fn held_bound(inbox: usize) -> usize {
+/// 64 KiB that an asynchronous receiver's readers take in by themselves; with `tls`,
+/// the TLS session's buffers too.
+fn held_bound(inbox: usize, tls: bool) -> usize {
     let kernel = socket_buffer("tcp_rmem", 6 << 20) + socket_buffer("tcp_wmem", 4 << 20);
-    (kernel + SENDER_BUFFERS + inbox * 64 * 1024) / FLOOD_PAYLOAD
+    let tls = if tls { TLS_BUFFERS } else { 0 };
+    (kernel + SENDER_BUFFERS + inbox * 64 * 1024 + tls) / FLOOD_PAYLOAD
 }
 
+const CLUSTER: &str = "conformance";
+
 fn config() -> TcpConfig {
-    TcpConfig::new("conformance", random_key())
+    TcpConfig::new(CLUSTER, random_key())
+}
+
+/// Every endpoint's settings: the cluster's, and under TLS a certificate of its own
+/// from the cluster's authority.
+#[derive(Clone)]
+struct Settings {
+    config: TcpConfig,
+    ca: Option<Arc<Ca>>,
+}
+
+impl Settings {
+    fn plain() -> Self {
+        Settings {
+            config: config(),
+            ca: None,
+        }
+    }
+
+    fn tls() -> Self {
+        Settings {
+            config: TcpConfig::new(CLUSTER, Vec::new()),
+            ca: Some(Arc::new(Ca::new(CLUSTER).expect("a CA"))),
+        }
+    }
+
+    fn of(&self, endpoint: Endpoint) -> Result<TcpConfig, TransportError> {
+        let mut config = self.config.clone();
+        if let Some(ca) = &self.ca {
+            config.tls = Some(ca.issue(endpoint)?);
+        }
+        Ok(config)
+    }
 }
 
 /// The synchronous transport.
 struct Sync {
-    config: TcpConfig,
+    settings: Settings,
 }
 
 impl Network for Sync {
     type Transport = TcpTransport<Probe>;
 
     fn endpoint(&mut self, endpoint: Endpoint) -> Result<Self::Transport, TransportError> {
-        TcpTransport::new(endpoint, self.config.clone())
+        TcpTransport::new(endpoint, self.settings.of(endpoint)?)
     }
 
     fn max_frame(&self) -> Option<usize> {
@@ -51,25 +92,25 @@ impl Network for Sync {
     }
 
     fn held_bound(&self) -> Option<usize> {
-        Some(held_bound(0))
+        Some(held_bound(0, self.settings.ca.is_some()))
     }
 }
 
 /// The asynchronous transport, every endpoint on one runtime.
 struct Async {
-    config: TcpConfig,
+    settings: Settings,
     runtime: Arc<Runtime>,
 }
 
 impl Async {
-    fn new() -> Self {
+    fn new(settings: Settings) -> Self {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .expect("a tokio runtime");
         Async {
-            config: config(),
+            settings,
             runtime: Arc::new(runtime),
         }
     }
@@ -135,9 +176,10 @@ impl Network for Async {
     type Transport = Blocking;
 
     fn endpoint(&mut self, endpoint: Endpoint) -> Result<Self::Transport, TransportError> {
+        let config = self.settings.of(endpoint)?;
         let transport = self
             .runtime
-            .block_on(AsyncTcpTransport::bind(endpoint, self.config.clone()))?;
+            .block_on(AsyncTcpTransport::bind(endpoint, config))?;
         Ok(Blocking {
             transport: Some(transport),
             runtime: Arc::clone(&self.runtime),
@@ -149,16 +191,29 @@ impl Network for Async {
     }
 
     fn held_bound(&self) -> Option<usize> {
-        Some(held_bound(self.config.inbox))
+        Some(held_bound(
+            self.settings.config.inbox,
+            self.settings.ca.is_some(),
+        ))
     }
 }
 
 mod sync {
     snapshot_core::conformance_tests!(super::Sync {
-        config: super::config()
+        settings: super::Settings::plain()
     });
 }
 
 mod asynchronous {
-    snapshot_core::conformance_tests!(super::Async::new());
+    snapshot_core::conformance_tests!(super::Async::new(super::Settings::plain()));
+}
+
+mod sync_tls {
+    snapshot_core::conformance_tests!(super::Sync {
+        settings: super::Settings::tls()
+    });
+}
+
+mod asynchronous_tls {
+    snapshot_core::conformance_tests!(super::Async::new(super::Settings::tls()));
 }
