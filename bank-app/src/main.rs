@@ -14,14 +14,15 @@ use bank_app::output;
 use bank_app::role::Role;
 use bank_app::saved::SavedSnapshot;
 use bank_app::system::Teardown;
+use bank_app::systems::certs::{self, CertsError};
 use bank_app::systems::child::{self, NodeProcess};
 use bank_app::systems::cluster;
-use bank_app::systems::endpoint::{EndpointConfig, KEY_VARIABLE};
-use bank_app::systems::{self, BuildError, Options, TransportKind};
+use bank_app::systems::endpoint::{EndpointConfig, KEY_VARIABLE, TLS_VARIABLES};
+use bank_app::systems::{self, Auth, BuildError, Options, TlsFiles, TransportKind};
 use clap::{Args, Parser, Subcommand};
 use signal_hook::iterator::Signals;
 use snapshot_core::NodeId;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -67,6 +68,57 @@ enum Command {
     ///
     /// Exit status: as for a script; 2 also when the snapshot is refused.
     Restore(RestoreArgs),
+    /// Makes a cluster's certificate authority and a certificate and key for its
+    /// master and each node, and writes them as PEM files into a directory (see
+    /// `bank-app/README.md`, "Certificates").
+    ///
+    /// Exit status: 0 when every file is written, 2 for a usage error or a file that
+    /// exists already (nothing is written then), 3 if a file cannot be written.
+    Certs(CertsArgs),
+}
+
+#[derive(Debug, Args)]
+struct CertsArgs {
+    /// The cluster's name, as its cluster file names it (a DNS name: letters, digits,
+    /// hyphens, dots).
+    #[arg(long)]
+    cluster: String,
+
+    /// The ids of the nodes to make certificates for: 1,2,3.
+    #[arg(long, value_delimiter = ',', required = true)]
+    nodes: Vec<u32>,
+
+    /// The directory to write into (made if missing).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+}
+
+/// The PEM files of an endpoint's TLS identity.
+#[derive(Debug, Args)]
+struct TlsArgs {
+    /// With --auth tls: the cluster's authority's certificate (`ca.pem` of `master
+    /// certs`).
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+
+    /// With --auth tls: this endpoint's certificate (`master.pem` or `node-ID.pem`).
+    #[arg(long, value_name = "FILE")]
+    cert: Option<PathBuf>,
+
+    /// With --auth tls: this endpoint's private key (`master-key.pem` or
+    /// `node-ID-key.pem`).
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    fn files(self) -> TlsFiles {
+        TlsFiles {
+            ca: self.ca,
+            cert: self.cert,
+            key: self.key_file,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -114,9 +166,23 @@ struct RunArgs {
 
     /// With --transport tcp: the key every peer proves it holds (HMAC-SHA256
     /// challenge-response; traffic is authenticated, not encrypted). A run that starts
-    /// its own nodes draws a random one.
+    /// its own nodes draws a random one; a cluster uses it with --auth key only.
     #[arg(long, env = KEY_VARIABLE, hide_env_values = true)]
     key: Option<String>,
+
+    /// With --cluster: how the endpoints prove who they are: TLS 1.3 with the
+    /// certificates --ca, --cert and --key-file name (tls, the default), or the shared
+    /// key's HMAC hello, unencrypted (key).
+    #[arg(long, value_enum)]
+    auth: Option<Auth>,
+
+    /// With --transport tcp and no --cluster: TLS 1.3 between the processes of the
+    /// run, with certificates the master makes for the run.
+    #[arg(long)]
+    tls: bool,
+
+    #[command(flatten)]
+    identity: TlsArgs,
 
     /// With --transport tcp: where the master listens (default 127.0.0.1 with a port
     /// chosen by the OS; a cluster needs an address its nodes can reach).
@@ -151,9 +217,18 @@ struct NodeArgs {
     #[arg(long, default_value = cluster::DEFAULT_CLUSTER)]
     cluster: String,
 
-    /// The key every peer proves it holds (the master's --key).
+    /// With --auth key: the key every peer proves it holds (the master's --key).
     #[arg(long, env = KEY_VARIABLE, hide_env_values = true)]
     key: Option<String>,
+
+    /// How the endpoints prove who they are: TLS 1.3 with the certificates --ca,
+    /// --cert and --key-file name (tls, the default), or the shared key's HMAC hello,
+    /// unencrypted (key).
+    #[arg(long, value_enum)]
+    auth: Option<Auth>,
+
+    #[command(flatten)]
+    identity: TlsArgs,
 
     /// The medium (only tcp reaches other hosts).
     #[arg(long, value_enum, default_value = "tcp")]
@@ -208,6 +283,7 @@ fn main() -> ExitCode {
         Some(Command::Node(args)) => node(args),
         Some(Command::Load(args)) => bank_app::live::main(args),
         Some(Command::Restore(args)) => restore(args),
+        Some(Command::Certs(args)) => make_certs(args),
         Some(Command::Inspect(args)) => {
             let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr());
             ExitCode::from(
@@ -284,6 +360,9 @@ fn run_from(args: RunArgs, restored: Option<(PathBuf, SavedSnapshot)>) -> ExitCo
         cluster: args.cluster,
         key: args.key,
         listen: args.listen,
+        auth: args.auth,
+        tls: args.tls,
+        identity: args.identity.files(),
     };
     let system = match systems::build(args.transport, &options) {
         Ok(system) => system,
@@ -402,12 +481,25 @@ fn node_process(args: NodeArgs) -> anyhow::Result<NodeProcess> {
         args.transport != TransportKind::Mem,
         "a node process needs --transport pipe or tcp"
     );
-    let key = match (args.key, args.transport) {
-        (Some(key), _) => key,
-        (None, TransportKind::Tcp) => {
-            anyhow::bail!("the shared key is missing: --key or {KEY_VARIABLE}")
+    let auth = args.auth.unwrap_or(Auth::Tls);
+    let files = args.identity.files();
+    let tls = match (args.transport, auth) {
+        (TransportKind::Tcp, Auth::Tls) => Some(node_identity(&files, args.master.is_some())?),
+        (TransportKind::Tcp, Auth::Key) => {
+            anyhow::ensure!(
+                !files.any(),
+                "--ca, --cert and --key-file are for --auth tls, not --auth key"
+            );
+            None
         }
-        (None, _) => String::new(),
+        _ => None,
+    };
+    let key = match (args.key, args.transport, auth) {
+        (Some(key), _, _) => key,
+        (None, TransportKind::Tcp, Auth::Key) => {
+            anyhow::bail!("--auth key needs the shared key: --key or {KEY_VARIABLE}")
+        }
+        (None, _, _) => String::new(),
     };
     Ok(NodeProcess {
         role,
@@ -419,8 +511,46 @@ fn node_process(args: NodeArgs) -> anyhow::Result<NodeProcess> {
             listen: args
                 .listen
                 .unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
+            tls,
         },
         master: args.master,
         run_id: args.run_id,
     })
+}
+
+/// A node's TLS identity: from the files the command line names or, for a process
+/// that a master started itself, from the PEM the master put in [`TLS_VARIABLES`].
+fn node_identity(files: &TlsFiles, by_master: bool) -> anyhow::Result<transport_tcp::TlsIdentity> {
+    if by_master && !files.any() {
+        let pem: Vec<String> = TLS_VARIABLES
+            .iter()
+            .filter_map(|variable| std::env::var(variable).ok())
+            .collect();
+        if let [ca, cert, key] = &pem[..] {
+            return transport_tcp::TlsIdentity::from_pem(ca, cert, key)
+                .map_err(|e| anyhow::anyhow!("{e}"));
+        }
+    }
+    files.load()
+}
+
+/// `master certs`: writes the cluster's certificates, and lists the files written.
+fn make_certs(args: CertsArgs) -> ExitCode {
+    let nodes: Vec<NodeId> = args.nodes.into_iter().map(NodeId).collect();
+    match certs::write(&args.cluster, &nodes, &args.out) {
+        Ok(paths) => {
+            let mut out = std::io::stdout().lock();
+            for path in paths {
+                let _ = writeln!(out, "{}", path.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("master certs: {error}");
+            match error {
+                CertsError::Usage(_) | CertsError::Exists(_) => status(Status::Usage),
+                CertsError::Failed(_) => status(Status::Failed),
+            }
+        }
+    }
 }

@@ -6,15 +6,68 @@
 //! veth names carry the test's pid; they are removed on drop, and those of test runs
 //! that are gone are cleared first. Where namespaces cannot be made (no root, no
 //! iproute2), the nodes listen on 127.0.0.2 to 127.0.0.9 instead and the test says so;
-//! with `CI=true` it fails rather than fall back.
+//! with `CI=true` it fails rather than fall back. The tests take the hosts one at a
+//! time (the names are the test process's).
+//!
+//! The cluster runs over TLS, with certificates from `master certs`, as by default;
+//! and with `--auth key`, the shared key's hello.
 
 mod support;
 
 use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::time::Duration;
 use support::{collect, drain, master_command, run_script, wait_or_kill};
+
+/// Held by each test that makes hosts: their names are the test process's.
+static HOSTS: Mutex<()> = Mutex::new(());
+
+/// How the endpoints of a cluster prove who they are.
+#[derive(Clone, Copy)]
+enum Auth<'a> {
+    /// TLS, with the files `master certs` wrote into this directory.
+    Tls(&'a Path),
+    /// The shared key.
+    Key,
+}
+
+impl Auth<'_> {
+    /// The arguments for the endpoint whose files are named `who` (`master`,
+    /// `node-3`).
+    fn args(&self, who: &str) -> Vec<String> {
+        match self {
+            Auth::Tls(dir) => {
+                let file = |name: String| dir.join(name).display().to_string();
+                vec![
+                    "--ca".to_string(),
+                    file("ca.pem".to_string()),
+                    "--cert".to_string(),
+                    file(format!("{who}.pem")),
+                    "--key-file".to_string(),
+                    file(format!("{who}-key.pem")),
+                ]
+            }
+            Auth::Key => vec!["--auth".to_string(), "key".to_string()],
+        }
+    }
+}
+
+/// Writes the certificates of `CLUSTER` for `ids` into `dir` with `master certs`.
+fn make_certs(dir: &Path, ids: &[u32]) -> PathBuf {
+    let nodes = ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    let args = ["certs", "--cluster", CLUSTER, "--nodes", &nodes, "--out"];
+    let mut command = master_command(&args);
+    let status = command
+        .arg(dir)
+        .stdout(Stdio::null())
+        .status()
+        .expect("run master certs");
+    assert!(status.success(), "master certs: {status}");
+    dir.to_path_buf()
+}
 
 const KEY: &str = "a shared secret for the cluster test";
 const CLUSTER: &str = "lab";
@@ -153,7 +206,7 @@ impl Lab {
     }
 
     /// Starts node `id` on host `index` and waits until it listens.
-    fn start_node(&self, index: usize, id: u32) -> Child {
+    fn start_node(&self, index: usize, id: u32, auth: Auth) -> Child {
         let listen = format!("{}:{NODE_PORT}", self.hosts[index]);
         let exe = env!("CARGO_BIN_EXE_master");
         let node_args = [
@@ -176,6 +229,7 @@ impl Lab {
         };
         let mut child = command
             .args(node_args)
+            .args(auth.args(&format!("node-{id}")))
             .env("SNAPSHOT_RS_KEY", KEY)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -248,33 +302,30 @@ Receive 250 3
 KillAll
 ";
 
-#[test]
-fn a_cluster_of_hosts_runs_a_script_like_one_machine() {
-    let ids = [3, 17, 250];
-    let lab = Lab::new(ids.len());
-    let mut nodes = Nodes(
-        ids.iter()
-            .enumerate()
-            .map(|(index, &id)| lab.start_node(index, id))
-            .collect(),
-    );
-
+/// Runs `SCRIPT` with seed 9 on a master of the cluster of `ids` on `lab`, whose
+/// nodes run already: its exit status, stdout and stderr.
+fn run_cluster_master(lab: &Lab, ids: &[u32], auth: Auth) -> (ExitStatus, String, String) {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let file = dir.path().join("cluster");
-    std::fs::write(&file, lab.cluster_file(&ids)).expect("write the cluster file");
+    std::fs::write(&file, lab.cluster_file(ids)).expect("write the cluster file");
     let listen = format!("{}:0", lab.master);
-    let args = [
+    let mut args: Vec<String> = [
         "--transport",
         "tcp",
         "--cluster",
         file.to_str().expect("UTF-8 path"),
         "--listen",
         &listen,
-        "--key",
-        KEY,
         "--seed",
         "9",
-    ];
+    ]
+    .map(str::to_string)
+    .to_vec();
+    args.extend(auth.args("master"));
+    if let Auth::Key = auth {
+        args.extend(["--key".to_string(), KEY.to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut master = master_command(&args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -282,35 +333,85 @@ fn a_cluster_of_hosts_runs_a_script_like_one_machine() {
         .spawn()
         .expect("start the master");
     let mut input = master.stdin.take().expect("stdin is piped");
-    std::io::Write::write_all(&mut input, SCRIPT.as_bytes()).expect("feed the script");
+    // A master that fails early may have closed its input.
+    let _ = std::io::Write::write_all(&mut input, SCRIPT.as_bytes());
     drop(input);
     let out = drain(master.stdout.take().expect("stdout is piped"));
     let err = drain(master.stderr.take().expect("stderr is piped"));
     let status = wait_or_kill(&mut master, Duration::from_secs(30), "cluster master");
     let stdout = collect(out, "cluster master", "stdout");
     let stderr = collect(err, "cluster master", "stderr");
+    (
+        status,
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    )
+}
+
+/// Runs the script on a cluster of three hosts with `auth`, and checks that it prints
+/// what one machine prints and that every node exits with the master.
+fn a_cluster_runs_a_script_like_one_machine(auth: Auth) {
+    let ids = [3, 17, 250];
+    let lab = Lab::new(ids.len());
+    let mut nodes = Nodes(
+        ids.iter()
+            .enumerate()
+            .map(|(index, &id)| lab.start_node(index, id, auth))
+            .collect(),
+    );
+    let (status, stdout, stderr) = run_cluster_master(&lab, &ids, auth);
 
     // The same script and seed on one machine print the same thing.
     let local = run_script("mem", Some(9), SCRIPT.as_bytes());
     local.assert_code(0);
-    assert_eq!(
-        String::from_utf8_lossy(&stdout),
-        local.out(),
-        "stderr: {}",
-        String::from_utf8_lossy(&stderr)
-    );
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "stderr: {}",
-        String::from_utf8_lossy(&stderr)
-    );
+    assert_eq!(stdout, local.out(), "stderr: {stderr}");
+    assert_eq!(status.code(), Some(0), "stderr: {stderr}");
 
     // KillAll made every attached node exit.
     for (node, id) in nodes.0.iter_mut().zip(ids) {
         let status = wait_or_kill(node, Duration::from_secs(5), &format!("node {id}"));
         assert!(status.success(), "node {id} exited with {status}");
     }
+}
+
+#[test]
+fn a_cluster_of_hosts_runs_a_script_like_one_machine() {
+    let _hosts = HOSTS.lock().unwrap_or_else(|e| e.into_inner());
+    let certs = tempfile::tempdir().expect("a temporary directory");
+    make_certs(certs.path(), &[3, 17, 250]);
+    a_cluster_runs_a_script_like_one_machine(Auth::Tls(certs.path()));
+}
+
+#[test]
+fn a_cluster_with_the_shared_key_runs_a_script_like_one_machine() {
+    let _hosts = HOSTS.lock().unwrap_or_else(|e| e.into_inner());
+    a_cluster_runs_a_script_like_one_machine(Auth::Key);
+}
+
+#[test]
+fn a_node_with_another_clusters_certificate_is_refused() {
+    let _hosts = HOSTS.lock().unwrap_or_else(|e| e.into_inner());
+    let ids = [3, 17, 250];
+    let ours = tempfile::tempdir().expect("a temporary directory");
+    let theirs = tempfile::tempdir().expect("a temporary directory");
+    make_certs(ours.path(), &ids);
+    // Another run of `master certs`: the same names, another authority.
+    make_certs(theirs.path(), &ids);
+    let lab = Lab::new(ids.len());
+    let _nodes = Nodes(
+        ids.iter()
+            .enumerate()
+            .map(|(index, &id)| {
+                let dir = if id == 17 { theirs.path() } else { ours.path() };
+                lab.start_node(index, id, Auth::Tls(dir))
+            })
+            .collect(),
+    );
+    let (status, stdout, stderr) = run_cluster_master(&lab, &ids, Auth::Tls(ours.path()));
+    assert_eq!(status.code(), Some(3), "stderr: {stderr}");
+    assert_eq!(stdout, "", "no balance is printed");
+    assert!(stderr.starts_with("node 17: "), "stderr: {stderr}");
+    assert!(stderr.contains("TLS"), "stderr: {stderr}");
 }
 
 #[test]
@@ -326,6 +427,8 @@ fn an_id_missing_from_the_cluster_file_is_rejected() {
         file.to_str().expect("UTF-8 path"),
         "--listen",
         "127.0.0.1:0",
+        "--auth",
+        "key",
         "--key",
         KEY,
     ];

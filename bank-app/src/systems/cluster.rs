@@ -11,9 +11,16 @@
 //!
 //! `CreateNode ID AMOUNT` attaches the waiting node ID and sets its balance; an id
 //! that the file does not name is rejected. The observer runs inside the master.
+//!
+//! Connections are TLS 1.3 by default (`--auth tls`): the master reads its identity
+//! from `--ca`, `--cert` and `--key-file`, and its certificate must name both the
+//! master and the observer (`master.<cluster>`, `role-1.<cluster>`), since the
+//! observer's endpoint, in the master's process, uses the same identity. With
+//! `--auth key`, the shared key's HMAC hello authenticates connections and nothing is
+//! encrypted.
 
 use super::Options;
-use super::endpoint::{self, EndpointConfig, KEY_VARIABLE, TransportKind};
+use super::endpoint::{self, Auth, EndpointConfig, KEY_VARIABLE, TransportKind};
 use crate::protocol::{MASTER, OBSERVER, Wire};
 use crate::role::Role;
 use crate::system::{Started, System};
@@ -23,6 +30,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::thread::JoinHandle;
+use transport_tcp::{TlsIdentity, tls_name};
 
 /// The cluster's name when the file gives none.
 pub const DEFAULT_CLUSTER: &str = "snapshot-rs";
@@ -72,6 +80,31 @@ impl ClusterFile {
     }
 }
 
+/// Checks that the master's certificate names the master and the observer of
+/// `cluster`: the observer runs in the master's process, on an endpoint of its own,
+/// with the master's identity.
+fn check_master_identity(identity: &TlsIdentity, cluster: &str) -> anyhow::Result<()> {
+    let names = identity.names();
+    for endpoint in [MASTER, OBSERVER] {
+        let name = tls_name(endpoint, cluster);
+        if !names.contains(&name) {
+            bail!(
+                "the master's certificate (--cert) names {}, not {name}: in cluster {cluster} \
+                 it must name {} and {} (the observer runs in the master's process with its \
+                 identity); `master certs --cluster {cluster}` makes one",
+                if names.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    names.join(", ")
+                },
+                tls_name(MASTER, cluster),
+                tls_name(OBSERVER, cluster),
+            );
+        }
+    }
+    Ok(())
+}
+
 /// A cluster of nodes started by hand, with the observer in a thread of the master.
 pub struct ClusterSystem {
     file: ClusterFile,
@@ -87,18 +120,32 @@ impl ClusterSystem {
             .with_context(|| format!("cannot read the cluster file {}", path.display()))?;
         let file = ClusterFile::parse(&text)
             .with_context(|| format!("in the cluster file {}", path.display()))?;
-        let Some(key) = &options.key else {
-            bail!("a cluster needs the shared key: --key or {KEY_VARIABLE}");
-        };
         let Some(listen) = options.listen else {
             bail!("a cluster needs --listen HOST:PORT, an address the nodes can reach");
+        };
+        let (key, tls) = match options.auth.unwrap_or(Auth::Tls) {
+            Auth::Key => {
+                if options.identity.any() {
+                    bail!("--ca, --cert and --key-file are for --auth tls, not --auth key");
+                }
+                let Some(key) = &options.key else {
+                    bail!("--auth key needs the shared key: --key or {KEY_VARIABLE}");
+                };
+                (key.clone().into_bytes(), None)
+            }
+            Auth::Tls => {
+                let identity = options.identity.load()?;
+                check_master_identity(&identity, &file.name)?;
+                (Vec::new(), Some(identity))
+            }
         };
         Ok(ClusterSystem {
             config: EndpointConfig {
                 dir: None,
                 cluster: file.name.clone(),
-                key: key.clone().into_bytes(),
+                key,
                 listen,
+                tls,
             },
             file,
             master_address: None,

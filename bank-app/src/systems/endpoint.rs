@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 use transport_pipe::PipeTransport;
-use transport_tcp::{TcpConfig, TcpTransport};
+use transport_tcp::{TcpConfig, TcpTransport, TlsIdentity};
 
 /// The transports a run can use.
 #[derive(
@@ -36,6 +36,35 @@ impl TransportKind {
     }
 }
 
+/// How the endpoints of a TCP run prove who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Auth {
+    /// TLS 1.3, both sides authenticated by certificates of the cluster's authority;
+    /// every frame encrypted.
+    Tls,
+    /// The shared key's HMAC challenge-response when a connection opens; the frames
+    /// that follow are neither encrypted nor authenticated.
+    Key,
+}
+
+/// The environment variables that carry a TLS identity, in PEM, to a process that a
+/// master starts itself: the authority's certificate, the process's certificate and
+/// its private key (never the command line, which other users can read).
+pub const TLS_VARIABLES: [&str; 3] = [
+    "SNAPSHOT_RS_TLS_CA",
+    "SNAPSHOT_RS_TLS_CERT",
+    "SNAPSHOT_RS_TLS_KEY",
+];
+
+/// Reads an identity from the PEM files `--ca`, `--cert` and `--key-file` name.
+pub fn identity_from_files(
+    ca: &std::path::Path,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<TlsIdentity> {
+    TlsIdentity::from_pem_files(ca, cert, key).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
 /// The environment variable that carries the shared TCP key to the processes of a run
 /// (never the command line, which other users can read).
 pub const KEY_VARIABLE: &str = "SNAPSHOT_RS_KEY";
@@ -51,6 +80,9 @@ pub struct EndpointConfig {
     pub key: Vec<u8>,
     /// Where to listen (TCP).
     pub listen: SocketAddr,
+    /// The endpoint's TLS identity: with one, its TCP connections are TLS 1.3 and the
+    /// key is not used.
+    pub tls: Option<TlsIdentity>,
 }
 
 /// How long the master polls for an answer before it sleeps. A command's round trip
@@ -80,6 +112,7 @@ pub fn open(
         TransportKind::Tcp => {
             let mut tcp = TcpConfig::new(config.cluster.clone(), config.key.clone());
             tcp.bind = config.listen;
+            tcp.tls = config.tls.clone();
             let mut transport = TcpTransport::new(endpoint, tcp)?;
             if endpoint == MASTER {
                 transport.set_spin(MASTER_SPIN);

@@ -9,6 +9,7 @@
 //! what a process started by a master does. This is the only place that knows which
 //! transport a run uses.
 
+pub mod certs;
 pub mod child;
 pub mod cluster;
 pub mod endpoint;
@@ -16,7 +17,7 @@ pub mod processes;
 pub mod supervisor;
 pub mod threads;
 
-pub use endpoint::TransportKind;
+pub use endpoint::{Auth, TransportKind};
 
 use crate::protocol::{ToMaster, Wire, to_master};
 use crate::role::{self, Role};
@@ -34,6 +35,56 @@ pub struct Options {
     pub key: Option<String>,
     /// Where the master listens, for TCP.
     pub listen: Option<std::net::SocketAddr>,
+    /// How a cluster's endpoints prove who they are (`--auth`): TLS when absent.
+    pub auth: Option<Auth>,
+    /// A run that starts its own nodes over TCP uses TLS, with certificates it makes
+    /// for itself (`--tls`).
+    pub tls: bool,
+    /// The PEM files of the master's TLS identity in a cluster: the authority's
+    /// certificate, the master's certificate and its key (`--ca`, `--cert`,
+    /// `--key-file`).
+    pub identity: TlsFiles,
+}
+
+/// The PEM files of a TLS identity, as the command line names them.
+#[derive(Debug, Clone, Default)]
+pub struct TlsFiles {
+    /// The authority's certificate (`--ca`).
+    pub ca: Option<std::path::PathBuf>,
+    /// The endpoint's certificate (`--cert`).
+    pub cert: Option<std::path::PathBuf>,
+    /// The endpoint's private key (`--key-file`).
+    pub key: Option<std::path::PathBuf>,
+}
+
+impl TlsFiles {
+    /// Whether any of the files is named.
+    pub fn any(&self) -> bool {
+        self.ca.is_some() || self.cert.is_some() || self.key.is_some()
+    }
+
+    /// Reads the identity, for `--auth tls`; all three files are needed.
+    pub fn load(&self) -> anyhow::Result<transport_tcp::TlsIdentity> {
+        match (&self.ca, &self.cert, &self.key) {
+            (Some(ca), Some(cert), Some(key)) => endpoint::identity_from_files(ca, cert, key),
+            _ => {
+                let missing: Vec<&str> = [
+                    (self.ca.is_none(), "--ca FILE"),
+                    (self.cert.is_none(), "--cert FILE"),
+                    (self.key.is_none(), "--key-file FILE"),
+                ]
+                .into_iter()
+                .filter_map(|(missing, flag)| missing.then_some(flag))
+                .collect();
+                anyhow::bail!(
+                    "--auth tls (the default) needs the certificate files: {} missing \
+                     (`master certs` makes them; `--auth key` uses the shared key instead, \
+                     unencrypted)",
+                    missing.join(", ")
+                )
+            }
+        }
+    }
 }
 
 /// Why no system was built.
@@ -49,6 +100,24 @@ pub enum BuildError {
 
 /// Builds the system for `kind`.
 pub fn build(kind: TransportKind, options: &Options) -> Result<Box<dyn System>, BuildError> {
+    let usage = |why: &str| Err(BuildError::Usage(anyhow::anyhow!("{why}")));
+    if options.tls && kind != TransportKind::Tcp {
+        return usage("--tls needs --transport tcp");
+    }
+    if options.cluster.is_none() {
+        if options.auth.is_some() {
+            return usage(
+                "--auth is for --cluster runs (a run that starts its own nodes takes --tls)",
+            );
+        }
+        if options.identity.any() {
+            return usage(
+                "--ca, --cert and --key-file are for --cluster runs (a run that starts its own nodes makes its certificates with --tls)",
+            );
+        }
+    } else if options.tls && options.auth == Some(Auth::Key) {
+        return usage("--tls and --auth key contradict each other");
+    }
     Ok(match (kind, &options.cluster) {
         (TransportKind::Mem, None) => Box::new(threads::MemSystem::default()),
         (TransportKind::Pipe | TransportKind::Tcp, None) => {

@@ -3,7 +3,8 @@
 //! by a [`Supervisor`].
 
 use super::Options;
-use super::endpoint::{self, EndpointConfig, KEY_VARIABLE, TransportKind};
+use super::certs;
+use super::endpoint::{self, EndpointConfig, KEY_VARIABLE, TLS_VARIABLES, TransportKind};
 use super::supervisor::Supervisor;
 use crate::protocol::{MASTER, Wire};
 use crate::role::Role;
@@ -44,11 +45,15 @@ pub struct SpawnedSystem {
     master_address: Option<String>,
     /// The executable the roles run: the master's own unless told otherwise.
     program: Option<PathBuf>,
+    /// The run's certificate authority, in memory, under `--tls`: it issues each
+    /// process its identity, which travels to it in [`TLS_VARIABLES`].
+    ca: Option<transport_tcp::Ca>,
     supervisor: Supervisor,
 }
 
 impl SpawnedSystem {
-    /// A run over `kind` (pipe or tcp); creates the run's directory for pipes.
+    /// A run over `kind` (pipe or tcp); creates the run's directory for pipes, and,
+    /// for tcp with `options.tls`, the run's certificate authority.
     pub fn new(kind: TransportKind, options: &Options) -> anyhow::Result<Self> {
         let run_id = run_id();
         let supervisor = Supervisor::default();
@@ -72,14 +77,25 @@ impl SpawnedSystem {
         let listen = options
             .listen
             .unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+        let cluster = format!("snapshot-rs-{run_id}");
+        let (ca, tls) = if options.tls && kind == TransportKind::Tcp {
+            let ca = transport_tcp::Ca::new(&cluster)
+                .map_err(|e| anyhow::anyhow!("cannot make the run's certificates: {e}"))?;
+            let master = certs::identity(&ca, MASTER)?;
+            (Some(ca), Some(master))
+        } else {
+            (None, None)
+        };
         Ok(SpawnedSystem {
             kind,
             config: EndpointConfig {
                 dir,
-                cluster: format!("snapshot-rs-{run_id}"),
+                cluster,
                 key: key.clone().into_bytes(),
                 listen,
+                tls,
             },
+            ca,
             run_id,
             key,
             master_address: None,
@@ -128,6 +144,20 @@ impl System for SpawnedSystem {
             Role::Observer => command.arg("--observer"),
             Role::Node(id) => command.args(["--id", &id.to_string()]),
         };
+        if self.kind == TransportKind::Tcp {
+            match &self.ca {
+                Some(ca) => {
+                    let pem = certs::identity(ca, role.endpoint())?.to_pem();
+                    command.args(["--auth", "tls"]);
+                    for (variable, value) in TLS_VARIABLES.iter().zip([pem.ca, pem.cert, pem.key]) {
+                        command.env(variable, value);
+                    }
+                }
+                None => {
+                    command.args(["--auth", "key"]);
+                }
+            }
+        }
         command
             .env(KEY_VARIABLE, &self.key)
             // The lifeline and the report: see the supervisor.
