@@ -163,10 +163,15 @@ pub(crate) enum HandshakeError {
     },
 }
 
+/// The rustls error behind an I/O error from `tokio-rustls`, if there is one.
+pub(crate) fn rustls_error(error: &io::Error) -> Option<&rustls::Error> {
+    error.get_ref()?.downcast_ref::<rustls::Error>()
+}
+
 impl HandshakeError {
     /// An I/O error of the handshake, or the TLS error it carries.
     pub(crate) fn from_io(error: io::Error) -> Self {
-        match crate::tls::rustls_error(&error) {
+        match rustls_error(&error) {
             Some(tls) => HandshakeError::Tls(tls.clone()),
             None => HandshakeError::Io(error),
         }

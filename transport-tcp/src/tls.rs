@@ -325,11 +325,6 @@ pub(crate) fn check_peer(
     }
 }
 
-/// The rustls error behind an I/O error from `tokio-rustls`, if there is one.
-pub(crate) fn rustls_error(error: &io::Error) -> Option<&rustls::Error> {
-    error.get_ref()?.downcast_ref::<rustls::Error>()
-}
-
 /// The connecting side's record layer: encrypts batches of frames into TLS records.
 pub(crate) struct Sealer {
     connection: ClientConnection,
