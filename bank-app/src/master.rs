@@ -22,10 +22,14 @@ use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-/// While it waits for an answer, how often the master looks for departures the
+/// While it waits for an answer, how often the master looks: for departures the
 /// system tells of (a process that exited before it ever spoke, whose transport
-/// cannot tell).
-const DEPARTURE_CHECK: Duration = Duration::from_millis(20);
+/// cannot tell), and at the clock, to notice time it did not run.
+const LOOK_EVERY: Duration = Duration::from_millis(20);
+
+/// A look this much later than it could have come means that the master did not run
+/// meanwhile: it was stopped (SIGSTOP, a debugger, a suspended job).
+const STALL: Duration = Duration::from_millis(500);
 
 /// How long the master waits for the system to say why a role whose connections
 /// closed has gone (its process is seen to exit right after).
@@ -132,6 +136,8 @@ pub struct Master<W: Write> {
     ack_timeout: Duration,
     /// Every role started, in order, whether or not it finished joining.
     launched: Vec<Endpoint>,
+    /// The roles started that have said hello.
+    greeted: BTreeSet<Endpoint>,
     /// Where the observer listens, for transports that need to be told.
     observer_address: Option<String>,
     /// Every node, with its transport address.
@@ -158,6 +164,7 @@ impl<W: Write> Master<W> {
             system,
             transport: None,
             launched: Vec::new(),
+            greeted: BTreeSet::new(),
             observer_address: None,
             out,
             chooser: Chooser::new(seed),
@@ -268,8 +275,23 @@ impl<W: Write> Master<W> {
     /// says what it could not remove.
     pub fn shutdown(&mut self) -> Result<(), String> {
         self.system.stopping();
+        // A role that has not said hello may not have opened its end of the master's
+        // channel to it yet, and telling it waits for that (over pipes, up to the
+        // transport's open timeout): it never comes if the system sees the role gone
+        // or stopped, and the system ends such a role anyway.
+        let (system, greeted) = (&mut self.system, &self.greeted);
+        let to_tell: Vec<Endpoint> = self
+            .launched
+            .iter()
+            .copied()
+            .filter(|&who| {
+                greeted.contains(&who)
+                    || (system.why_gone(who, Duration::ZERO).is_none()
+                        && system.unresponsive(who).is_none())
+            })
+            .collect();
         if let Some(transport) = self.transport.as_mut() {
-            for &endpoint in &self.launched {
+            for endpoint in to_tell {
                 let stop = match endpoint {
                     Endpoint::Node(_) => Control::ToNode(ToNode::Stop),
                     _ => Control::ToObserver(ToObserver::Stop),
@@ -319,6 +341,7 @@ impl<W: Write> Master<W> {
             ToMaster::Hello { address } => address,
             other => return Err(protocol_error(who, &other)),
         };
+        self.greeted.insert(who);
         if started.address.is_none()
             && let Some(address) = &address
         {
@@ -712,25 +735,34 @@ impl<W: Write> Master<W> {
 
     /// What the transport brings within the answer timeout (`None`: nothing), unless
     /// the system tells meanwhile of a role that has gone. A transport error is
-    /// blamed on `waited`.
+    /// blamed on `waited`. Time the master itself did not run (a look [`STALL`] late
+    /// or more) is not counted: the roles may have been waiting for it.
     fn next_answer(&mut self, waited: Endpoint) -> Result<Option<Incoming<Wire>>, Refusal> {
-        let deadline = Instant::now() + self.ack_timeout;
+        let mut deadline = Instant::now() + self.ack_timeout;
         let Some(transport) = self.transport.as_mut() else {
             return Err(no_transport());
         };
+        // When the master last looked, and how long that look could take.
+        let (mut looked, mut could_take) = (Instant::now(), Duration::ZERO);
         loop {
             if let Some(departure) = self.departures.as_ref().and_then(|d| d.try_recv().ok()) {
                 return Err(departed(departure));
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            // Without departures to look for, one wait is all it takes.
-            let wait = match self.departures {
-                Some(_) => left.min(DEPARTURE_CHECK),
-                None => left,
-            };
+            let now = Instant::now();
+            let late = now
+                .saturating_duration_since(looked)
+                .saturating_sub(could_take);
+            if late >= STALL {
+                deadline += late;
+            }
+            let left = deadline.saturating_duration_since(now);
+            if left.is_zero() {
+                return Ok(None);
+            }
+            let wait = left.min(LOOK_EVERY);
+            (looked, could_take) = (now, wait);
             match transport.recv_timeout(wait) {
                 Ok(Some(incoming)) => return Ok(Some(incoming)),
-                Ok(None) if wait >= left => return Ok(None),
                 Ok(None) => {}
                 Err(error) => return Err(failed(waited, error)),
             }

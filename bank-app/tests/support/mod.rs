@@ -5,6 +5,7 @@
 //! Each test file includes this module with `mod support;` and uses only part of it.
 #![allow(dead_code)]
 
+pub mod live;
 pub mod model;
 
 use std::io::{BufRead, Read, Write};
