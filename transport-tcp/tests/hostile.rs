@@ -1,16 +1,20 @@
 //! Hostile peers on an endpoint's port: each is refused, with a warning, while a
 //! legitimate pair of endpoints goes on exchanging frames, the same frames in the same
-//! order.
+//! order. And a hostile member, past the handshake: a forged marker is refused by the
+//! node's engine and changes nothing.
 
 mod common;
 
 use common::{
-    PATIENCE, address, capture_warnings, closed_within, config, frame, node, still_open,
+    PATIENCE, address, capture_warnings, closed_within, config, endpoint, frame, node, still_open,
     wait_for_warning, warnings,
 };
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
-use snapshot_core::{Endpoint, Transport, TransportError};
+use snapshot_core::{
+    Endpoint, EngineError, Envelope, Event, Frame, Node, NodeError, NodeId, SnapshotId, Transport,
+    TransportError,
+};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::thread;
@@ -532,4 +536,181 @@ fn a_hello_for_another_cluster_is_refused() {
     );
     pair.exchange(20);
     pair.quiet();
+}
+
+/// Counts what it is given: the process of the nodes below.
+struct Counter(u64);
+
+impl snapshot_core::Process for Counter {
+    type Message = u64;
+    type State = u64;
+    type Record = u64;
+    fn handle(&mut self, _: NodeId, n: u64, _: &mut snapshot_core::Outbox<u64>) {
+        self.0 += n;
+    }
+    fn capture(&self) -> u64 {
+        self.0
+    }
+    fn record(&self, in_transit: &mut u64, _: NodeId, n: &u64) {
+        *in_transit += n;
+    }
+}
+
+type CounterFrame = Frame<u64, u64, u64, ()>;
+
+/// Polls `node` until its process has counted `total`, and returns what the engine
+/// refused on the way, failing the test if that takes longer than [`PATIENCE`].
+fn count_up_to(
+    node: &mut Node<Counter>,
+    t: &mut TcpTransport<CounterFrame>,
+    total: u64,
+) -> Vec<NodeError> {
+    let deadline = Instant::now() + PATIENCE;
+    let mut refused = Vec::new();
+    while node.process().0 < total {
+        assert!(
+            Instant::now() < deadline,
+            "counted {} of {total}",
+            node.process().0
+        );
+        match node.poll_event::<(), _>(t, Duration::from_millis(50)) {
+            Ok(None) => {}
+            Ok(Some(event)) => panic!("unexpected {event:?}"),
+            Err(error) => refused.push(error),
+        }
+    }
+    refused
+}
+
+/// Polls `node` until it records snapshot `id`, failing the test if that takes longer
+/// than [`PATIENCE`] or anything needs the application meanwhile.
+fn until_recording(node: &mut Node<Counter>, t: &mut TcpTransport<CounterFrame>, id: SnapshotId) {
+    let deadline = Instant::now() + PATIENCE;
+    while !node.engine().in_flight().any(|s| s == id) {
+        assert!(Instant::now() < deadline, "{id} never recorded");
+        let polled = node.poll_event::<(), _>(t, Duration::from_millis(50));
+        assert!(matches!(polled, Ok(None)), "{polled:?}");
+    }
+}
+
+/// A member of the cluster (node 3, with the key) turned hostile: it sends node 2 a
+/// marker of a snapshot that it says node 2 started, which node 2 never did. Node 2
+/// refuses it, with an error that names the sender and the snapshot, and is unchanged
+/// by it: it records nothing, the traffic from node 1 is counted in full, and a
+/// snapshot node 1 starts afterwards is the same as without the forgery. A marker of
+/// a snapshot that node 3 could have started is taken: the refusal is of the claim.
+#[test]
+fn a_forged_marker_is_refused_and_changes_nothing() {
+    let (one, two, three) = (NodeId(1), NodeId(2), NodeId(3));
+    let mut t2 = endpoint::<CounterFrame>(node(2));
+    let mut t1 = endpoint::<CounterFrame>(node(1));
+    let mut t3 = endpoint::<CounterFrame>(node(3));
+    common::pair_up(&mut t1, &mut t2);
+    common::pair_up(&mut t3, &mut t2);
+    let mut n2 = Node::new(two, Counter(0));
+    n2.add_peer(one).unwrap();
+    n2.add_peer(three).unwrap();
+
+    let forged = SnapshotId {
+        initiator: two,
+        seq: 41,
+    };
+    for n in [5, 7] {
+        t1.send(node(2), Frame::Peer(Envelope::App(n))).unwrap();
+    }
+    t1.flush().unwrap();
+    t3.send(node(2), Frame::Peer(Envelope::Marker(forged)))
+        .unwrap();
+    t3.flush().unwrap();
+    t1.send(node(2), Frame::Peer(Envelope::App(11))).unwrap();
+    t1.flush().unwrap();
+    // Until the forgery has been seen and node 1's transfers counted.
+    let mut refused = count_up_to(&mut n2, &mut t2, 23);
+    let deadline = Instant::now() + PATIENCE;
+    while refused.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the forged marker was never refused"
+        );
+        match n2.poll_event::<(), _>(&mut t2, Duration::from_millis(50)) {
+            Ok(None) => {}
+            Ok(Some(event)) => panic!("unexpected {event:?}"),
+            Err(error) => refused.push(error),
+        }
+    }
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(
+        matches!(
+            &refused[0],
+            NodeError::Engine(EngineError::ForgedSnapshot { id, from }) if *id == forged && *from == three
+        ),
+        "{:?}",
+        refused[0]
+    );
+    assert_eq!(
+        refused[0].to_string(),
+        "node 2 never started snapshot 2#41, yet node 3 sent a marker of it"
+    );
+    assert_eq!(n2.engine().in_flight().count(), 0, "nothing recorded");
+    assert_eq!(n2.process().0, 23);
+    assert_eq!(n2.engine().next_seq(), 0, "no id of node 2's used up");
+
+    // Node 1 starts a snapshot; node 3, honest again, sends 2 before its marker.
+    let real = SnapshotId {
+        initiator: one,
+        seq: 0,
+    };
+    t1.send(node(2), Frame::Peer(Envelope::Marker(real)))
+        .unwrap();
+    t1.flush().unwrap();
+    until_recording(&mut n2, &mut t2, real);
+    for peer in [&mut t1, &mut t3] {
+        assert_eq!(
+            frame(peer),
+            (node(2), Frame::Peer(Envelope::Marker(real))),
+            "node 2 records and sends its markers"
+        );
+    }
+    t3.send(node(2), Frame::Peer(Envelope::App(2))).unwrap();
+    t3.send(node(2), Frame::Peer(Envelope::Marker(real)))
+        .unwrap();
+    t3.flush().unwrap();
+    let completed = n2
+        .next_event::<(), _>(&mut t2)
+        .expect("node 2 completes the snapshot");
+    let Event::Completed(local) = completed else {
+        panic!("unexpected {completed:?}");
+    };
+    assert_eq!((local.id, local.node, local.state), (real, two, 23));
+    assert_eq!(local.channels[&one].record, 0);
+    assert_eq!(
+        (
+            local.channels[&three].record,
+            local.channels[&three].messages
+        ),
+        (2, 1)
+    );
+    assert_eq!(local.received[&one], 3);
+    assert_eq!(
+        local.received[&three], 0,
+        "the forged marker counted nothing"
+    );
+
+    // The control: a marker of a snapshot node 3 could have started is taken.
+    let possible = SnapshotId {
+        initiator: three,
+        seq: 0,
+    };
+    t3.send(node(2), Frame::Peer(Envelope::Marker(possible)))
+        .unwrap();
+    t3.flush().unwrap();
+    until_recording(&mut n2, &mut t2, possible);
+    for peer in [&mut t1, &mut t3] {
+        assert_eq!(
+            frame(peer),
+            (node(2), Frame::Peer(Envelope::Marker(possible)))
+        );
+    }
+    assert_eq!(n2.engine().in_flight().collect::<Vec<_>>(), [possible]);
+    assert_eq!(n2.process().0, 25);
 }
