@@ -54,7 +54,7 @@ pub fn encode_into<T: Serialize>(
 ) -> Result<(), CodecError> {
     let start = out.len();
     out.extend_from_slice(&[0; LENGTH_PREFIX]);
-    if let Err(error) = postcard::to_extend(value, Appender(out)) {
+    if let Err(error) = postcard::serialize_with_flavor(value, Appender(out)) {
         out.truncate(start);
         return Err(error.into());
     }
@@ -67,12 +67,27 @@ pub fn encode_into<T: Serialize>(
     Ok(())
 }
 
-/// Lets postcard append to a caller's buffer without taking it.
+/// Lets postcard append to a caller's buffer without taking it: each byte a `push`,
+/// each run of bytes one copy, with no iterator in between.
 struct Appender<'a>(&'a mut Vec<u8>);
 
-impl Extend<u8> for Appender<'_> {
-    fn extend<I: IntoIterator<Item = u8>>(&mut self, bytes: I) {
-        self.0.extend(bytes);
+impl postcard::ser_flavors::Flavor for Appender<'_> {
+    type Output = ();
+
+    #[inline]
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    #[inline]
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
     }
 }
 

@@ -1,11 +1,15 @@
 //! Building blocks for those who write a [`Transport`](crate::Transport): how long a
 //! receive waits ([`Patience`]), who the peers are and which have departed
-//! ([`Peers`]), and, with the `codec` feature, the inbound side of a transport over
+//! ([`Peers`]), a cheap map keyed by endpoint ([`EndpointMap`]), and, with the
+//! `codec` feature, the inbound side of a transport over
 //! byte streams ([`Inbound`]) and the order a flush writes in ([`flush_order`]).
 
 use crate::Endpoint;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
+
+mod routes;
+pub use routes::{EndpointHasher, EndpointMap};
 
 #[cfg(feature = "codec")]
 mod inbound;

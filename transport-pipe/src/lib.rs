@@ -141,7 +141,7 @@ use fifo::FileId;
 use reader::Reader;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use snapshot_core::stream::{Patience, flush_order};
+use snapshot_core::stream::{EndpointMap, Patience, flush_order};
 use snapshot_core::{Endpoint, Incoming, Transport, TransportError};
 use std::collections::HashMap;
 use std::io;
@@ -172,7 +172,7 @@ pub struct PipeTransport<F> {
     local: Endpoint,
     options: PipeOptions,
     /// The sending side, per connected peer.
-    routes: HashMap<Endpoint, Route>,
+    routes: EndpointMap<Route>,
     /// The peers whose buffers may hold frames, each once, in the order they were
     /// first sent to since the last flush.
     dirty: Vec<Endpoint>,
@@ -220,7 +220,7 @@ where
             local,
             reader: Reader::new(options.max_frame),
             options,
-            routes: HashMap::new(),
+            routes: EndpointMap::default(),
             dirty: Vec::new(),
             last_from: local,
             spin: Duration::ZERO,
@@ -322,21 +322,46 @@ where
         self.reader.finish(peer);
     }
 
+    /// The oldest arrival not handed out yet, if any.
+    fn pop(&mut self) -> Option<Incoming<F>> {
+        let incoming = self.reader.inbound.pop()?;
+        match incoming {
+            Incoming::Frame(from, _) => self.last_from = from,
+            // The pair is closed both ways: our write end closes too, so that the peer
+            // (if it is still there, having sent garbage) sees us go.
+            Incoming::Departed(peer) => {
+                self.routes.insert(peer, Route::Gone);
+            }
+        }
+        Some(incoming)
+    }
+
+    /// What has arrived, without waiting: the frames already read, else one look at
+    /// the FIFOs. What [`next`](Self::next) does with a deadline already passed,
+    /// without reading the clock, which a node draining a flood calls once a frame.
+    fn next_now(&mut self) -> Result<Option<Incoming<F>>, TransportError> {
+        self.flush_all()?;
+        if let Some(incoming) = self.pop() {
+            return Ok(Some(incoming));
+        }
+        if self.reader.inbound.is_closed() {
+            return Err(TransportError::Closed);
+        }
+        wait(&mut self.reader, self.local, None, Some(Duration::ZERO))?;
+        Ok(self.pop())
+    }
+
     /// Waits for the next frame or departure until `deadline` (`None`: for ever),
     /// spinning first for up to [`spin`](Self::set_spin).
     fn next(&mut self, deadline: Option<Instant>) -> Result<Option<Incoming<F>>, TransportError> {
         self.flush_all()?;
+        // What has already arrived is handed out before the clock is read.
+        if let Some(incoming) = self.pop() {
+            return Ok(Some(incoming));
+        }
         let patience = Patience::new(deadline, self.spin);
         loop {
-            if let Some(incoming) = self.reader.inbound.pop() {
-                match incoming {
-                    Incoming::Frame(from, _) => self.last_from = from,
-                    // The pair is closed both ways: our write end closes too, so that
-                    // the peer (if it is still there, having sent garbage) sees us go.
-                    Incoming::Departed(peer) => {
-                        self.routes.insert(peer, Route::Gone);
-                    }
-                }
+            if let Some(incoming) = self.pop() {
                 return Ok(Some(incoming));
             }
             if self.reader.inbound.is_closed() {
@@ -505,6 +530,9 @@ where
     }
 
     fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Incoming<F>>, TransportError> {
+        if timeout.is_zero() {
+            return self.next_now();
+        }
         match Instant::now().checked_add(timeout) {
             Some(deadline) => self.next(Some(deadline)),
             // A timeout too long to represent is no timeout.

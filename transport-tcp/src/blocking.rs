@@ -145,19 +145,57 @@ impl<F> TcpTransport<F>
 where
     F: DeserializeOwned,
 {
+    /// The oldest arrival not handed out yet, if any.
+    fn pop(&mut self) -> Option<Incoming<F>> {
+        let incoming = self.reader.pop()?;
+        match &incoming {
+            Incoming::Frame(from, _) => self.last_from = *from,
+            Incoming::Departed(peer) => self.outbound.close_route(*peer),
+        }
+        Some(incoming)
+    }
+
+    /// What has arrived, without waiting: the frames already read, else one look at
+    /// the connections. What [`next`](Self::next) does with a deadline already passed,
+    /// without reading the clock, which a node draining a flood calls once a frame.
+    fn next_now(&mut self) -> Result<Option<Incoming<F>>, TransportError> {
+        self.flush_all()?;
+        if let Some(incoming) = self.pop() {
+            return Ok(Some(incoming));
+        }
+        self.take_lost();
+        if let Some(incoming) = self.pop() {
+            return Ok(Some(incoming));
+        }
+        if self.reader.is_closed() {
+            return Err(TransportError::Closed);
+        }
+        self.wait(Some(Duration::ZERO))?;
+        self.take_lost();
+        if let Some(incoming) = self.pop() {
+            return Ok(Some(incoming));
+        }
+        if self.reader.is_closed() {
+            return Err(TransportError::Closed);
+        }
+        Ok(None)
+    }
+
     /// Waits for the next frame or departure until `deadline` (`None`: for ever),
     /// spinning first for up to [`spin`](Self::set_spin).
     fn next(&mut self, deadline: Option<Instant>) -> Result<Option<Incoming<F>>, TransportError> {
         self.flush_all()?;
+        // What has already arrived is handed out before anything else is looked at.
+        // A connection found broken meanwhile is taken in below, once these are out:
+        // its peer's departure would come after them all the same.
+        if let Some(incoming) = self.pop() {
+            return Ok(Some(incoming));
+        }
         let patience = Patience::new(deadline, self.spin);
         let mut last = false;
         loop {
             self.take_lost();
-            if let Some(incoming) = self.reader.pop() {
-                match &incoming {
-                    Incoming::Frame(from, _) => self.last_from = *from,
-                    Incoming::Departed(peer) => self.outbound.close_route(*peer),
-                }
+            if let Some(incoming) = self.pop() {
                 return Ok(Some(incoming));
             }
             if self.reader.is_closed() {
@@ -279,6 +317,9 @@ where
     }
 
     fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Incoming<F>>, TransportError> {
+        if timeout.is_zero() {
+            return self.next_now();
+        }
         // A timeout too long to represent is no timeout.
         self.next(Instant::now().checked_add(timeout))
     }

@@ -8,9 +8,9 @@ use crate::{Shared, TcpConfig};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use snapshot_core::codec;
-use snapshot_core::stream::flush_order;
+use snapshot_core::stream::{EndpointMap, flush_order};
 use snapshot_core::{Endpoint, TransportError};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -207,7 +207,7 @@ fn io_error(context: String) -> impl FnOnce(io::Error) -> TransportError {
 pub(crate) struct Outbound {
     shared: Arc<Shared>,
     address: SocketAddr,
-    routes: HashMap<Endpoint, Route>,
+    routes: EndpointMap<Route>,
     /// The peers whose buffers may hold frames, in the order they were first written
     /// to since the last flush.
     dirty: Vec<Endpoint>,
@@ -279,7 +279,7 @@ impl Outbound {
         Ok(Outbound {
             shared,
             address,
-            routes: HashMap::new(),
+            routes: EndpointMap::default(),
             dirty: Vec::new(),
             lost: Vec::new(),
             writers_lost,
