@@ -1,7 +1,7 @@
 //! The Chandy-Lamport protocol for one node, as a state machine with no I/O.
 
 use crate::{ChannelRecord, LocalSnapshot, NodeId, Process, SnapshotId};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use thiserror::Error;
 
 /// What the driver of an engine must do after an input.
@@ -180,13 +180,107 @@ impl std::fmt::Debug for Finished {
     }
 }
 
+/// A node's channels in one direction, by peer, each with a count of the application
+/// messages that went through it.
+///
+/// Peers are kept sorted in a vector, so that a channel has an index (its place in
+/// the order of peers) that snapshots in flight use for their own per-channel state:
+/// a message or a marker costs one look-up of its channel's index, not a look-up per
+/// snapshot in a map. Channels change only while no snapshot is in flight, so the
+/// indices a recording holds stay valid.
+#[derive(Default, Clone, PartialEq, Eq)]
+struct Channels {
+    /// The peers, ascending.
+    peers: Vec<NodeId>,
+    /// The count of each channel, by index.
+    counts: Vec<u64>,
+    /// Each peer's index + 1, by peer id (0: no channel), while every peer's id is
+    /// below [`Self::SLOTS`]; empty otherwise, and peers are searched for.
+    slots: Vec<u32>,
+    /// Every peer with a count of 0: what a local snapshot's map of counts is cloned
+    /// from (a clone copies the tree as it is, where building one sorts first).
+    shape: BTreeMap<NodeId, u64>,
+}
+
+impl Channels {
+    /// Peer ids below this are found by a direct look-up (a table of 4 bytes each).
+    const SLOTS: u32 = 4096;
+
+    /// The index of the channel of `peer`, if there is one.
+    #[inline]
+    fn index(&self, peer: NodeId) -> Option<usize> {
+        if !self.slots.is_empty() {
+            let slot = *self.slots.get(peer.0 as usize)?;
+            return (slot as usize).checked_sub(1);
+        }
+        self.peers.binary_search(&peer).ok()
+    }
+
+    /// Adds the channel of `peer`, with a count of 0, unless it is there.
+    fn add(&mut self, peer: NodeId) {
+        let Err(at) = self.peers.binary_search(&peer) else {
+            return;
+        };
+        self.peers.insert(at, peer);
+        self.counts.insert(at, 0);
+        self.shape.insert(peer, 0);
+        self.slots.clear();
+        if let Some(&NodeId(last)) = self.peers.last()
+            && last < Self::SLOTS
+        {
+            self.slots.resize(last as usize + 1, 0);
+            for (at, &NodeId(id)) in self.peers.iter().enumerate() {
+                // At most `SLOTS` peers, so the index fits.
+                self.slots[id as usize] = at as u32 + 1;
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// The counts now, as a map by peer.
+    fn counts(&self) -> BTreeMap<NodeId, u64> {
+        let mut map = self.shape.clone();
+        for (value, &count) in map.values_mut().zip(&self.counts) {
+            *value = count;
+        }
+        map
+    }
+}
+
+impl std::fmt::Debug for Channels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.peers.iter().zip(&self.counts))
+            .finish()
+    }
+}
+
+/// One incoming channel of a snapshot in flight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Recorded<R> {
+    /// Whether it is still being recorded: its marker has not arrived yet.
+    open: bool,
+    /// What it has brought since this node recorded (final once it is closed).
+    record: ChannelRecord<R>,
+}
+
 /// A snapshot this node has recorded its state for but whose incoming channels are
-/// not all closed yet.
+/// not all closed yet. Per-channel state is by channel index (see [`Channels`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Recording<S, R> {
-    local: LocalSnapshot<S, R>,
-    /// Incoming channels still being recorded: their marker has not arrived yet.
-    open: BTreeSet<NodeId>,
+    /// The process's state when this node recorded.
+    state: S,
+    /// The count of each outgoing channel when this node recorded.
+    sent: BTreeMap<NodeId, u64>,
+    /// The count of each incoming channel when this node recorded.
+    received: BTreeMap<NodeId, u64>,
+    /// Each incoming channel, by index.
+    channels: Vec<Recorded<R>>,
+    /// How many are still open.
+    open_count: usize,
 }
 
 /// The Chandy-Lamport protocol engine of one node.
@@ -241,9 +335,9 @@ struct Recording<S, R> {
 pub struct SnapshotEngine<P: Process> {
     me: NodeId,
     /// Application messages taken from each incoming channel, by sender.
-    received: BTreeMap<NodeId, u64>,
+    received: Channels,
     /// Application messages put on each outgoing channel, by receiver.
-    sent: BTreeMap<NodeId, u64>,
+    sent: Channels,
     recording: BTreeMap<SnapshotId, Recording<P::State, P::Record>>,
     finished: BTreeMap<NodeId, Finished>,
     /// The snapshots aborted here, most recent last (also in `finished`): a late
@@ -357,8 +451,8 @@ impl<P: Process> SnapshotEngine<P> {
     pub fn with_epoch(me: NodeId, epoch: u64) -> Self {
         SnapshotEngine {
             me,
-            received: BTreeMap::new(),
-            sent: BTreeMap::new(),
+            received: Channels::default(),
+            sent: Channels::default(),
             recording: BTreeMap::new(),
             finished: BTreeMap::new(),
             aborted: VecDeque::new(),
@@ -413,14 +507,14 @@ impl<P: Process> SnapshotEngine<P> {
     /// ensures the rest (the bank refuses `CreateNode` while a snapshot is open).
     pub fn add_incoming(&mut self, from: NodeId) -> Result<(), EngineError> {
         self.check_topology_change(from)?;
-        self.received.entry(from).or_insert(0);
+        self.received.add(from);
         Ok(())
     }
 
     /// Adds the outgoing channel `self -> to`. Adding a channel twice is harmless.
     pub fn add_outgoing(&mut self, to: NodeId) -> Result<(), EngineError> {
         self.check_topology_change(to)?;
-        self.sent.entry(to).or_insert(0);
+        self.sent.add(to);
         Ok(())
     }
 
@@ -439,29 +533,29 @@ impl<P: Process> SnapshotEngine<P> {
 
     /// Whether the outgoing channel `self -> to` exists.
     pub fn has_outgoing(&self, to: NodeId) -> bool {
-        self.sent.contains_key(&to)
+        self.sent.index(to).is_some()
     }
 
     /// The incoming channels, by sender.
     pub fn incoming(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.received.keys().copied()
+        self.received.peers.iter().copied()
     }
 
     /// The outgoing channels, by receiver.
     pub fn outgoing(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.sent.keys().copied()
+        self.sent.peers.iter().copied()
     }
 
     /// How many application messages this node has put on the channel `self -> to`,
     /// if it has that channel.
     pub fn sent_on(&self, to: NodeId) -> Option<u64> {
-        self.sent.get(&to).copied()
+        self.sent.index(to).map(|at| self.sent.counts[at])
     }
 
     /// How many application messages this node has taken from the channel
     /// `from -> self`, if it has that channel.
     pub fn received_on(&self, from: NodeId) -> Option<u64> {
-        self.received.get(&from).copied()
+        self.received.index(from).map(|at| self.received.counts[at])
     }
 
     /// The snapshots this node has recorded its state for and still records channels
@@ -519,34 +613,40 @@ impl<P: Process> SnapshotEngine<P> {
         id: SnapshotId,
         process: &P,
     ) -> Result<Actions<P>, EngineError> {
-        self.check_incoming(from)?;
+        let channel = self.check_incoming(from)?;
         if id.initiator == self.me && !(self.epoch..self.next_seq).contains(&id.seq) {
             return Err(EngineError::ForgedSnapshot { id, from });
-        }
-        if self.aborted.contains(&id) {
-            // Late: the snapshot was given up on here. Nothing to do.
-            return Ok(Vec::new());
         }
         let duplicate = EngineError::DuplicateMarker {
             id,
             from,
             to: self.me,
         };
-        if self
-            .finished
-            .get(&id.initiator)
-            .is_some_and(|f| f.contains(id.seq))
-        {
-            return Err(duplicate);
-        }
+        // A snapshot in flight here is neither aborted nor finished: those are
+        // looked for only when the marker does not close a channel of one.
         let Some(recording) = self.recording.get_mut(&id) else {
+            if self.aborted.contains(&id) {
+                // Late: the snapshot was given up on here. Nothing to do.
+                return Ok(Vec::new());
+            }
+            if self.has_finished(id) {
+                return Err(duplicate);
+            }
             self.check_room(Some(id))?;
-            return Ok(self.record(id, Some(from), process));
+            return Ok(self.record(id, Some(channel), process));
         };
-        if !recording.open.remove(&from) {
-            return Err(duplicate);
+        match recording.channels.get_mut(channel) {
+            Some(recorded) if recorded.open => {
+                // Its record is final, and kept until the snapshot completes.
+                recorded.open = false;
+                recording.open_count -= 1;
+            }
+            _ => return Err(duplicate),
         }
-        Ok(self.complete_if_closed(id).into_iter().collect())
+        if recording.open_count > 0 {
+            return Ok(Vec::new());
+        }
+        Ok(self.complete(id).into_iter().collect())
     }
 
     /// Gives up on snapshot `id` at this node (its coordinator aborted it): drops its
@@ -560,7 +660,15 @@ impl<P: Process> SnapshotEngine<P> {
     /// or twice, changes nothing more.
     pub fn abort(&mut self, id: SnapshotId) -> Aborted {
         let before = match self.recording.remove(&id) {
-            Some(recording) => Aborted::Waiting(recording.open.into_iter().collect()),
+            Some(recording) => Aborted::Waiting(
+                self.received
+                    .peers
+                    .iter()
+                    .zip(&recording.channels)
+                    .filter(|&(_, recorded)| recorded.open)
+                    .map(|(&from, _)| from)
+                    .collect(),
+            ),
             None if self.has_finished(id) => Aborted::Finished,
             None => Aborted::NotReached,
         };
@@ -591,23 +699,16 @@ impl<P: Process> SnapshotEngine<P> {
         message: &P::Message,
         process: &P,
     ) -> Result<(), EngineError> {
-        let count = self
-            .received
-            .get_mut(&from)
-            .ok_or(EngineError::UnknownChannel {
-                node: self.me,
-                from,
-                to: self.me,
-            })?;
-        *count += 1;
+        let at = self.check_incoming(from)?;
+        self.received.counts[at] += 1;
         for recording in self.recording.values_mut() {
-            if recording.open.contains(&from) {
-                // Every open channel has a record: `record` creates one per incoming
-                // channel and channels cannot be added while recording.
-                if let Some(channel) = recording.local.channels.get_mut(&from) {
-                    process.record(&mut channel.record, from, message);
-                    channel.messages += 1;
-                }
+            // Every recording has a record per incoming channel: `record` creates
+            // them, and channels cannot be added while recording.
+            if let Some(recorded) = recording.channels.get_mut(at)
+                && recorded.open
+            {
+                process.record(&mut recorded.record.record, from, message);
+                recorded.record.messages += 1;
             }
         }
         Ok(())
@@ -615,12 +716,12 @@ impl<P: Process> SnapshotEngine<P> {
 
     /// An application message was put on the channel `self -> to`.
     pub fn on_send(&mut self, to: NodeId) -> Result<(), EngineError> {
-        let count = self.sent.get_mut(&to).ok_or(EngineError::UnknownChannel {
+        let at = self.sent.index(to).ok_or(EngineError::UnknownChannel {
             node: self.me,
             from: self.me,
             to,
         })?;
-        *count += 1;
+        self.sent.counts[at] += 1;
         Ok(())
     }
 
@@ -638,57 +739,78 @@ impl<P: Process> SnapshotEngine<P> {
         }
     }
 
-    fn check_incoming(&self, from: NodeId) -> Result<(), EngineError> {
-        if self.received.contains_key(&from) {
-            Ok(())
-        } else {
-            Err(EngineError::UnknownChannel {
+    /// The index of the incoming channel `from -> self`.
+    #[inline]
+    fn check_incoming(&self, from: NodeId) -> Result<usize, EngineError> {
+        self.received
+            .index(from)
+            .ok_or(EngineError::UnknownChannel {
                 node: self.me,
                 from,
                 to: self.me,
             })
-        }
     }
 
-    /// Records this node's part of snapshot `id`; `closed` is the channel whose marker
-    /// started it, recorded as empty.
-    fn record(&mut self, id: SnapshotId, closed: Option<NodeId>, process: &P) -> Actions<P> {
-        let local = LocalSnapshot {
-            id,
-            node: self.me,
-            state: process.capture(),
-            channels: self
-                .received
-                .keys()
-                .map(|&from| (from, ChannelRecord::default()))
-                .collect(),
-            sent: self.sent.clone(),
-            received: self.received.clone(),
-        };
-        let open = self
-            .received
-            .keys()
-            .copied()
-            .filter(|&from| Some(from) != closed)
+    /// Records this node's part of snapshot `id`; `closed` is the index of the
+    /// channel whose marker started it, recorded as empty.
+    fn record(&mut self, id: SnapshotId, closed: Option<usize>, process: &P) -> Actions<P> {
+        let channels: Vec<Recorded<P::Record>> = (0..self.received.len())
+            .map(|at| Recorded {
+                open: Some(at) != closed,
+                record: ChannelRecord::default(),
+            })
             .collect();
-        self.recording.insert(id, Recording { local, open });
+        let recording = Recording {
+            state: process.capture(),
+            sent: self.sent.counts(),
+            received: self.received.counts(),
+            open_count: channels.iter().filter(|c| c.open).count(),
+            channels,
+        };
+        let complete = recording.open_count == 0;
+        self.recording.insert(id, recording);
         let mut actions = Vec::with_capacity(self.sent.len() + 2);
         actions.push(Action::Recorded { id });
-        actions.extend(self.sent.keys().map(|&to| Action::SendMarker { to, id }));
-        actions.extend(self.complete_if_closed(id));
+        actions.extend(
+            self.sent
+                .peers
+                .iter()
+                .map(|&to| Action::SendMarker { to, id }),
+        );
+        if complete {
+            actions.extend(self.complete(id));
+        }
         actions
     }
 
-    fn complete_if_closed(&mut self, id: SnapshotId) -> Option<Action<P::State, P::Record>> {
-        if !self.recording.get(&id)?.open.is_empty() {
-            return None;
-        }
+    /// Completes snapshot `id`, whose channels are all closed: its local snapshot.
+    fn complete(&mut self, id: SnapshotId) -> Option<Action<P::State, P::Record>> {
         let recording = self.recording.remove(&id)?;
         self.finished
             .entry(id.initiator)
             .or_default()
             .insert(id.seq);
-        Some(Action::Complete(recording.local))
+        let Recording {
+            state,
+            sent,
+            received,
+            channels,
+            ..
+        } = recording;
+        Some(Action::Complete(LocalSnapshot {
+            id,
+            node: self.me,
+            state,
+            channels: self
+                .received
+                .peers
+                .iter()
+                .copied()
+                .zip(channels.into_iter().map(|recorded| recorded.record))
+                .collect(),
+            sent,
+            received,
+        }))
     }
 }
 
