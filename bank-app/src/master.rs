@@ -349,7 +349,11 @@ impl<W: Write> Master<W> {
                 .connect(who, address)
                 .map_err(|error| failed(who, error))?;
         }
-        Ok(address.or(started.address))
+        // Peers reach a role where the system started it, as the master does: a node
+        // announces the address it listens on, which may be one for every interface
+        // (`0.0.0.0:7000`), where a peer would find itself, or under another name
+        // than its certificate's.
+        Ok(started.address.or(address))
     }
 
     fn create_node(&mut self, node: NodeId, amount: u64) -> Result<(), Refusal> {

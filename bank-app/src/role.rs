@@ -48,6 +48,10 @@ pub enum RoleError {
     /// The master has gone: the run is over.
     #[error("the master has gone")]
     MasterGone,
+    /// The connection from a peer node closed before the message this node waits for
+    /// arrived, which therefore never will.
+    #[error("{}'s connection closed while this node waited for its message", Endpoint::Node(*.0))]
+    PeerClosed(NodeId),
 }
 
 impl RoleError {
@@ -108,14 +112,23 @@ pub fn run(role: Role, transport: &mut dyn Transport<Wire>) -> Result<(), RoleEr
 /// notices deaths and ends the run); the master gone ends the role.
 fn next(t: &mut dyn Transport<Wire>) -> Result<(Endpoint, Wire), RoleError> {
     loop {
-        match t.recv() {
-            Ok(Incoming::Frame(from, frame)) => return Ok((from, frame)),
-            Ok(Incoming::Departed(MASTER)) | Err(TransportError::Closed) => {
-                return Err(RoleError::MasterGone);
-            }
-            Ok(Incoming::Departed(peer)) => tracing::debug!(%peer, "peer gone"),
-            Err(error) => return Err(error.into()),
+        if let Incoming::Frame(from, frame) = arrival(t)? {
+            return Ok((from, frame));
         }
+    }
+}
+
+/// The next frame for this role, or a peer that has gone; the master gone ends the
+/// role.
+fn arrival(t: &mut dyn Transport<Wire>) -> Result<Incoming<Wire>, RoleError> {
+    match t.recv() {
+        Ok(Incoming::Departed(MASTER)) | Err(TransportError::Closed) => Err(RoleError::MasterGone),
+        Ok(Incoming::Departed(peer)) => {
+            tracing::debug!(%peer, "peer gone");
+            Ok(Incoming::Departed(peer))
+        }
+        Ok(frame) => Ok(frame),
+        Err(error) => Err(error.into()),
     }
 }
 
@@ -132,6 +145,8 @@ struct Branch {
     /// The local part of the open snapshot, once complete, until the observer collects
     /// it.
     completed: Option<BankLocal>,
+    /// The peer nodes whose connection has closed: what they sent has all arrived.
+    departed: BTreeSet<NodeId>,
 }
 
 impl Branch {
@@ -139,12 +154,15 @@ impl Branch {
         Branch {
             node: Node::new(id, Account::default()),
             completed: None,
+            departed: BTreeSet::new(),
         }
     }
 
     fn run(mut self, t: &mut dyn Transport<Wire>) -> Result<(), RoleError> {
         loop {
-            let (from, frame) = next(t)?;
+            let Incoming::Frame(from, frame) = self.next(t)? else {
+                continue;
+            };
             match (from, frame) {
                 (Endpoint::Node(peer), Frame::Peer(envelope)) => self.node.hold(peer, envelope),
                 (MASTER, Frame::Control(Control::ToNode(ToNode::Stop))) => return Ok(()),
@@ -157,6 +175,15 @@ impl Branch {
                 (from, frame) => return Err(unexpected(from, &frame)),
             }
         }
+    }
+
+    /// [`arrival`], noting the peer nodes that have gone.
+    fn next(&mut self, t: &mut dyn Transport<Wire>) -> Result<Incoming<Wire>, RoleError> {
+        let arrival = arrival(t)?;
+        if let Incoming::Departed(Endpoint::Node(peer)) = arrival {
+            self.departed.insert(peer);
+        }
+        Ok(arrival)
     }
 
     fn on_master(&mut self, t: &mut dyn Transport<Wire>, message: ToNode) -> Result<(), RoleError> {
@@ -235,15 +262,22 @@ impl Branch {
     }
 
     /// Handles the head message of the channel `from -> self`, waiting for it if it is
-    /// still on its way: the master only asks for messages it knows were sent.
+    /// still on its way: the master only asks for messages it knows were sent. Fails at
+    /// once if `from`'s connection closed without it, rather than let the master wait.
     fn take(&mut self, t: &mut dyn Transport<Wire>, from: NodeId) -> Result<ToMaster, RoleError> {
         let envelope = loop {
             if let Some(envelope) = self.node.take_held(from) {
                 break envelope;
             }
-            match next(t)? {
-                (Endpoint::Node(peer), Frame::Peer(envelope)) => self.node.hold(peer, envelope),
-                (from, frame) => return Err(unexpected(from, &frame)),
+            if self.departed.contains(&from) {
+                return Err(RoleError::PeerClosed(from));
+            }
+            match self.next(t)? {
+                Incoming::Frame(Endpoint::Node(peer), Frame::Peer(envelope)) => {
+                    self.node.hold(peer, envelope);
+                }
+                Incoming::Frame(from, frame) => return Err(unexpected(from, &frame)),
+                Incoming::Departed(_) => {}
             }
         };
         let what = match &envelope {

@@ -6,12 +6,14 @@
 //! `--id`, listens on the Service's port, in the cluster `cluster.txt` names, with the
 //! certificates of the Secret mounted where `--ca`, `--cert` and `--key-file` point;
 //! the master Job reads the cluster file and the script from the ConfigMap, whose
-//! cluster file names every pod by its ordinal. Every flag the manifests pass is then
+//! cluster file, read with the master's own parser, names every pod by its ordinal
+//! and its host name. Every flag the manifests pass is then
 //! looked up in the binary's own `--help`, and the Secret's file names are compared
 //! with what `master certs` writes.
 //!
 //! Nothing here needs a network, Docker or kubectl.
 
+use bank_app::systems::cluster::{ClusterFile, NodeAddress};
 use serde::Deserialize;
 use serde_yaml_ng::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -306,26 +308,17 @@ fn secret_items(pod: &Value) -> BTreeSet<String> {
         .collect()
 }
 
-/// The parsed cluster file: its name, and each node's id and address.
-fn cluster_file(text: &str) -> (String, BTreeMap<u64, String>) {
-    let mut name = None;
-    let mut nodes = BTreeMap::new();
-    for line in text.lines() {
-        let line = line.split('#').next().unwrap_or("");
-        match line.split_whitespace().collect::<Vec<_>>()[..] {
-            [] => {}
-            ["cluster", cluster] => name = Some(cluster.to_string()),
-            ["node", id, address] => {
-                let id: u64 = id.parse().unwrap_or_else(|_| panic!("node id {id:?}"));
-                assert!(
-                    nodes.insert(id, address.to_string()).is_none(),
-                    "node {id} is named twice in cluster.txt"
-                );
-            }
-            _ => panic!("cluster.txt: not an entry: {line:?}"),
-        }
-    }
-    (name.expect("cluster.txt names its cluster"), nodes)
+/// The ConfigMap's cluster file as the master reads it (`ClusterFile::parse`, the
+/// parser of `--cluster`): its name, and each node's id and address.
+fn cluster_file(text: &str) -> (String, BTreeMap<u64, NodeAddress>) {
+    let file = ClusterFile::parse(text)
+        .unwrap_or_else(|error| panic!("the master refuses cluster.txt: {error:#}"));
+    let nodes = file
+        .nodes
+        .into_iter()
+        .map(|(id, entry)| (u64::from(id.0), entry.address))
+        .collect();
+    (file.name, nodes)
 }
 
 /// Runs the built `master` with `args`, and returns what it printed.
@@ -570,14 +563,21 @@ fn the_cluster_file_names_every_pod_by_its_ordinal_and_the_script_uses_them() {
         "cluster.txt names the pods' ordinals, each once"
     );
     for (id, address) in &nodes {
-        // <pod>.<service>, or the same with the namespace's domain after it.
-        let (host, address_port) = address.rsplit_once(':').expect("HOST:PORT");
+        // <pod>.<service>, or the same with the namespace's domain after it: a pod's
+        // address changes when it is made anew, its name does not.
+        let NodeAddress::Name {
+            host,
+            port: address_port,
+        } = address
+        else {
+            panic!("node {id} is named by its address, {address}, not by its pod's name");
+        };
         let pod = format!("{set_name}-{id}.{service}");
         assert!(
-            host == pod || host.starts_with(&format!("{pod}.")),
+            *host == pod || host.starts_with(&format!("{pod}.")),
             "node {id} is {pod}, not {host}"
         );
-        assert_eq!(address_port.parse::<u64>().ok(), Some(port), "{address}");
+        assert_eq!(u64::from(*address_port), port, "{address}");
     }
 
     let script = text(&map["data"]["script.txt"], "script.txt");
