@@ -271,6 +271,16 @@ impl<W: Write> Master<W> {
         .map(|()| Flow::Continue)
     }
 
+    /// Sends node `node` a message that it answers at once, doing nothing else, and
+    /// waits for the answer: the bare round trip master -> node -> master that every
+    /// command costs at least, for measuring the bank against it. Prints nothing and
+    /// changes nothing.
+    pub fn round_trip(&mut self, node: NodeId) -> Result<(), Refusal> {
+        self.check_node(node)?;
+        self.ask_node(node, ToNode::Settle, |c| matches!(c, ToMaster::Settled))?;
+        Ok(())
+    }
+
     /// Tells every role to stop, waits for them, and removes what the run created;
     /// says what it could not remove.
     pub fn shutdown(&mut self) -> Result<(), String> {

@@ -6,13 +6,22 @@
 //! this process over its own endpoint (real FIFOs and loopback sockets on pipe and
 //! tcp). The initiator goes round the ring.
 //!
+//! Beside them, idle: `snapshot_latency/mem/complete/{16,64,128,256}`, complete
+//! graphs on mem (every node linked both ways to every other: a snapshot sends a
+//! marker on each of the `nodes × (nodes − 1)` channels), and
+//! `snapshot_latency/tcp-tls/16`, the ring of `tcp/16` over mutual TLS 1.3
+//! (`snapshot_benches::GraphCluster`).
+//!
 //! ```text
 //! cargo bench -p snapshot-benches --bench snapshot_latency
 //! ```
 
 use criterion::{BenchmarkId, Criterion, SamplingMode, criterion_group, criterion_main};
-use snapshot_benches::{LATENCY_LOADS, latency_sizes};
+use snapshot_benches::{
+    COMPLETE_SIZES, GraphCluster, GraphMedium, LATENCY_LOADS, TLS_RING, latency_sizes,
+};
 use snapshot_core::NodeId;
+use snapshot_core::topology::Topology as Graph;
 use snapshot_harness::{Cluster, Medium, Topology, TransportKind, check};
 use std::time::Duration;
 
@@ -49,6 +58,39 @@ fn latency(c: &mut Criterion) {
                 cluster.stop().expect("the nodes stop cleanly");
             }
         }
+    }
+    // Beside the rings: complete graphs on mem, idle, and the tcp ring over TLS.
+    let graphs = COMPLETE_SIZES
+        .iter()
+        .map(|&nodes| {
+            let graph = Graph::complete((1..=nodes).map(NodeId));
+            (GraphMedium::Mem, format!("complete/{nodes}"), nodes, graph)
+        })
+        .chain(std::iter::once((
+            GraphMedium::TcpTls,
+            TLS_RING.to_string(),
+            TLS_RING,
+            Topology::Ring(TLS_RING).graph(),
+        )));
+    for (medium, name, nodes, graph) in graphs {
+        let id = BenchmarkId::new(format!("{}/{name}", medium.name()), "idle");
+        let mut cluster = GraphCluster::spawn(medium, graph).expect("the cluster starts");
+        let mut initiator = 0;
+        group.bench_function(id, |b| {
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| {
+                        initiator = initiator % nodes + 1;
+                        let (took, global) = cluster
+                            .snapshot(NodeId(initiator))
+                            .expect("the snapshot completes");
+                        check(&global).expect("the snapshot is consistent");
+                        took
+                    })
+                    .sum()
+            })
+        });
+        cluster.stop().expect("the nodes stop cleanly");
     }
     group.finish();
 }
