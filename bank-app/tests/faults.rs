@@ -45,8 +45,11 @@
 //! faults per kind and transport, is `#[ignore]`d:
 //!
 //! ```sh
-//! cargo test -p bank-app --release --test faults -- --ignored --nocapture
+//! cargo test -p bank-app --release --test faults fault_campaign -- --ignored --nocapture
 //! ```
+//!
+//! and one fault of it is replayed with `FAULT="pipe ChildStopped 67"` and the test
+//! `replay`.
 //!
 //! **Limits.** Past the open-file limit (`ulimit -n`), the process transports end the
 //! run with a clear message and status 3, leaving nothing; mem, whose roles are
@@ -932,6 +935,38 @@ fn fault_campaign() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// One fault of the campaign again, named by `FAULT` as the campaign prints it:
+/// `TRANSPORT KIND SEED` (the phase follows from the seed; `pipe ChildKilled 0` if
+/// `FAULT` is not set), e.g.
+/// `FAULT="pipe ChildStopped 67" cargo test -p bank-app --release --test faults
+/// replay -- --ignored --nocapture`.
+#[test]
+#[ignore = "replays the fault named by FAULT"]
+fn replay() {
+    // Without FAULT: the campaign's first.
+    let named = std::env::var("FAULT").unwrap_or_else(|_| "pipe ChildKilled 0".to_string());
+    let words: Vec<&str> = named.split_whitespace().collect();
+    let [transport, kind, seed] = words[..] else {
+        panic!("FAULT={named:?}: not TRANSPORT KIND SEED");
+    };
+    let transport = PROCESS_TRANSPORTS
+        .into_iter()
+        .find(|&t| t == transport)
+        .unwrap_or_else(|| panic!("{transport}: not one of {PROCESS_TRANSPORTS:?}"));
+    let kind = KINDS
+        .into_iter()
+        .find(|k| format!("{k:?}") == kind)
+        .unwrap_or_else(|| panic!("{kind}: not one of {KINDS:?}"));
+    let seed: u64 = seed.parse().expect("a seed");
+    let fault = Fault {
+        transport,
+        kind,
+        phase: PHASES[(seed % 4) as usize],
+        seed,
+    };
+    eprintln!("{fault:?}: {:?}", inject(fault));
 }
 
 /// `master ARGS` under `ulimit -n LIMIT` (the shell's, which `exec`s it: the pid is
