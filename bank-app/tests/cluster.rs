@@ -19,6 +19,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use support::{collect, drain, master_command, run_script, wait_or_kill};
 
@@ -77,6 +78,9 @@ const NODE_PORT: u16 = 7000;
 struct Lab {
     /// The namespace of each host, when namespaces are used.
     namespaces: Vec<String>,
+    /// The host end of each namespace's link, removed first: removing a namespace
+    /// frees its links later, in the kernel's own time.
+    links: Vec<String>,
     bridge: Option<String>,
     /// Each node host's address.
     hosts: Vec<Ipv4Addr>,
@@ -138,11 +142,16 @@ impl Lab {
     fn namespaces(hosts: usize) -> Result<Lab, String> {
         clear_stale();
         let pid = std::process::id();
+        // Each lab of this process names its links anew (`snv<pid><tag>x<host>`, at
+        // most 15 bytes): the last lab's may linger while the kernel frees them.
+        static LABS: AtomicU32 = AtomicU32::new(0);
+        let tag = char::from(b'a' + (LABS.fetch_add(1, Ordering::Relaxed) % 26) as u8);
         let subnet = (pid % 250) as u8;
         let bridge = format!("snb{pid}");
         let master = Ipv4Addr::new(10, 231, subnet, 1);
         let mut lab = Lab {
             namespaces: Vec::new(),
+            links: Vec::new(),
             bridge: None,
             hosts: Vec::new(),
             master,
@@ -153,14 +162,15 @@ impl Lab {
         ip(&["link", "set", &bridge, "up"])?;
         for i in 1..=hosts {
             let ns = format!("snaprs{pid}n{i}");
-            let outside = format!("snv{pid}x{i}");
-            let inside = format!("snp{pid}x{i}");
+            let outside = format!("snv{pid}{tag}x{i}");
+            let inside = format!("snp{pid}{tag}x{i}");
             let address = Ipv4Addr::new(10, 231, subnet, 10 + i as u8);
             ip(&["netns", "add", &ns])?;
             lab.namespaces.push(ns.clone());
             ip(&[
                 "link", "add", &outside, "type", "veth", "peer", "name", &inside,
             ])?;
+            lab.links.push(outside.clone());
             ip(&["link", "set", &inside, "netns", &ns])?;
             ip(&["link", "set", &outside, "master", &bridge])?;
             ip(&["link", "set", &outside, "up"])?;
@@ -180,6 +190,7 @@ impl Lab {
     fn loopback(hosts: usize) -> Lab {
         Lab {
             namespaces: Vec::new(),
+            links: Vec::new(),
             bridge: None,
             hosts: (0..hosts)
                 .map(|i| Ipv4Addr::new(127, 0, 0, 2 + i as u8))
@@ -261,6 +272,10 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        // A veth goes with its peer, at once.
+        for link in &self.links {
+            let _ = ip(&["link", "del", link]);
+        }
         for ns in &self.namespaces {
             let _ = ip(&["netns", "del", ns]);
         }
