@@ -64,7 +64,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::live::{LiveRun, POLL, Target, poll_until};
+use support::live::{LiveRun, POLL, SYNC_LINE, Target, poll_until};
 use support::model::{Bank, Flaw};
 use support::procfs::{self, Proc};
 use support::{DEADLINE, TestRng};
@@ -93,10 +93,6 @@ const SHUTDOWN_NODES: u64 = 32;
 
 /// Snapshot rounds before the fault, in the mid-script phase.
 const ROUNDS: usize = 5;
-
-/// A line that node 1 cannot pay: the master answers `ERR_SEND` once it has handled
-/// every line before it.
-const SYNC_LINE: &str = "Send 1 2 18446744073709551615";
 
 /// A script, fed to the model of the bank as it is written: every line is one the
 /// model accepts, and the model says what the master prints.

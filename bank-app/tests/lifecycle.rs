@@ -14,322 +14,26 @@
 mod support;
 
 use rustix::process::{Pid, Signal, kill_process};
-use std::collections::BTreeSet;
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, ChildStdin, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::thread;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
-use support::procfs::{self, ESTABLISHED, LISTEN, Proc};
+use support::live::{LEFT_BEHIND_GRACE, LiveRun, poll_until};
+use support::procfs;
 use support::{DEADLINE, master_command};
 
 /// The transports whose roles are processes of their own.
 const PROCESS_TRANSPORTS: [&str; 2] = ["pipe", "tcp"];
 
-/// How long after the master's exit nothing of the run may be left.
-const LEFT_BEHIND_GRACE: Duration = Duration::from_secs(2);
-
 /// How long a master has to notice that a node died, say so, and exit.
 const NODE_DEATH_DEADLINE: Duration = Duration::from_secs(5);
-
-/// A line that the master answers with `ERR_SEND` once it has handled every line
-/// before it: node 1 never holds this much.
-const SYNC_LINE: &str = "Send 1 2 18446744073709551615\n";
-
-/// How often the tests look at `/proc` while they wait for something.
-const POLL: Duration = Duration::from_millis(10);
 
 /// Start of every test: a master, its observer and two nodes, one transfer on its way.
 const OPENING: &str = "StartMaster\nCreateNode 1 100\nCreateNode 2 100\nSend 1 2 10\n";
 
-/// Polls `condition` every [`POLL`] until it holds or `deadline` passes; says whether
-/// it held.
-fn poll_until(deadline: Instant, mut condition: impl FnMut() -> bool) -> bool {
-    loop {
-        if condition() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        thread::sleep(POLL);
-    }
-}
-
-/// One run of `master`, with its script on a pipe, watched through `/proc`.
-struct LiveRun {
-    what: String,
-    transport: &'static str,
-    master: Child,
-    pid: i32,
-    /// The run's `TMPDIR`, where pipe runs keep their FIFOs.
-    tmp: tempfile::TempDir,
-    stdin: Option<ChildStdin>,
-    /// The master's stdout, a line at a time.
-    lines: mpsc::Receiver<String>,
-    /// Every line of stdout read so far.
-    stdout: String,
-    /// The master's stderr, a line at a time.
-    err_lines: mpsc::Receiver<String>,
-    /// Every line of stderr read so far.
-    stderr: String,
-    /// Every process of the run seen so far.
-    seen: BTreeSet<i32>,
-    /// Every port a process of the run was seen listening on, the master's included.
-    ports: BTreeSet<u16>,
-    /// When the master was seen to exit (it is reaped then).
-    exited: Option<Instant>,
-}
-
-impl LiveRun {
-    fn start(transport: &'static str, seed: u64) -> LiveRun {
-        LiveRun::start_with(transport, seed, &[])
-    }
-
-    /// Like [`start`](Self::start), with `more` arguments.
-    fn start_with(transport: &'static str, seed: u64, more: &[&str]) -> LiveRun {
-        let seed = seed.to_string();
-        let mut args = vec!["--transport", transport, "--seed", &seed];
-        args.extend_from_slice(more);
-        let what = format!("master {}", args.join(" "));
-        let tmp = tempfile::tempdir().expect("a temporary directory");
-        let mut master = master_command(&args)
-            .env("TMPDIR", tmp.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
-        let pid = i32::try_from(master.id()).expect("a pid fits an i32");
-        let lines = support::lines(master.stdout.take().expect("stdout is piped"));
-        let err_lines = support::lines(master.stderr.take().expect("stderr is piped"));
-        LiveRun {
-            what,
-            transport,
-            stdin: master.stdin.take(),
-            master,
-            pid,
-            tmp,
-            lines,
-            stdout: String::new(),
-            err_lines,
-            stderr: String::new(),
-            seen: BTreeSet::new(),
-            ports: BTreeSet::new(),
-            exited: None,
-        }
-    }
-
-    /// Writes `text` to the master's standard input.
-    fn feed(&mut self, text: &str) {
-        support::feed(self.stdin.as_mut(), text, &self.what);
-    }
-
-    /// Closes the master's standard input: the end of the script.
-    fn close_input(&mut self) {
-        self.stdin = None;
-    }
-
-    /// Waits until the master has handled every line fed so far.
-    fn sync(&mut self) {
-        self.feed(SYNC_LINE);
-        let line = self.lines.recv_timeout(DEADLINE).unwrap_or_else(|e| {
-            panic!(
-                "{}: no ERR_SEND within {DEADLINE:?} ({e}); stdout so far:\n{}",
-                self.what, self.stdout
-            )
-        });
-        self.stdout.push_str(&line);
-        self.stdout.push('\n');
-        assert_eq!(line, "ERR_SEND", "{}: unexpected stdout line", self.what);
-    }
-
-    /// Waits until the master has handled every line fed so far, before any node
-    /// exists: a `Receive` from an unknown node is rejected on stderr.
-    fn sync_rejected(&mut self) {
-        self.feed("Receive 4294967295\n");
-        let line = self.err_lines.recv_timeout(DEADLINE).unwrap_or_else(|e| {
-            panic!(
-                "{}: no rejection within {DEADLINE:?} ({e}); stderr so far:\n{}",
-                self.what, self.stderr
-            )
-        });
-        self.stderr.push_str(&line);
-        self.stderr.push('\n');
-        assert!(
-            line.ends_with("unknown node 4294967295"),
-            "{}: unexpected stderr line {line:?}",
-            self.what
-        );
-    }
-
-    /// The processes of the run alive now, zombies aside; remembers them.
-    fn alive(&mut self) -> Vec<Proc> {
-        let mut alive = procfs::run_processes(self.pid, self.exited.is_some());
-        alive.retain(|p| !p.exited());
-        self.seen.extend(alive.iter().map(|p| p.pid));
-        alive
-    }
-
-    /// Records the run's processes and listening ports once the observer and the
-    /// `nodes` nodes are all up (for a transport with processes).
-    fn survey(&mut self, nodes: usize) {
-        let expected = if PROCESS_TRANSPORTS.contains(&self.transport) {
-            nodes + 1
-        } else {
-            0
-        };
-        let tcp = self.transport == "tcp";
-        let mut found = Vec::new();
-        let complete = poll_until(Instant::now() + DEADLINE, || {
-            found = self.alive();
-            found.len() == expected
-                && (!tcp
-                    || found
-                        .iter()
-                        .all(|p| !procfs::listening_ports(p.pid).is_empty()))
-        });
-        assert!(
-            complete,
-            "{}: expected {expected} processes of the run, found {found:#?}",
-            self.what
-        );
-        for pid in found.iter().map(|p| p.pid).chain([self.pid]) {
-            self.ports.extend(procfs::listening_ports(pid));
-        }
-        if tcp {
-            assert!(
-                self.ports.len() > expected,
-                "{}: the master and each process listen: {:?}",
-                self.what,
-                self.ports
-            );
-        }
-    }
-
-    /// The pid of node `id`'s process.
-    fn node_pid(&mut self, id: u32) -> i32 {
-        let id = id.to_string();
-        let alive = self.alive();
-        alive
-            .iter()
-            .find(|p| p.arg("--id") == Some(&id))
-            .unwrap_or_else(|| panic!("{}: no process for node {id} in {alive:#?}", self.what))
-            .pid
-    }
-
-    fn signal_master(&self, signal: Signal) {
-        // The master, our own child, not reaped yet.
-        let sent = kill(self.pid, signal);
-        assert_eq!(sent, Ok(()), "{}: cannot signal the master", self.what);
-    }
-
-    /// Waits for the master to exit, at most `deadline`; fails past it.
-    fn wait(&mut self, deadline: Duration) -> ExitStatus {
-        let status = support::wait_or_kill(&mut self.master, deadline, &self.what);
-        self.exited = Some(Instant::now());
-        status
-    }
-
-    /// Reads what is left of stdout and all of stderr, once the master has exited.
-    fn output(&mut self) -> (String, String) {
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
-            self.stdout.push_str(&line);
-            self.stdout.push('\n');
-        }
-        loop {
-            match self.err_lines.recv_timeout(Duration::from_secs(5)) {
-                Ok(line) => {
-                    self.stderr.push_str(&line);
-                    self.stderr.push('\n');
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                // Something the master started outlived it with its stderr.
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    panic!("{}: stderr still open after the master exited", self.what)
-                }
-            }
-        }
-        (self.stdout.clone(), self.stderr.clone())
-    }
-
-    /// What is left of the run now: live processes, sockets, files in its `TMPDIR`.
-    fn leftovers(&mut self) -> Vec<String> {
-        let mut left = Vec::new();
-        for p in self.alive() {
-            left.push(format!("process {} ({}) {:?}", p.pid, p.state, p.args));
-        }
-        let sockets: Vec<_> = procfs::tcp_sockets()
-            .into_iter()
-            .filter(|s| {
-                matches!(s.state, LISTEN | ESTABLISHED)
-                    && (self.ports.contains(&s.local_port) || self.ports.contains(&s.remote_port))
-            })
-            .collect();
-        if !sockets.is_empty() {
-            // A port the run used may have been taken since by a process of another
-            // test: only a socket held by the run, or by nobody, is the run's.
-            let owners = procfs::socket_owners();
-            for socket in sockets {
-                let owner = owners.get(&socket.inode).copied();
-                let strange = owner.is_some_and(|pid| {
-                    !self.seen.contains(&pid)
-                        && pid != self.pid
-                        && procfs::process(pid).is_some_and(|p| !p.exited())
-                });
-                if !strange {
-                    left.push(format!("socket {socket:?} held by {owner:?}"));
-                }
-            }
-        }
-        match std::fs::read_dir(self.tmp.path()) {
-            Ok(entries) => {
-                for entry in entries.flatten() {
-                    left.push(format!("file {}", entry.path().display()));
-                }
-            }
-            Err(e) => left.push(format!("cannot read {}: {e}", self.tmp.path().display())),
-        }
-        left
-    }
-
-    /// Asserts that nothing of the run is left [`LEFT_BEHIND_GRACE`] after the
-    /// master's exit.
-    fn assert_nothing_left(&mut self) {
-        let exited = self.exited.expect("the master has exited");
-        let mut left = Vec::new();
-        let clean = poll_until(exited + LEFT_BEHIND_GRACE, || {
-            left = self.leftovers();
-            left.is_empty()
-        });
-        assert!(
-            clean,
-            "{}: left behind {LEFT_BEHIND_GRACE:?} after the master exited:\n{}",
-            self.what,
-            left.join("\n")
-        );
-    }
-}
-
-impl Drop for LiveRun {
-    fn drop(&mut self) {
-        self.stdin = None;
-        if self.exited.is_none() {
-            let _ = self.master.kill();
-            let _ = self.master.wait();
-        }
-        for p in self.alive() {
-            // A live process whose command line carries this run's id (or the
-            // master's child): nobody else's.
-            let _ = kill(p.pid, Signal::KILL);
-        }
-    }
-}
-
 /// Starts a run with [`OPENING`] and waits until it is all up.
 fn opened(transport: &'static str, seed: u64) -> LiveRun {
-    let mut run = LiveRun::start(transport, seed);
+    let mut run = LiveRun::start(transport, seed, &[]);
     run.feed(OPENING);
     run.sync();
     run.survey(2);
@@ -429,18 +133,6 @@ impl LiveRun {
         let killed = kill(pid, Signal::KILL);
         assert_eq!(killed, Ok(()), "{}: cannot kill node {id}", self.what);
         Instant::now()
-    }
-
-    /// Feeds `text`, if there is any, to a master that may have gone already (a broken
-    /// pipe is fine).
-    fn feed_if_open(&mut self, text: &str) {
-        if let Some(stdin) = self.stdin.as_mut()
-            && !text.is_empty()
-        {
-            let _ = stdin
-                .write_all(text.as_bytes())
-                .and_then(|()| stdin.flush());
-        }
     }
 
     /// After node `victim` was killed at `killed`: the master must exit with status 3
@@ -562,7 +254,7 @@ fn roles_killed_by_the_end_of_a_failed_run_are_not_blamed() {
     });
     assert!(bystander_dead, "{}: node 2 was not killed", run.what);
     assert!(
-        matches!(run.master.try_wait(), Ok(None)),
+        run.has_exited().is_none(),
         "{}: the master exited before the test could speak to it: removing \
          {BALLAST} files was too quick to widen the window",
         run.what
@@ -591,7 +283,7 @@ fn killed(mut run: LiveRun) {
 #[test]
 fn sigkill_to_the_master_before_any_node_leaves_nothing_behind() {
     for transport in PROCESS_TRANSPORTS {
-        let mut run = LiveRun::start(transport, 6);
+        let mut run = LiveRun::start(transport, 6, &[]);
         run.feed("StartMaster\n");
         run.sync_rejected();
         run.survey(0);
@@ -606,7 +298,7 @@ fn sigkill_to_the_master_while_nodes_start_leaves_nothing_behind() {
     let creates: String = (1..=8).map(|id| format!("CreateNode {id} 10\n")).collect();
     for transport in PROCESS_TRANSPORTS {
         for first in ["1", "3"] {
-            let mut run = LiveRun::start(transport, 7);
+            let mut run = LiveRun::start(transport, 7, &[]);
             run.feed(&format!("StartMaster\n{creates}"));
             let started = poll_until(Instant::now() + DEADLINE, || {
                 run.alive().iter().any(|p| p.arg("--id") == Some(first))
@@ -730,7 +422,7 @@ fn names_observer(text: &str) -> bool {
 /// Node 2 is stopped (SIGSTOP) once the run is up, then `more` is fed: the master,
 /// answered by nobody within its 2 s, must name node 2, and nobody else.
 fn node_2_stopped(transport: &'static str, opening: &str, more: impl FnOnce(&mut LiveRun)) {
-    let mut run = LiveRun::start_with(transport, 8, &["--ack-timeout", "2"]);
+    let mut run = LiveRun::start(transport, 8, &["--ack-timeout", "2"]);
     run.feed(opening);
     run.sync();
     run.survey(2);
@@ -766,7 +458,7 @@ fn a_stopped_node_is_named_not_the_node_blocked_behind_it() {
         node_2_stopped(transport, RICH, |run| {
             // Until the master stops reading (it has failed and gone), or far more
             // than any channel holds.
-            let mut stdin = run.stdin.take().expect("stdin is open");
+            let mut stdin = run.take_input().expect("stdin is open");
             let block = "Send 1 2 1\n".repeat(1000);
             for _ in 0..2000 {
                 if stdin.write_all(block.as_bytes()).is_err() {

@@ -23,6 +23,10 @@ use std::time::{Duration, Instant};
 /// How long after the master's exit nothing of the run may be left.
 pub const LEFT_BEHIND_GRACE: Duration = Duration::from_secs(2);
 
+/// A line that node 1 cannot pay (nodes 1 and 2 exist): the master answers
+/// `ERR_SEND` once it has handled every line before it.
+pub const SYNC_LINE: &str = "Send 1 2 18446744073709551615";
+
 /// How often a [`LiveRun`] looks at `/proc` while it waits for something.
 pub const POLL: Duration = Duration::from_millis(5);
 
@@ -184,6 +188,45 @@ impl LiveRun {
         }
     }
 
+    /// Waits until the master has handled every line fed so far, once nodes 1 and 2
+    /// exist: node 1 cannot pay [`SYNC_LINE`], and the master says so on stdout.
+    pub fn sync(&mut self) {
+        self.feed(&format!("{SYNC_LINE}\n"));
+        let line = self.lines.recv_timeout(DEADLINE).unwrap_or_else(|e| {
+            panic!(
+                "{}: no ERR_SEND within {DEADLINE:?} ({e}); stdout so far:\n{}",
+                self.what, self.stdout
+            )
+        });
+        self.stdout.push_str(&line);
+        self.stdout.push('\n');
+        assert_eq!(line, "ERR_SEND", "{}: unexpected stdout line", self.what);
+    }
+
+    /// Waits until the master has handled every line fed so far, before any node
+    /// exists: a `Receive` from an unknown node is rejected on stderr.
+    pub fn sync_rejected(&mut self) {
+        self.feed("Receive 4294967295\n");
+        let line = self.err_lines.recv_timeout(DEADLINE).unwrap_or_else(|e| {
+            panic!(
+                "{}: no rejection within {DEADLINE:?} ({e}); stderr so far:\n{}",
+                self.what, self.stderr
+            )
+        });
+        self.stderr.push_str(&line);
+        self.stderr.push('\n');
+        assert!(
+            line.ends_with("unknown node 4294967295"),
+            "{}: unexpected stderr line {line:?}",
+            self.what
+        );
+    }
+
+    /// Takes the master's standard input, to write to it by hand.
+    pub fn take_input(&mut self) -> Option<ChildStdin> {
+        self.stdin.take()
+    }
+
     /// Writes `text` to the master's standard input, which must be open.
     pub fn feed(&mut self, text: &str) {
         super::feed(self.stdin.as_mut(), text, &self.what);
@@ -287,9 +330,14 @@ impl LiveRun {
     }
 
     /// Waits until the observer and `nodes` nodes are all up (and, over TCP, listening),
-    /// and records the ports they listen on.
+    /// and records the ports they listen on; on mem, records the master's.
     pub fn survey(&mut self, nodes: usize) {
-        let expected = nodes + 1;
+        // On mem, the roles are threads of the master: no process of their own.
+        let expected = if self.transport == "mem" {
+            0
+        } else {
+            nodes + 1
+        };
         let tcp = self.transport == "tcp";
         let mut found = Vec::new();
         let complete = poll_until(Instant::now() + DEADLINE, || {
@@ -314,6 +362,13 @@ impl LiveRun {
         let pids: Vec<i32> = self.alive().iter().map(|p| p.pid).collect();
         let listening = listening_ports(pids.into_iter().chain([self.pid]));
         self.ports.extend(listening.into_values().flatten());
+    }
+
+    /// The pid of node `id`'s process, which must be alive.
+    pub fn node_pid(&mut self, id: u32) -> i32 {
+        self.find(Target::Node(id))
+            .unwrap_or_else(|| panic!("{}: no process for node {id}", self.what))
+            .pid
     }
 
     /// Sends `signal` to `process`, a process of this run, if it is still alive and
