@@ -40,17 +40,7 @@ impl Auth<'_> {
     /// `node-3`).
     fn args(&self, who: &str) -> Vec<String> {
         match self {
-            Auth::Tls(dir) => {
-                let file = |name: String| dir.join(name).display().to_string();
-                vec![
-                    "--ca".to_string(),
-                    file("ca.pem".to_string()),
-                    "--cert".to_string(),
-                    file(format!("{who}.pem")),
-                    "--key-file".to_string(),
-                    file(format!("{who}-key.pem")),
-                ]
-            }
+            Auth::Tls(dir) => support::identity_args(dir, who),
             Auth::Key => vec!["--auth".to_string(), "key".to_string()],
         }
     }
@@ -58,15 +48,7 @@ impl Auth<'_> {
 
 /// Writes the certificates of `CLUSTER` for `ids` into `dir` with `master certs`.
 fn make_certs(dir: &Path, ids: &[u32]) -> PathBuf {
-    let nodes = ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
-    let args = ["certs", "--cluster", CLUSTER, "--nodes", &nodes, "--out"];
-    let mut command = master_command(&args);
-    let status = command
-        .arg(dir)
-        .stdout(Stdio::null())
-        .status()
-        .expect("run master certs");
-    assert!(status.success(), "master certs: {status}");
+    support::make_certs(dir, CLUSTER, ids);
     dir.to_path_buf()
 }
 

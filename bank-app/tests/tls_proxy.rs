@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use support::model::{Bank, Flaw};
-use support::{collect, drain, feed, lines, master_command, procfs, wait_or_kill};
+use support::{collect, drain, feed, identity_args, lines, master_command, procfs, wait_or_kill};
 
 const CLUSTER: &str = "lab";
 const SEED: u64 = 5;
@@ -315,30 +315,6 @@ impl Drop for Nodes {
     }
 }
 
-/// Writes the certificates of `CLUSTER` for `NODES` into `dir` with `master certs`.
-fn make_certs(dir: &Path) {
-    let nodes = NODES.map(|id| id.to_string()).join(",");
-    let args = ["certs", "--cluster", CLUSTER, "--nodes", &nodes, "--out"];
-    let status = master_command(&args)
-        .arg(dir)
-        .stdout(Stdio::null())
-        .status()
-        .expect("run master certs");
-    assert!(status.success(), "master certs: {status}");
-}
-
-fn identity_args(dir: &Path, who: &str) -> Vec<String> {
-    let file = |name: String| dir.join(name).display().to_string();
-    vec![
-        "--ca".to_string(),
-        file("ca.pem".to_string()),
-        "--cert".to_string(),
-        file(format!("{who}.pem")),
-        "--key-file".to_string(),
-        file(format!("{who}-key.pem")),
-    ]
-}
-
 /// Starts node `id` on 127.0.0.1, on a port of the system's choice, and returns it
 /// once it listens, with its address (from its log line `waiting for the master`).
 fn start_node(certs: &Path, id: u32) -> (u32, Child, SocketAddr) {
@@ -395,7 +371,7 @@ struct Outcome {
 /// 2 the others reach through the proxy.
 fn run_through_proxy(flip: bool) -> Outcome {
     let certs = tempfile::tempdir().expect("a temporary directory");
-    make_certs(certs.path());
+    support::make_certs(certs.path(), CLUSTER, &NODES);
     let mut nodes = Nodes(
         NODES
             .iter()

@@ -115,6 +115,33 @@ impl Run {
     }
 }
 
+/// Writes, with `master certs`, the certificates of cluster `cluster` for nodes `ids`
+/// into `dir`.
+pub fn make_certs(dir: &Path, cluster: &str, ids: &[u32]) {
+    let nodes = ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    let args = ["certs", "--cluster", cluster, "--nodes", &nodes, "--out"];
+    let status = master_command(&args)
+        .arg(dir)
+        .stdout(Stdio::null())
+        .status()
+        .expect("run master certs");
+    assert!(status.success(), "master certs: {status}");
+}
+
+/// `--ca`, `--cert` and `--key-file` for the endpoint whose files in `dir`, made by
+/// [`make_certs`], are named `who` (`master`, `node-3`).
+pub fn identity_args(dir: &Path, who: &str) -> Vec<String> {
+    let file = |name: String| dir.join(name).display().to_string();
+    vec![
+        "--ca".to_string(),
+        file("ca.pem".to_string()),
+        "--cert".to_string(),
+        file(format!("{who}.pem")),
+        "--key-file".to_string(),
+        file(format!("{who}-key.pem")),
+    ]
+}
+
 /// The `master` binary under test, with logs off whatever the environment says.
 pub fn master_command(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_master"));
