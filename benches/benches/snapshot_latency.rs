@@ -16,7 +16,10 @@
 //! cargo bench -p snapshot-benches --bench snapshot_latency
 //! ```
 
-use criterion::{BenchmarkId, Criterion, SamplingMode, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{
+    BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, criterion_group, criterion_main,
+};
 use snapshot_benches::{
     COMPLETE_SIZES, GraphCluster, GraphMedium, LATENCY_LOADS, TLS_RING, latency_sizes,
 };
@@ -40,20 +43,10 @@ fn latency(c: &mut Criterion) {
                 let mut cluster = Cluster::spawn(medium, Topology::Ring(nodes), |_| work)
                     .expect("the cluster starts");
                 cluster.start().expect("the nodes start");
-                let mut initiator = 0;
-                group.bench_function(id, |b| {
-                    b.iter_custom(|iters| {
-                        (0..iters)
-                            .map(|_| {
-                                initiator = initiator % nodes + 1;
-                                let (took, global) = cluster
-                                    .snapshot(NodeId(initiator))
-                                    .expect("the snapshot completes");
-                                check(&global).expect("the snapshot is consistent");
-                                took
-                            })
-                            .sum()
-                    })
+                each_initiator(&mut group, id, nodes, |node| {
+                    let (took, global) = cluster.snapshot(node).expect("the snapshot completes");
+                    check(&global).expect("the snapshot is consistent");
+                    took
                 });
                 cluster.stop().expect("the nodes stop cleanly");
             }
@@ -75,24 +68,35 @@ fn latency(c: &mut Criterion) {
     for (medium, name, nodes, graph) in graphs {
         let id = BenchmarkId::new(format!("{}/{name}", medium.name()), "idle");
         let mut cluster = GraphCluster::spawn(medium, graph).expect("the cluster starts");
-        let mut initiator = 0;
-        group.bench_function(id, |b| {
-            b.iter_custom(|iters| {
-                (0..iters)
-                    .map(|_| {
-                        initiator = initiator % nodes + 1;
-                        let (took, global) = cluster
-                            .snapshot(NodeId(initiator))
-                            .expect("the snapshot completes");
-                        check(&global).expect("the snapshot is consistent");
-                        took
-                    })
-                    .sum()
-            })
+        each_initiator(&mut group, id, nodes, |node| {
+            let (took, global) = cluster.snapshot(node).expect("the snapshot completes");
+            check(&global).expect("the snapshot is consistent");
+            took
         });
         cluster.stop().expect("the nodes stop cleanly");
     }
     group.finish();
+}
+
+/// Benchmarks `snapshot` as row `id`, the initiator going round nodes 1 to `nodes`;
+/// `snapshot` returns how long the snapshot took.
+fn each_initiator(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    id: BenchmarkId,
+    nodes: u32,
+    mut snapshot: impl FnMut(NodeId) -> Duration,
+) {
+    let mut initiator = 0;
+    group.bench_function(id, |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| {
+                    initiator = initiator % nodes + 1;
+                    snapshot(NodeId(initiator))
+                })
+                .sum()
+        })
+    });
 }
 
 criterion_group!(benches, latency);
