@@ -503,13 +503,17 @@ impl Opener {
 /// [`TcpTransport`](crate::TcpTransport)'s sockets: a non-blocking [`Read`] of the
 /// plaintext.
 ///
-/// A read fills the buffer it is given, or reads the socket until it would block: a
-/// short read means that the socket, and what rustls holds, are empty for now, so the
-/// next bytes raise a new readiness event. (Only the end, or an error, can wait
-/// behind a short read: then [`pending`](Self::pending) says so.)
+/// A read fills the buffer it is given, or reads the socket until a read of it comes
+/// back short (or would block): a short read means that the socket, and what rustls
+/// holds, are empty for now, so the next bytes raise a new readiness event, as they do
+/// for a plain connection. (Only the end, or an error, can wait behind a short read:
+/// then [`pending`](Self::pending) says so.)
 pub(crate) struct TlsReader {
     socket: mio::net::TcpStream,
     opener: Opener,
+    /// This read has found the socket empty (a read of it came back short): the next
+    /// read of it waits for the next call, which a readiness event brings.
+    drained: bool,
     /// The TLS stream has ended: the next read says so.
     ended: bool,
     /// What ended the stream, kept while the plaintext before it is handed out.
@@ -528,6 +532,7 @@ impl TlsReader {
         TlsReader {
             socket,
             opener: Opener::new(connection, local, peer),
+            drained: false,
             ended: false,
             failed: None,
         }
@@ -554,9 +559,19 @@ impl TlsReader {
     /// socket has nothing now (or has ended and rustls knows).
     fn feed(&mut self) -> io::Result<bool> {
         if self.opener.wants_bytes() {
+            if self.drained {
+                return Ok(false);
+            }
             loop {
-                match self.socket.read(self.opener.space()) {
-                    Ok(n) => self.opener.received(n),
+                let space = self.opener.space();
+                let room = space.len();
+                match self.socket.read(space) {
+                    Ok(n) => {
+                        // A short read has emptied the socket: another now would
+                        // only find that it would block.
+                        self.drained = n > 0 && n < room;
+                        self.opener.received(n);
+                    }
                     Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
                     Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                     Err(error) => return Err(error),
@@ -575,6 +590,7 @@ impl Read for TlsReader {
         if let Some(error) = self.failed.take() {
             return Err(error);
         }
+        self.drained = false;
         let mut filled = 0;
         while filled < buf.len() {
             match self.opener.plaintext(&mut buf[filled..]) {
