@@ -785,19 +785,40 @@ pub fn frame_size<N: Network>(network: N) -> Result<(), Failure> {
     })
 }
 
-/// Check `hub`: 64 spokes connect to one hub (the endpoint `Endpoint::Role(0)`) and send it
-/// 4 frames each, all from one thread; the hub gets all 256, in order per spoke,
-/// and replies to each spoke, which gets its reply.
+/// Check `hub`: 64 spokes connect to one hub (the endpoint `Endpoint::Role(0)`),
+/// which connects to them all with one [`connect_all`](Transport::connect_all) (a
+/// spoke named twice in it, as connecting twice does nothing), and send it 4 frames
+/// each, all from one thread; the hub gets all 256, in order per spoke, and replies to
+/// each spoke, which gets its reply.
 pub fn hub<N: Network>(network: N) -> Result<(), Failure> {
     guarded("hub", network, |ctx, mut network| {
         let mut hub = endpoint(&ctx, &mut network, Endpoint::Role(0))?;
+        let (center, center_at) = (hub.local(), hub.address());
         let mut spokes = Vec::new();
         for i in 1..=SPOKES {
             let mut spoke = endpoint(&ctx, &mut network, node(i))?;
-            link(&ctx, &mut spoke, &mut hub)?;
+            let at = spoke.local();
+            spoke.connect(center, &center_at).map_err(|e| {
+                ctx.fail(format!(
+                    "{at} could not connect to {center} at {center_at:?}: {e:?}"
+                ))
+            })?;
             spokes.push(spoke);
         }
-        let center = hub.local();
+        let addresses: Vec<(Endpoint, String)> = spokes
+            .iter()
+            .map(|spoke| (spoke.local(), spoke.address()))
+            .chain(spokes.first().map(|spoke| (spoke.local(), spoke.address())))
+            .collect();
+        let peers: Vec<(Endpoint, &str)> = addresses
+            .iter()
+            .map(|(spoke, at)| (*spoke, at.as_str()))
+            .collect();
+        hub.connect_all(&peers).map_err(|e| {
+            ctx.fail(format!(
+                "{center} could not connect to its {SPOKES} spokes at once: {e:?}"
+            ))
+        })?;
         let driving = Worker::spawn(&ctx, "the spokes".to_string(), move || {
             let result = drive_spokes(&ctx, &mut spokes, center);
             drop(spokes);

@@ -149,6 +149,19 @@ pub trait Transport<F>: Send {
     /// contract above.
     fn connect(&mut self, peer: Endpoint, address: &str) -> Result<(), TransportError>;
 
+    /// Connects to each of `peers` (endpoint and address), as [`connect`](Self::connect)
+    /// does. A transport whose connections take a handshake may run them all at once
+    /// (tcp does), which this default, one `connect` after the other, does not.
+    ///
+    /// Fails with the error of the first peer, in the order given, that could not be
+    /// connected; those before it are connected, and those after it may be.
+    fn connect_all(&mut self, peers: &[(Endpoint, &str)]) -> Result<(), TransportError> {
+        for &(peer, address) in peers {
+            self.connect(peer, address)?;
+        }
+        Ok(())
+    }
+
     /// Queues `frame` for `to`. May wait while the medium holds as much for `to` as
     /// it will, taking in what arrives meanwhile.
     fn send(&mut self, to: Endpoint, frame: F) -> Result<(), TransportError>;
@@ -174,6 +187,9 @@ impl<F, T: Transport<F> + ?Sized> Transport<F> for Box<T> {
     }
     fn connect(&mut self, peer: Endpoint, address: &str) -> Result<(), TransportError> {
         (**self).connect(peer, address)
+    }
+    fn connect_all(&mut self, peers: &[(Endpoint, &str)]) -> Result<(), TransportError> {
+        (**self).connect_all(peers)
     }
     fn send(&mut self, to: Endpoint, frame: F) -> Result<(), TransportError> {
         (**self).send(to, frame)

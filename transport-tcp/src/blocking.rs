@@ -280,6 +280,26 @@ where
         Ok(())
     }
 
+    /// Connects to each of `peers` as [`connect`](Self::connect) does, their
+    /// connections and handshakes all at once: a node joining a cluster of N waits
+    /// about one handshake, not N. Fails with the error of the first peer, in the
+    /// order given, that could not be connected; the others are connected.
+    fn connect_all(&mut self, peers: &[(Endpoint, &str)]) -> Result<(), TransportError> {
+        let wanted: Vec<(Endpoint, &str)> = peers
+            .iter()
+            .copied()
+            .filter(|&(peer, _)| !self.reader.peers().has_departed(peer))
+            .collect();
+        let runtime = self.runtime.as_ref().ok_or(TransportError::Closed)?;
+        let opened = runtime.block_on(self.outbound.open_all(&wanted));
+        for &(peer, _) in &wanted {
+            if self.outbound.has_route(peer) {
+                self.reader.add_peer(peer);
+            }
+        }
+        opened
+    }
+
     /// Queues `frame` for `to`, which must have been [connected](Self::connect)
     /// ([`TransportError::UnknownEndpoint`] otherwise). Frames are written in batches:
     /// when the buffer for `to` is full, and on flush; a full writer queue makes it

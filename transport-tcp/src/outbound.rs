@@ -13,8 +13,10 @@ use snapshot_core::{Endpoint, TransportError};
 use std::collections::HashSet;
 use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
@@ -178,6 +180,96 @@ async fn tls_handshake(
     handshake::client(&mut stream, shared, peer, false).await?;
     let (_, session) = stream.into_inner();
     Ok(session)
+}
+
+/// A connection whose handshake is over, with its TLS session if it has one.
+struct Dialed {
+    stream: TcpStream,
+    tls: Option<Box<Sealer>>,
+    /// The same socket, for plain non-blocking writes.
+    direct: std::net::TcpStream,
+}
+
+/// Connects to `peer` at `address` and runs the handshake, within the hello timeout.
+async fn dial(shared: &Shared, peer: Endpoint, address: &str) -> Result<Dialed, TransportError> {
+    let local = shared.local;
+    let timeout = shared.hello_timeout;
+    let context = || format!("{local} connecting to {peer} at {address}");
+    let timed_out = || TransportError::Io {
+        context: context(),
+        source: io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no connection and handshake within {timeout:?}"),
+        ),
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut stream = tokio::time::timeout_at(deadline, TcpStream::connect(address))
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(io_error(context()))?;
+    stream.set_nodelay(true).map_err(io_error(context()))?;
+    let handshake = async {
+        let Some(tls) = &shared.tls else {
+            handshake::client(&mut stream, shared, peer, true).await?;
+            return Ok((stream, None));
+        };
+        // Boxed: a TLS handshake's state is large, and a plain endpoint's futures
+        // need not carry room for it.
+        let session = Box::pin(tls_handshake(&mut stream, shared, tls, peer)).await?;
+        Ok((stream, Some(Box::new(Sealer::new(session)))))
+    };
+    let (stream, tls) = tokio::time::timeout_at(deadline, handshake)
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(|error| match error {
+            HandshakeError::Io(source) => TransportError::Io {
+                context: context(),
+                source,
+            },
+            HandshakeError::Closed if shared.tls.is_some() => TransportError::Protocol(format!(
+                "{}: {error} (a server without TLS, another cluster, not {peer}, a \
+                         certificate it does not accept, or {local} is already connected \
+                         there)",
+                context()
+            )),
+            HandshakeError::Closed => TransportError::Protocol(format!(
+                "{}: {error} (another cluster or key, not {peer}, or {local} is already \
+                     connected there)",
+                context()
+            )),
+            other => TransportError::Protocol(format!("{}: {other}", context())),
+        })?;
+    let direct = duplicate(&stream).map_err(io_error(context()))?;
+    Ok(Dialed {
+        stream,
+        tls,
+        direct,
+    })
+}
+
+/// Runs `futures` at once, on the calling task, and gives their outputs in the order
+/// of `futures`.
+async fn join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(value) => *output = Some(value),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
 }
 
 /// Another handle on `stream`'s socket, for plain non-blocking writes.
@@ -409,57 +501,51 @@ impl Outbound {
         if self.has_route(peer) {
             return Ok(());
         }
-        let local = self.shared.local;
-        let timeout = self.shared.hello_timeout;
-        let context = || format!("{local} connecting to {peer} at {address}");
-        let timed_out = || TransportError::Io {
-            context: context(),
-            source: io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("no connection and handshake within {timeout:?}"),
-            ),
-        };
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut stream = tokio::time::timeout_at(deadline, TcpStream::connect(address))
-            .await
-            .map_err(|_| timed_out())?
-            .map_err(io_error(context()))?;
-        stream.set_nodelay(true).map_err(io_error(context()))?;
+        let dialed = dial(&self.shared, peer, address).await?;
+        self.install(peer, address, dialed);
+        Ok(())
+    }
+
+    /// Opens the connections to `peers` as [`open`](Self::open) does, their
+    /// handshakes all at once. Fails with the error of the first peer, in the order
+    /// given, whose connection failed; the others are open.
+    pub(crate) async fn open_all(
+        &mut self,
+        peers: &[(Endpoint, &str)],
+    ) -> Result<(), TransportError> {
+        let mut wanted: Vec<(Endpoint, &str)> = Vec::with_capacity(peers.len());
+        for &(peer, address) in peers {
+            if !self.has_route(peer) && !wanted.iter().any(|&(p, _)| p == peer) {
+                wanted.push((peer, address));
+            }
+        }
         let shared = &self.shared;
-        let handshake = async {
-            let Some(tls) = &shared.tls else {
-                handshake::client(&mut stream, shared, peer, true).await?;
-                return Ok((stream, None));
-            };
-            // Boxed: a TLS handshake's state is large, and a plain endpoint's futures
-            // need not carry room for it.
-            let session = Box::pin(tls_handshake(&mut stream, shared, tls, peer)).await?;
-            Ok((stream, Some(Box::new(Sealer::new(session)))))
-        };
-        let (stream, tls) = tokio::time::timeout_at(deadline, handshake)
-            .await
-            .map_err(|_| timed_out())?
-            .map_err(|error| match error {
-                HandshakeError::Io(source) => TransportError::Io {
-                    context: context(),
-                    source,
-                },
-                HandshakeError::Closed if shared.tls.is_some() => {
-                    TransportError::Protocol(format!(
-                        "{}: {error} (a server without TLS, another cluster, not {peer}, a \
-                         certificate it does not accept, or {local} is already connected \
-                         there)",
-                        context()
-                    ))
+        let dialed = join_all(
+            wanted
+                .iter()
+                .map(|&(peer, address)| dial(shared, peer, address)),
+        )
+        .await;
+        let mut failed = None;
+        for ((peer, address), dialed) in wanted.into_iter().zip(dialed) {
+            match dialed {
+                Ok(dialed) => self.install(peer, address, dialed),
+                Err(error) => {
+                    failed.get_or_insert(error);
                 }
-                HandshakeError::Closed => TransportError::Protocol(format!(
-                    "{}: {error} (another cluster or key, not {peer}, or {local} is already \
-                     connected there)",
-                    context()
-                )),
-                other => TransportError::Protocol(format!("{}: {other}", context())),
-            })?;
-        let direct = duplicate(&stream).map_err(io_error(context()))?;
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Makes the route to `peer` over the connection `dialed`, and starts its writer.
+    fn install(&mut self, peer: Endpoint, address: &str, dialed: Dialed) {
+        let Dialed {
+            stream,
+            tls,
+            direct,
+        } = dialed;
+        let local = self.shared.local;
         let pending = Arc::new(AtomicUsize::new(0));
         let (batches, queue) = mpsc::channel(QUEUE);
         let writer = tokio::spawn(connection::write_batches(
@@ -481,7 +567,6 @@ impl Outbound {
             },
         );
         tracing::debug!(%local, %peer, %address, "connected");
-        Ok(())
     }
 
     /// Marks the connection to `peer` broken, and leaves the news for

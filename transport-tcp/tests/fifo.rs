@@ -47,3 +47,48 @@ fn an_endpoint_can_talk_to_itself_and_connecting_twice_does_nothing() {
         assert_eq!(frame(&mut a), (node(1), n));
     }
 }
+
+/// `connect_all` opens every connection it can, all at once, and fails with the
+/// error of the first peer in its list that it could not reach: here node 3, whose
+/// address nobody listens on. Node 2, named twice, and node 4 are connected; node 3
+/// is not.
+#[test]
+fn connect_all_reports_the_first_peer_it_could_not_reach_and_connects_the_others() {
+    let mut a = endpoint::<u32>(node(1));
+    let mut b = endpoint::<u32>(node(2));
+    let mut d = endpoint::<u32>(node(4));
+    let nobody = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().to_string()
+    };
+    let (b_at, d_at) = (address(&b), address(&d));
+    let error = a
+        .connect_all(&[
+            (node(2), &b_at),
+            (node(3), &nobody),
+            (node(4), &d_at),
+            (node(2), &b_at),
+            (node(5), "not an address"),
+        ])
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("node 3") && message.contains(&nobody),
+        "the error names the first peer that failed: {message}"
+    );
+    assert!(matches!(
+        a.send(node(3), 0),
+        Err(TransportError::UnknownEndpoint(_))
+    ));
+    b.connect(node(1), &address(&a)).unwrap();
+    d.connect(node(1), &address(&a)).unwrap();
+    for n in 0..3 {
+        a.send(node(2), n).unwrap();
+        a.send(node(4), n + 10).unwrap();
+    }
+    a.flush().unwrap();
+    for n in 0..3 {
+        assert_eq!(frame(&mut b), (node(1), n));
+        assert_eq!(frame(&mut d), (node(1), n + 10));
+    }
+}
