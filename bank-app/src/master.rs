@@ -421,22 +421,31 @@ impl<W: Write> Master<W> {
                 ToNode::Connect(newcomer.clone()).into(),
             )?;
         }
+        // The observer connects to the newcomer while the peers do: their handshakes
+        // overlap. The observer sorts after every node: a silence is blamed on a node
+        // that has not answered, if there is one.
+        self.post(
+            OBSERVER,
+            ToObserver::AddNode {
+                peer: newcomer.clone(),
+                balance: amount,
+            }
+            .into(),
+        )?;
         let mut waiting: BTreeSet<Endpoint> =
             peers.iter().map(|p| Endpoint::Node(p.node)).collect();
+        waiting.insert(OBSERVER);
         while !waiting.is_empty() {
             let (who, answer) = self.await_any(&waiting, None)?;
-            if !matches!(answer, ToMaster::Joined) {
+            let fits = match who {
+                OBSERVER => matches!(answer, ToMaster::Added),
+                _ => matches!(answer, ToMaster::Joined),
+            };
+            if !fits {
                 return Err(protocol_error(who, &answer));
             }
             waiting.remove(&who);
         }
-        self.ask_observer(
-            ToObserver::AddNode {
-                peer: newcomer.clone(),
-                balance: amount,
-            },
-            |c| matches!(c, ToMaster::Added),
-        )?;
         self.nodes.insert(node, newcomer.address);
         self.queued.add_node(node);
         self.total = total;

@@ -200,11 +200,20 @@ impl Branch {
                 };
                 let engine = SnapshotEngine::with_epoch(self.node.id(), epoch);
                 self.node = Node::with_engine(engine, account);
-                if let Some(observer) = observer {
-                    t.connect(OBSERVER, &observer)?;
+                // The observer and every peer at once: over tcp their handshakes
+                // overlap.
+                let mut to_connect: Vec<(Endpoint, &str)> = Vec::with_capacity(peers.len() + 1);
+                if let Some(observer) = &observer {
+                    to_connect.push((OBSERVER, observer));
                 }
+                for peer in &peers {
+                    if let Some(address) = &peer.address {
+                        to_connect.push((Endpoint::Node(peer.node), address));
+                    }
+                }
+                t.connect_all(&to_connect)?;
                 for peer in peers {
-                    self.connect(t, peer)?;
+                    self.node.add_peer(peer.node).map_err(NodeError::from)?;
                 }
                 ToMaster::Joined
             }
