@@ -49,9 +49,13 @@ pub enum RoleError {
     #[error("the master has gone")]
     MasterGone,
     /// The connection from a peer node closed before the message this node waits for
-    /// arrived, which therefore never will.
-    #[error("{}'s connection closed while this node waited for its message", Endpoint::Node(*.0))]
-    PeerClosed(NodeId),
+    /// arrived, which therefore never will; with why, when the transport knows.
+    #[error(
+        "{}'s connection closed while this node waited for its message{}",
+        Endpoint::Node(*.0),
+        .1.as_ref().map(|cause| format!(": {cause}")).unwrap_or_default()
+    )]
+    PeerClosed(NodeId, Option<String>),
 }
 
 impl RoleError {
@@ -279,7 +283,8 @@ impl Branch {
                 break envelope;
             }
             if self.departed.contains(&from) {
-                return Err(RoleError::PeerClosed(from));
+                let cause = t.departure_cause(Endpoint::Node(from));
+                return Err(RoleError::PeerClosed(from, cause));
             }
             match self.next(t)? {
                 Incoming::Frame(Endpoint::Node(peer), Frame::Peer(envelope)) => {

@@ -518,5 +518,10 @@ fn a_flipped_byte_between_two_nodes_fails_the_run_and_prints_no_wrong_balance() 
         "{}",
         run.stderr
     );
+    assert!(
+        message[0].contains("TLS records do not verify"),
+        "the message says why: {}",
+        run.stderr
+    );
     eprintln!("{}", message[0]);
 }

@@ -176,6 +176,15 @@ pub trait Transport<F>: Send {
     /// Like [`recv`](Self::recv), but gives up after `timeout` with `Ok(None)`. A zero
     /// timeout takes what has already arrived and does not wait.
     fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Incoming<F>>, TransportError>;
+
+    /// Why `peer` departed, when the transport knows more than that its stream ended:
+    /// a read that failed (a TLS record that did not verify, say), a frame that did
+    /// not decode. `None` for a peer that has not departed, that closed its end
+    /// cleanly, or when the transport does not say (this default).
+    fn departure_cause(&self, peer: Endpoint) -> Option<String> {
+        let _ = peer;
+        None
+    }
 }
 
 impl<F, T: Transport<F> + ?Sized> Transport<F> for Box<T> {
@@ -202,5 +211,8 @@ impl<F, T: Transport<F> + ?Sized> Transport<F> for Box<T> {
     }
     fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Incoming<F>>, TransportError> {
         (**self).recv_timeout(timeout)
+    }
+    fn departure_cause(&self, peer: Endpoint) -> Option<String> {
+        (**self).departure_cause(peer)
     }
 }

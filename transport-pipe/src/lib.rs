@@ -539,6 +539,12 @@ where
             None => self.recv().map(Some),
         }
     }
+
+    /// Why `peer`'s FIFO to this endpoint ended, if it did not simply end: a read that
+    /// failed, a frame that did not decode, an end in the middle of a frame.
+    fn departure_cause(&self, peer: Endpoint) -> Option<String> {
+        self.reader.inbound.departure_cause(peer).map(str::to_owned)
+    }
 }
 
 impl<F> Drop for PipeTransport<F> {

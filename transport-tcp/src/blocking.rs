@@ -343,6 +343,13 @@ where
         // A timeout too long to represent is no timeout.
         self.next(Instant::now().checked_add(timeout))
     }
+
+    /// Why `peer`'s connection to this endpoint ended, if it did not simply end: a
+    /// read that failed (under TLS, a record that did not verify: corrupted or
+    /// tampered with on the way), a frame that did not decode.
+    fn departure_cause(&self, peer: Endpoint) -> Option<String> {
+        self.reader.departure_cause(peer).map(str::to_owned)
+    }
 }
 
 impl<F> Drop for TcpTransport<F> {

@@ -216,6 +216,11 @@ impl<F> Reader<F> {
         self.inbound.peers()
     }
 
+    /// Why `peer`'s connection to this endpoint ended, if it did not simply end.
+    pub(crate) fn departure_cause(&self, peer: Endpoint) -> Option<&str> {
+        self.inbound.departure_cause(peer)
+    }
+
     /// Counts `peer`, connected to, as a peer.
     pub(crate) fn add_peer(&mut self, peer: Endpoint) {
         self.inbound.peers_mut().add(peer);

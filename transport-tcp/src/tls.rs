@@ -369,6 +369,12 @@ impl Sealer {
 /// How much ciphertext one read of a socket takes at most.
 const CIPHER_CHUNK: usize = 64 * 1024;
 
+/// What a read of a TLS connection fails with when a record does not verify: the
+/// error that names the cause to whoever reads the peer's departure.
+#[derive(Debug, thiserror::Error)]
+#[error("its TLS records do not verify, corrupted or tampered with on the way ({0})")]
+pub(crate) struct RecordsDoNotVerify(pub(crate) rustls::Error);
+
 /// The accepting side's record layer: ciphertext in, plaintext out, for a reader
 /// that reads the socket itself ([`TlsReader`], [`AsyncTlsReader`]).
 struct Opener {
@@ -477,7 +483,10 @@ impl Opener {
                 "the peer's TLS records do not verify (corrupted or tampered with on the way); \
                  dropping it"
             );
-            return Err(io::Error::new(io::ErrorKind::InvalidData, error));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                RecordsDoNotVerify(error),
+            ));
         }
         Ok(true)
     }

@@ -57,6 +57,8 @@ pub struct Inbound<S, F> {
     /// Where reads land before they are decoded (allocated on the first read).
     chunk: Vec<u8>,
     max_frame: usize,
+    /// Why peers' streams ended, for those that did not simply end.
+    causes: Vec<(Endpoint, String)>,
 }
 
 impl<S, F> std::fmt::Debug for Inbound<S, F> {
@@ -78,6 +80,26 @@ impl<S, F> Inbound<S, F> {
             peers: Peers::default(),
             chunk: Vec::new(),
             max_frame,
+            causes: Vec::new(),
+        }
+    }
+
+    /// Why the stream from `peer` ended, if it did not simply end: a read that failed
+    /// (with the error, such as a TLS record that did not verify), a frame that did
+    /// not decode, an end in the middle of a frame.
+    pub fn departure_cause(&self, peer: Endpoint) -> Option<&str> {
+        self.causes
+            .iter()
+            .find(|(p, _)| *p == peer)
+            .map(|(_, cause)| cause.as_str())
+    }
+
+    /// Logs what ended `peer`'s stream, and keeps the first cause for
+    /// [`departure_cause`](Self::departure_cause).
+    fn ended_by(&mut self, peer: Endpoint, cause: String) {
+        tracing::warn!(%peer, "{cause}");
+        if self.departure_cause(peer).is_none() {
+            self.causes.push((peer, cause));
         }
     }
 
@@ -176,18 +198,18 @@ impl<S: Read, F> Inbound<S, F> {
         let Some(Some(stream)) = self.streams.get_mut(index) else {
             return Bytes::End;
         };
-        loop {
+        let failed = loop {
             return match stream.source.read(&mut self.chunk) {
                 Ok(0) => Bytes::End,
                 Ok(n) => Bytes::Some(n),
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => Bytes::None,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) => {
-                    tracing_warn(stream.peer, &error.to_string(), "reading failed");
-                    Bytes::End
-                }
+                Err(error) => break (stream.peer, error),
             };
-        }
+        };
+        let (peer, error) = failed;
+        self.ended_by(peer, format!("reading its stream failed: {error}"));
+        Bytes::End
     }
 
     /// Reads stream `index` for up to a turn and throws the bytes away: for an
@@ -220,7 +242,8 @@ impl<S: Read, F: DeserializeOwned> Inbound<S, F> {
                     if let Some(Some(stream)) = self.streams.get(index)
                         && stream.decoder.has_partial()
                     {
-                        tracing_warn(stream.peer, "", "the stream ended in the middle of a frame");
+                        let peer = stream.peer;
+                        self.ended_by(peer, "its stream ended in the middle of a frame".into());
                     }
                     self.close(index);
                     return Turn::Ended;
@@ -236,7 +259,10 @@ impl<S: Read, F: DeserializeOwned> Inbound<S, F> {
                     Ok(Some(frame)) => self.arrived.push_back(Incoming::Frame(peer, frame)),
                     Ok(None) => break,
                     Err(error) => {
-                        tracing_warn(peer, &error.to_string(), "bad frame; dropping the peer");
+                        self.ended_by(
+                            peer,
+                            format!("it sent a frame that does not decode: {error}"),
+                        );
                         self.close(index);
                         return Turn::Ended;
                     }
@@ -248,11 +274,6 @@ impl<S: Read, F: DeserializeOwned> Inbound<S, F> {
         }
         Turn::More
     }
-}
-
-/// Logs what ended a peer's stream other than its end.
-fn tracing_warn(peer: Endpoint, error: &str, what: &str) {
-    tracing::warn!(%peer, error, "{what}");
 }
 
 #[cfg(test)]
@@ -292,7 +313,7 @@ mod tests {
         bytes
     }
 
-    fn drain(inbound: &mut Inbound<Pieces, u32>) -> Vec<Incoming<u32>> {
+    fn drain<S>(inbound: &mut Inbound<S, u32>) -> Vec<Incoming<u32>> {
         std::iter::from_fn(|| inbound.pop()).collect()
     }
 
@@ -323,6 +344,11 @@ mod tests {
         assert!(inbound.is_closed());
         inbound.depart(peer);
         assert!(!inbound.has_arrivals(), "a departure is reported once");
+        assert_eq!(
+            inbound.departure_cause(peer),
+            None,
+            "a clean end has no cause"
+        );
     }
 
     #[test]
@@ -344,6 +370,63 @@ mod tests {
             [Incoming::Frame(peer, 7), Incoming::Departed(peer)]
         );
         assert!(inbound.source(index).is_none(), "the stream is closed");
+        let cause = inbound.departure_cause(peer).unwrap_or_default();
+        assert!(
+            cause.starts_with("it sent a frame that does not decode"),
+            "{cause}"
+        );
+    }
+
+    /// A source whose second read fails, as a TLS reader does on a record that does
+    /// not verify.
+    struct Failing(u32);
+
+    impl Read for Failing {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.0 += 1;
+            if self.0 == 1 {
+                let bytes = frames(&[5]);
+                buf[..bytes.len()].copy_from_slice(&bytes);
+                return Ok(bytes.len());
+            }
+            Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a record did not verify",
+            ))
+        }
+    }
+
+    #[test]
+    fn a_failed_read_is_the_departure_cause_and_an_end_in_a_frame_is_one_too() {
+        let (failing, cut) = (Endpoint::Node(NodeId(1)), Endpoint::Node(NodeId(2)));
+        let mut inbound = Inbound::<_, u32>::new(DEFAULT_MAX_FRAME);
+        let index = inbound.add(failing, Failing(0));
+        assert_eq!(inbound.read(index), Turn::Drained);
+        assert_eq!(inbound.read(index), Turn::Ended);
+        assert_eq!(
+            drain(&mut inbound),
+            [Incoming::Frame(failing, 5), Incoming::Departed(failing)]
+        );
+        assert_eq!(
+            inbound.departure_cause(failing),
+            Some("reading its stream failed: a record did not verify")
+        );
+        assert_eq!(inbound.departure_cause(cut), None, "not departed");
+
+        let mut inbound = Inbound::<_, u32>::new(DEFAULT_MAX_FRAME);
+        let bytes = frames(&[1, 2]);
+        let index = inbound.add(
+            cut,
+            Pieces {
+                pieces: VecDeque::from([bytes[..bytes.len() - 1].to_vec()]),
+                ended: true,
+            },
+        );
+        while inbound.read(index) != Turn::Ended {}
+        assert_eq!(
+            inbound.departure_cause(cut),
+            Some("its stream ended in the middle of a frame")
+        );
     }
 
     #[test]
