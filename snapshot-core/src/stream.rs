@@ -1,5 +1,5 @@
 //! Building blocks for those who write a [`Transport`](crate::Transport): how long a
-//! receive waits ([`Patience`]), who the peers are and which have departed
+//! receive waits ([`Patience`]) and whether it spins first ([`Spin`]), who the peers are and which have departed
 //! ([`Peers`]), a cheap map keyed by endpoint ([`EndpointMap`]), and, with the
 //! `codec` feature, the inbound side of a transport over
 //! byte streams ([`Inbound`]) and the order a flush writes in ([`flush_order`]).
@@ -78,6 +78,55 @@ impl Patience {
             last,
             spinning,
         }
+    }
+}
+
+/// Whether a transport's receive spins before it sleeps, learned from the waits
+/// before it: a spin that the answer outlasted was a core taken from those that were
+/// working on it, and on a machine with few cores the endpoints it waits for are among
+/// them. After a wait longer than the spin, the next waits sleep at once; one that
+/// ends within the spin's length turns spinning back on.
+///
+/// ```
+/// use snapshot_core::stream::Spin;
+/// use std::time::Duration;
+///
+/// let mut spin = Spin::new(Duration::from_micros(200));
+/// assert_eq!(spin.next(), Duration::from_micros(200));
+/// spin.waited(Duration::from_millis(3)); // a start-up: the spin was wasted
+/// assert_eq!(spin.next(), Duration::ZERO);
+/// spin.waited(Duration::from_micros(40)); // a round trip: spinning pays again
+/// assert_eq!(spin.next(), Duration::from_micros(200));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spin {
+    length: Duration,
+    pays: bool,
+}
+
+impl Spin {
+    /// Spins of up to `length` (zero: never spin), on until a wait outlasts one.
+    pub fn new(length: Duration) -> Self {
+        Spin { length, pays: true }
+    }
+
+    /// The longest spin, whether or not spinning is on.
+    pub fn length(&self) -> Duration {
+        self.length
+    }
+
+    /// How long the next wait spins before it sleeps.
+    pub fn next(&self) -> Duration {
+        if self.pays {
+            self.length
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// A wait ended (with something, or at its deadline) `waited` after it began.
+    pub fn waited(&mut self, waited: Duration) {
+        self.pays = waited <= self.length;
     }
 }
 

@@ -141,7 +141,7 @@ use fifo::FileId;
 use reader::Reader;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use snapshot_core::stream::{EndpointMap, Patience, flush_order};
+use snapshot_core::stream::{EndpointMap, Patience, Spin, flush_order};
 use snapshot_core::{Endpoint, Incoming, Transport, TransportError};
 use std::collections::HashMap;
 use std::io;
@@ -181,7 +181,7 @@ pub struct PipeTransport<F> {
     /// Who sent the frame handed out last.
     last_from: Endpoint,
     /// How long `recv` polls before it sleeps.
-    spin: Duration,
+    spin: Spin,
     /// FIFOs this endpoint created and nobody has unlinked yet.
     created: HashMap<PathBuf, FileId>,
 }
@@ -223,7 +223,7 @@ where
             routes: EndpointMap::default(),
             dirty: Vec::new(),
             last_from: local,
-            spin: Duration::ZERO,
+            spin: Spin::new(Duration::ZERO),
             created: HashMap::new(),
         })
     }
@@ -248,8 +248,12 @@ impl<F> PipeTransport<F> {
     /// of a busy core while it lasts. Worth it for one endpoint that waits for round
     /// trips; on a machine with fewer cores than spinning threads it slows
     /// everything down. The default is no spinning.
+    ///
+    /// A spin that the frame outlasts turns spinning off until a wait ends within
+    /// `spin` again (see [`Spin`]): an endpoint waiting through a long step (peers
+    /// starting, connecting, taking a snapshot) leaves the core to them.
     pub fn set_spin(&mut self, spin: Duration) {
-        self.spin = spin;
+        self.spin = Spin::new(spin);
     }
 }
 
@@ -359,9 +363,17 @@ where
         if let Some(incoming) = self.pop() {
             return Ok(Some(incoming));
         }
-        let patience = Patience::new(deadline, self.spin);
+        // The clock is read for the spin's sake only.
+        let began = (!self.spin.length().is_zero()).then(Instant::now);
+        let waited = |spin: &mut Spin| {
+            if let Some(began) = began {
+                spin.waited(began.elapsed());
+            }
+        };
+        let patience = Patience::new(deadline, self.spin.next());
         loop {
             if let Some(incoming) = self.pop() {
+                waited(&mut self.spin);
                 return Ok(Some(incoming));
             }
             if self.reader.inbound.is_closed() {
@@ -371,6 +383,7 @@ where
             wait(&mut self.reader, self.local, None, look.timeout)?;
             if !self.reader.inbound.has_arrivals() {
                 if look.last {
+                    waited(&mut self.spin);
                     return Ok(None);
                 }
                 if look.spinning {

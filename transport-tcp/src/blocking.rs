@@ -7,7 +7,7 @@ use crate::direct::Reader;
 use crate::outbound::{Outbound, Stall};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use snapshot_core::stream::Patience;
+use snapshot_core::stream::{Patience, Spin};
 use snapshot_core::{Endpoint, Incoming, Transport, TransportError};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -62,7 +62,7 @@ pub struct TcpTransport<F> {
     reader: Reader<F>,
     /// The peer whose frame was handed out last: a flush writes to it first.
     last_from: Endpoint,
-    spin: Duration,
+    spin: Spin,
 }
 
 impl<F> std::fmt::Debug for TcpTransport<F> {
@@ -106,7 +106,7 @@ where
             runtime: Some(runtime),
             reader,
             last_from: local,
-            spin: Duration::ZERO,
+            spin: Spin::new(Duration::ZERO),
         })
     }
 }
@@ -125,8 +125,12 @@ impl<F> TcpTransport<F> {
     /// price of a busy core while it lasts. Worth it for one endpoint that waits for
     /// round trips; on a machine with fewer cores than spinning threads it slows
     /// everything down. The default is no spinning.
+    ///
+    /// A spin that the frame outlasts turns spinning off until a wait ends within
+    /// `spin` again (see [`Spin`]): an endpoint waiting through a long step (peers
+    /// starting, connecting, taking a snapshot) leaves the core to them.
     pub fn set_spin(&mut self, spin: Duration) {
-        self.spin = spin;
+        self.spin = Spin::new(spin);
     }
 
     /// Takes in the connections from this endpoint found broken: the peer has gone.
@@ -191,17 +195,26 @@ where
         if let Some(incoming) = self.pop() {
             return Ok(Some(incoming));
         }
-        let patience = Patience::new(deadline, self.spin);
+        // The clock is read for the spin's sake only.
+        let began = (!self.spin.length().is_zero()).then(Instant::now);
+        let waited = |spin: &mut Spin| {
+            if let Some(began) = began {
+                spin.waited(began.elapsed());
+            }
+        };
+        let patience = Patience::new(deadline, self.spin.next());
         let mut last = false;
         loop {
             self.take_lost();
             if let Some(incoming) = self.pop() {
+                waited(&mut self.spin);
                 return Ok(Some(incoming));
             }
             if self.reader.is_closed() {
                 return Err(TransportError::Closed);
             }
             if last {
+                waited(&mut self.spin);
                 return Ok(None);
             }
             let look = patience.look();
