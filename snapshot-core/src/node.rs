@@ -469,6 +469,14 @@ impl<P: Process> Node<P> {
     where
         T: Transport<NodeFrame<P, C>> + ?Sized,
     {
+        // Most frames are application messages from nodes: handled without sorting.
+        let incoming = match incoming {
+            Incoming::Frame(Endpoint::Node(from), Frame::Peer(Envelope::App(message))) => {
+                self.deliver_message(transport, from, message)?;
+                return Ok(None);
+            }
+            incoming => incoming,
+        };
         match Self::sort(incoming)? {
             Arrival::Message(from, message) => {
                 self.deliver_message(transport, from, message)?;
