@@ -51,7 +51,8 @@
 //!   order they were read. When there are none, they wait in `poll(2)` on every
 //!   incoming FIFO at once (after spinning, if asked: see [Latency](#latency)), and
 //!   read each one that is ready until it is empty (or has given 1 MiB, so that one
-//!   busy peer cannot keep the others waiting), decoding whole frames as they come.
+//!   busy peer cannot keep the others waiting); each frame is decoded from the bytes
+//!   read when it is handed out.
 //! - A write that finds the pipe full waits in `poll(2)` for it to drain **and** for
 //!   the incoming FIFOs, reading whatever arrives meanwhile into memory. So two
 //!   endpoints sending each other large volumes at once cannot deadlock, while an
