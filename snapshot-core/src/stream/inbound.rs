@@ -4,7 +4,7 @@
 
 use crate::Endpoint;
 use crate::Incoming;
-use crate::codec::FrameDecoder;
+use crate::codec::{CodecError, FrameDecoder};
 use crate::stream::Peers;
 use serde::de::DeserializeOwned;
 use std::collections::VecDeque;
@@ -38,6 +38,13 @@ struct Stream<S> {
     decoder: FrameDecoder,
 }
 
+/// The next `count` whole frames of stream `index`, still as bytes in its decoder.
+#[derive(Debug, Clone, Copy, Default)]
+struct Run {
+    index: usize,
+    count: usize,
+}
+
 /// What waits to be handed out, in the order it arrived.
 enum Arrival<F> {
     /// The next `count` whole frames of stream `index`, still as bytes in its decoder:
@@ -65,6 +72,10 @@ enum Arrival<F> {
 /// ways it is noticed.
 pub struct Inbound<S, F> {
     streams: Vec<Option<Stream<S>>>,
+    /// The frames handed out next, before anything in `arrived`: the run at the
+    /// head of the queue, taken out of it so that handing out a frame does not go
+    /// through the queue.
+    head: Run,
     arrived: VecDeque<Arrival<F>>,
     peers: Peers,
     /// Where reads land before they are decoded (allocated on the first read).
@@ -84,6 +95,7 @@ impl<S, F> std::fmt::Debug for Inbound<S, F> {
                     .filter(|s| s.source.is_some())
                     .count(),
             )
+            .field("frames", &self.head.count)
             .field("arrived", &self.arrived.len())
             .field("peers", &self.peers)
             .finish_non_exhaustive()
@@ -95,6 +107,7 @@ impl<S, F> Inbound<S, F> {
     pub fn new(max_frame: usize) -> Self {
         Inbound {
             streams: Vec::new(),
+            head: Run::default(),
             arrived: VecDeque::new(),
             peers: Peers::default(),
             chunk: Vec::new(),
@@ -179,6 +192,11 @@ impl<S, F> Inbound<S, F> {
     /// the frames the stream's last read completed if nothing came in between, else
     /// after what did.
     fn queue_frames(&mut self, index: usize, count: usize) {
+        if self.arrived.is_empty() && (self.head.count == 0 || self.head.index == index) {
+            self.head.index = index;
+            self.head.count += count;
+            return;
+        }
         if let Some(Arrival::Frames {
             index: last,
             count: before,
@@ -193,12 +211,12 @@ impl<S, F> Inbound<S, F> {
 
     /// Whether something has arrived that is not handed out yet.
     pub fn has_arrivals(&self) -> bool {
-        !self.arrived.is_empty()
+        self.head.count > 0 || !self.arrived.is_empty()
     }
 
     /// Whether every peer has departed and every departure has been handed out.
     pub fn is_closed(&self) -> bool {
-        self.arrived.is_empty() && self.peers.is_closed()
+        !self.has_arrivals() && self.peers.is_closed()
     }
 }
 
@@ -300,46 +318,52 @@ impl<S, F: DeserializeOwned> Inbound<S, F> {
     /// after it, and its peer departs.
     pub fn pop(&mut self) -> Option<Incoming<F>> {
         loop {
-            let index = match self.arrived.front_mut()? {
-                Arrival::Ready(_) => {
-                    return match self.arrived.pop_front() {
-                        Some(Arrival::Ready(incoming)) => Some(incoming),
-                        _ => None,
-                    };
+            if self.head.count == 0 {
+                match self.arrived.pop_front()? {
+                    Arrival::Ready(incoming) => return Some(incoming),
+                    Arrival::Frames { index, count } => self.head = Run { index, count },
                 }
-                Arrival::Frames { index, count } => {
-                    let index = *index;
-                    *count -= 1;
-                    if *count == 0 {
-                        self.arrived.pop_front();
-                    }
-                    index
-                }
-            };
+            }
+            self.head.count -= 1;
+            let index = self.head.index;
             let Some(Some(stream)) = self.streams.get_mut(index) else {
                 continue;
             };
             let peer = stream.peer;
             match stream.decoder.next_frame::<F>() {
                 Ok(Some(frame)) => {
-                    if stream.source.is_none() && stream.decoder.ready() == 0 {
+                    if stream.decoder.ready() == 0 && stream.source.is_none() {
+                        // Closed, and everything it gave is handed out.
                         self.streams[index] = None;
                     }
                     return Some(Incoming::Frame(peer, frame));
                 }
                 Ok(None) => {}
                 Err(error) => {
-                    tracing_warn(peer, &error.to_string(), "bad frame; dropping the peer");
-                    self.streams[index] = None;
-                    self.arrived.retain(
-                        |arrival| !matches!(arrival, Arrival::Frames { index: i, .. } if *i == index),
-                    );
-                    if self.peers.depart(peer) {
-                        return Some(Incoming::Departed(peer));
+                    if let Some(departed) = self.refuse(index, peer, &error) {
+                        return Some(departed);
                     }
                 }
             }
         }
+    }
+
+    /// Stream `index`, from `peer`, gave a frame that does not decode: it is closed,
+    /// what it gave after that frame is dropped, and its peer departs (returned, if
+    /// this is the first news of it).
+    #[cold]
+    #[inline(never)]
+    fn refuse(&mut self, index: usize, peer: Endpoint, error: &CodecError) -> Option<Incoming<F>> {
+        tracing_warn(peer, &error.to_string(), "bad frame; dropping the peer");
+        if let Some(slot) = self.streams.get_mut(index) {
+            *slot = None;
+        }
+        if self.head.index == index {
+            self.head.count = 0;
+        }
+        self.arrived
+            .retain(|arrival| !matches!(arrival, Arrival::Frames { index: i, .. } if *i == index));
+        self.peers.depart(peer).then_some(Incoming::Departed(peer))
     }
 }
 
