@@ -701,6 +701,9 @@ impl<P: Process> SnapshotEngine<P> {
     ) -> Result<(), EngineError> {
         let at = self.check_incoming(from)?;
         self.received.counts[at] += 1;
+        if self.recording.is_empty() {
+            return Ok(());
+        }
         for recording in self.recording.values_mut() {
             // Every recording has a record per incoming channel: `record` creates
             // them, and channels cannot be added while recording.

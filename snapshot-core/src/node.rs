@@ -437,8 +437,17 @@ impl<P: Process> Node<P> {
                     }
                 }
             };
-            if let Some(event) = self.on_frame(transport, received)? {
-                return Ok(Some(event));
+            // Most frames are application messages from nodes: handled here, without
+            // going through `on_frame` and its event.
+            match received {
+                Incoming::Frame(Endpoint::Node(from), Frame::Peer(Envelope::App(message))) => {
+                    self.deliver_message(transport, from, message)?;
+                }
+                received => {
+                    if let Some(event) = self.on_frame(transport, received)? {
+                        return Ok(Some(event));
+                    }
+                }
             }
             match late.as_mut() {
                 Some(late) => {
