@@ -324,6 +324,7 @@ where
     }
 
     /// The oldest arrival not handed out yet, if any.
+    #[inline]
     fn pop(&mut self) -> Option<Incoming<F>> {
         let incoming = self.reader.inbound.pop()?;
         match incoming {
@@ -407,10 +408,17 @@ where
         }
     }
 
+    /// Writes out every buffer that holds frames. Called for every frame taken, so
+    /// the common case, nothing buffered, costs no call.
+    #[inline]
     fn flush_all(&mut self) -> Result<(), TransportError> {
         if self.dirty.is_empty() {
             return Ok(());
         }
+        self.flush_dirty()
+    }
+
+    fn flush_dirty(&mut self) -> Result<(), TransportError> {
         flush_order(&mut self.dirty, self.last_from);
         let dirty = std::mem::take(&mut self.dirty);
         for (at, &peer) in dirty.iter().enumerate() {

@@ -146,6 +146,7 @@ where
     F: DeserializeOwned,
 {
     /// The oldest arrival not handed out yet, if any.
+    #[inline]
     fn pop(&mut self) -> Option<Incoming<F>> {
         let incoming = self.reader.pop()?;
         match &incoming {
