@@ -98,9 +98,15 @@ impl postcard::ser_flavors::Flavor for Appender<'_> {
 /// [`ready`](Self::ready) counts the whole frames. Their bodies are decoded only when
 /// [`next_frame`](Self::next_frame) asks for them, one at a time, straight from the
 /// bytes that were fed.
+///
+/// Bytes come in by [`feed`](Self::feed), a copy, or are read straight into the
+/// decoder: [`room`](Self::room), then [`commit`](Self::commit).
 #[derive(Debug)]
 pub struct FrameDecoder {
+    /// The bytes of the stream up to `filled`; beyond, room to read into.
     buffer: Vec<u8>,
+    /// Where the bytes of the stream end in `buffer`.
+    filled: usize,
     /// Where the undecoded bytes start in `buffer`.
     start: usize,
     /// Where the whole frames end in `buffer`: an incomplete frame, if any, starts here.
@@ -118,6 +124,7 @@ impl FrameDecoder {
     pub fn new(limit: usize) -> Self {
         FrameDecoder {
             buffer: Vec::new(),
+            filled: 0,
             start: 0,
             whole: 0,
             ready: 0,
@@ -129,8 +136,48 @@ impl FrameDecoder {
     /// Adds bytes read from the stream, and counts the frames they complete.
     pub fn feed(&mut self, bytes: &[u8]) {
         self.compact();
+        self.buffer.truncate(self.filled);
         self.buffer.extend_from_slice(bytes);
+        self.filled = self.buffer.len();
         self.scan();
+    }
+
+    /// Room for up to `max` more bytes of the stream, after those held, to read into
+    /// without a copy; then [`commit`](Self::commit) what was read. The room is that
+    /// already allocated if there is at least half of `max` of it, else `max` (the
+    /// buffer grows by doubling); while a frame over `max` bytes comes in, it is what
+    /// is left of the room [made for the frame](Self::make_room), so that the frame
+    /// does not make the buffer grow past it. It may thus be shorter than `max`: a
+    /// read that fills it may have left more to read.
+    pub fn room(&mut self, max: usize) -> &mut [u8] {
+        self.compact();
+        let capacity = self.buffer.capacity();
+        let spare = capacity - self.filled;
+        let large_frame = self
+            .pending_end()
+            .is_some_and(|end| end - self.whole > max && end > self.filled && end <= capacity);
+        if spare >= max / 2 || large_frame {
+            // Zeroes once what the allocation has not yet exposed: no reallocation.
+            self.buffer.resize(capacity, 0);
+        } else if self.buffer.len() < self.filled + max {
+            self.buffer.resize(self.filled + max, 0);
+        }
+        let end = self.buffer.len().min(self.filled + max);
+        &mut self.buffer[self.filled..end]
+    }
+
+    /// Takes the first `n` bytes of the last [`room`](Self::room) as read from the
+    /// stream (no more than the room), and counts the frames they complete.
+    pub fn commit(&mut self, n: usize) {
+        self.filled = (self.filled + n).min(self.buffer.len());
+        self.scan();
+    }
+
+    /// Where the incomplete frame after the whole ones ends, once its prefix is in.
+    fn pending_end(&self) -> Option<usize> {
+        let prefix = self.buffer[self.whole..self.filled].first_chunk::<LENGTH_PREFIX>()?;
+        let size = u32::from_le_bytes(*prefix) as usize;
+        Some(self.whole + LENGTH_PREFIX + size)
     }
 
     /// How many whole frames have been fed and not taken by
@@ -152,7 +199,7 @@ impl FrameDecoder {
     /// Whether bytes of an incomplete frame are waiting (beyond the
     /// [`ready`](Self::ready) frames).
     pub fn has_partial(&self) -> bool {
-        self.whole < self.buffer.len()
+        self.whole < self.filled
     }
 
     /// Drops the bytes already decoded: all of them if nothing is left, else by moving
@@ -162,15 +209,13 @@ impl FrameDecoder {
         if self.start == 0 {
             return;
         }
-        let left = self.buffer.len() - self.start;
-        if left == 0 {
-            self.buffer.clear();
-        } else if left <= self.start {
-            self.buffer.copy_within(self.start.., 0);
-            self.buffer.truncate(left);
+        let left = self.filled - self.start;
+        if left <= self.start {
+            self.buffer.copy_within(self.start..self.filled, 0);
         } else {
             return;
         }
+        self.filled = left;
         self.whole -= self.start;
         self.start = 0;
     }
@@ -179,7 +224,7 @@ impl FrameDecoder {
     /// one or one over the bound.
     fn scan(&mut self) {
         while self.refused.is_none() {
-            let pending = &self.buffer[self.whole..];
+            let pending = &self.buffer[self.whole..self.filled];
             let Some(prefix) = pending.first_chunk::<LENGTH_PREFIX>() else {
                 return;
             };
@@ -282,6 +327,67 @@ mod tests {
         assert_eq!(decoder.next_frame::<u32>().unwrap(), Some(9));
         assert_eq!(decoder.next_frame::<u32>().unwrap(), None);
         assert_eq!(decoder.ready(), 0);
+    }
+
+    /// Reads `bytes` into `decoder` through its room, at most `piece` at a time.
+    fn read_into(decoder: &mut FrameDecoder, mut bytes: &[u8], piece: usize, max: usize) {
+        while !bytes.is_empty() {
+            let room = decoder.room(max);
+            let n = room.len().min(piece).min(bytes.len());
+            room[..n].copy_from_slice(&bytes[..n]);
+            decoder.commit(n);
+            bytes = &bytes[n..];
+        }
+    }
+
+    #[test]
+    fn frames_read_into_the_room_survive_any_split() {
+        let values: Vec<(u32, String)> = (0..50).map(|i| (i, "y".repeat(i as usize))).collect();
+        let mut bytes = Vec::new();
+        for v in &values {
+            encode_into(v, &mut bytes, DEFAULT_MAX_FRAME).unwrap();
+        }
+        for piece in [1, 3, 7, 64, bytes.len()] {
+            let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
+            let mut got = Vec::new();
+            for chunk in bytes.chunks(piece) {
+                read_into(&mut decoder, chunk, piece, 16);
+                while let Some(v) = decoder.next_frame::<(u32, String)>().unwrap() {
+                    got.push(v);
+                }
+            }
+            assert_eq!(got, values, "pieces of {piece}");
+            assert!(!decoder.has_partial());
+            assert_eq!(decoder.ready(), 0);
+        }
+    }
+
+    #[test]
+    fn the_room_for_a_large_frame_ends_with_it() {
+        let frame = vec![9u8; 1000];
+        let mut bytes = Vec::new();
+        encode_into(&frame, &mut bytes, DEFAULT_MAX_FRAME).unwrap();
+        let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME);
+        // Rooms of 64 bytes at most, filled each time.
+        let mut rooms = Vec::new();
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            let room = decoder.room(64);
+            rooms.push(room.len());
+            let n = room.len().min(rest.len());
+            room[..n].copy_from_slice(&rest[..n]);
+            decoder.commit(n);
+            rest = &rest[n..];
+        }
+        assert_eq!(
+            rooms.iter().sum::<usize>(),
+            bytes.len(),
+            "no room past the frame"
+        );
+        assert!(rooms.iter().all(|&r| r <= 64));
+        assert_eq!(decoder.next_frame::<Vec<u8>>().unwrap(), Some(frame));
+        // What was read is dropped before the next room is made.
+        assert!(decoder.room(64).len() >= 64);
     }
 
     #[test]

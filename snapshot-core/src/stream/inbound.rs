@@ -78,7 +78,8 @@ pub struct Inbound<S, F> {
     head: Run,
     arrived: VecDeque<Arrival<F>>,
     peers: Peers,
-    /// Where reads land before they are decoded (allocated on the first read).
+    /// Where the reads of [`discard`](Self::discard) land (allocated on its first
+    /// read); [`read`](Self::read) reads into each stream's decoder.
     chunk: Vec<u8>,
     max_frame: usize,
 }
@@ -228,6 +229,7 @@ enum Bytes {
 }
 
 impl<S: Read, F> Inbound<S, F> {
+    /// One read of stream `index` into the shared chunk, for bytes thrown away.
     fn read_chunk(&mut self, index: usize) -> Bytes {
         if self.chunk.is_empty() {
             self.chunk = vec![0; CHUNK];
@@ -238,18 +240,7 @@ impl<S: Read, F> Inbound<S, F> {
         let Some(source) = stream.source.as_mut() else {
             return Bytes::End;
         };
-        loop {
-            return match source.read(&mut self.chunk) {
-                Ok(0) => Bytes::End,
-                Ok(n) => Bytes::Some(n),
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => Bytes::None,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) => {
-                    tracing_warn(stream.peer, &error.to_string(), "reading failed");
-                    Bytes::End
-                }
-            };
-        }
+        read_once(source, stream.peer, &mut self.chunk)
     }
 
     /// Reads stream `index` for up to a turn and throws the bytes away: for an
@@ -270,15 +261,29 @@ impl<S: Read, F> Inbound<S, F> {
 }
 
 impl<S: Read, F: DeserializeOwned> Inbound<S, F> {
-    /// Reads what stream `index` holds, up to a turn's worth, decoding every whole
-    /// frame. A short read ends the turn: the source is taken to be empty, and its
-    /// poll reports it again when more comes.
+    /// Reads what stream `index` holds, up to a turn's worth, straight into its
+    /// decoder, and queues the whole frames it completes. A short read ends the turn:
+    /// the source is taken to be empty, and its poll reports it again when more
+    /// comes. A read into less room than a chunk (the rest of the room made for a
+    /// large frame) that fills it ends the turn too, as one that may have left more.
     pub fn read(&mut self, index: usize) -> Turn {
         for _ in 0..CHUNKS_PER_TURN {
-            let n = match self.read_chunk(index) {
-                Bytes::Some(n) => n,
-                Bytes::None => return Turn::Drained,
-                Bytes::End => {
+            let Some(Some(stream)) = self.streams.get_mut(index) else {
+                return Turn::Ended;
+            };
+            let peer = stream.peer;
+            let bytes = match stream.source.as_mut() {
+                Some(source) => {
+                    let room = stream.decoder.room(CHUNK);
+                    let size = room.len();
+                    (read_once(source, peer, room), size)
+                }
+                None => (Bytes::End, 0),
+            };
+            let (n, room) = match bytes {
+                (Bytes::Some(n), room) => (n, room),
+                (Bytes::None, _) => return Turn::Drained,
+                (Bytes::End, _) => {
                     if let Some(Some(stream)) = self.streams.get(index)
                         && stream.decoder.has_partial()
                     {
@@ -292,9 +297,8 @@ impl<S: Read, F: DeserializeOwned> Inbound<S, F> {
                 return Turn::Ended;
             };
             let before = stream.decoder.ready();
-            stream.decoder.feed(&self.chunk[..n]);
+            stream.decoder.commit(n);
             let added = stream.decoder.ready() - before;
-            let peer = stream.peer;
             let refusal = stream.decoder.refusal();
             if added > 0 {
                 self.queue_frames(index, added);
@@ -304,11 +308,30 @@ impl<S: Read, F: DeserializeOwned> Inbound<S, F> {
                 self.close(index);
                 return Turn::Ended;
             }
-            if n < CHUNK {
+            if n < room {
                 return Turn::Drained;
+            }
+            if room < CHUNK {
+                return Turn::More;
             }
         }
         Turn::More
+    }
+}
+
+/// One read of `source`, the stream from `peer`, into `buffer`.
+fn read_once<S: Read>(source: &mut S, peer: Endpoint, buffer: &mut [u8]) -> Bytes {
+    loop {
+        return match source.read(buffer) {
+            Ok(0) => Bytes::End,
+            Ok(n) => Bytes::Some(n),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => Bytes::None,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => {
+                tracing_warn(peer, &error.to_string(), "reading failed");
+                Bytes::End
+            }
+        };
     }
 }
 
