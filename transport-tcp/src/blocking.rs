@@ -164,6 +164,13 @@ where
         if let Some(incoming) = self.pop() {
             return Ok(Some(incoming));
         }
+        self.look_now()
+    }
+
+    /// [`next_now`](Self::next_now) once what had arrived is all handed out: takes
+    /// in the broken connections, then one look at the connections.
+    #[inline(never)]
+    fn look_now(&mut self) -> Result<Option<Incoming<F>>, TransportError> {
         self.take_lost();
         if let Some(incoming) = self.pop() {
             return Ok(Some(incoming));
