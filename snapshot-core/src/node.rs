@@ -216,9 +216,13 @@ impl<P: Process> Node<P> {
     where
         T: Transport<NodeFrame<P, C>> + ?Sized,
     {
-        self.check_outgoing(to)?;
+        // A channel this node does not have is refused before the transport is given
+        // the message, which is counted only once the transport has accepted it: a
+        // message the transport refuses is not counted as sent.
+        let channel = self.engine.outgoing_channel(to)?;
         transport.send(Endpoint::Node(to), Frame::Peer(Envelope::App(message)))?;
-        self.sent(to)
+        self.engine.count_sent(channel);
+        Ok(())
     }
 
     /// Starts a new snapshot at this node. Returns its id, and what the step did: the
@@ -437,8 +441,17 @@ impl<P: Process> Node<P> {
                     }
                 }
             };
-            if let Some(event) = self.on_frame(transport, received)? {
-                return Ok(Some(event));
+            // Most frames are application messages from nodes: handled here, without
+            // going through `on_frame` and its event.
+            match received {
+                Incoming::Frame(Endpoint::Node(from), Frame::Peer(Envelope::App(message))) => {
+                    self.deliver_message(transport, from, message)?;
+                }
+                received => {
+                    if let Some(event) = self.on_frame(transport, received)? {
+                        return Ok(Some(event));
+                    }
+                }
             }
             match late.as_mut() {
                 Some(late) => {
@@ -469,6 +482,14 @@ impl<P: Process> Node<P> {
     where
         T: Transport<NodeFrame<P, C>> + ?Sized,
     {
+        // Most frames are application messages from nodes: handled without sorting.
+        let incoming = match incoming {
+            Incoming::Frame(Endpoint::Node(from), Frame::Peer(Envelope::App(message))) => {
+                self.deliver_message(transport, from, message)?;
+                return Ok(None);
+            }
+            incoming => incoming,
+        };
         match Self::sort(incoming)? {
             Arrival::Message(from, message) => {
                 self.deliver_message(transport, from, message)?;
@@ -579,28 +600,6 @@ enum Arrival<P: Process, C> {
 }
 
 impl<P: Process> Node<P> {
-    /// Refuses a message for a channel this node does not have. Checked before the
-    /// transport is given the message, and [counted](Self::sent) only once it has
-    /// accepted it, so that a message the transport refuses is not counted as sent.
-    fn check_outgoing(&self, to: NodeId) -> Result<(), NodeError> {
-        if self.engine.has_outgoing(to) {
-            return Ok(());
-        }
-        let me = self.id();
-        Err(EngineError::UnknownChannel {
-            node: me,
-            from: me,
-            to,
-        }
-        .into())
-    }
-
-    /// Counts an application message to `to` that the transport has accepted.
-    fn sent(&mut self, to: NodeId) -> Result<(), NodeError> {
-        self.engine.on_send(to)?;
-        Ok(())
-    }
-
     /// Records this node's state for a new snapshot: its id, and the markers to send.
     fn start_snapshot(&mut self) -> Result<(SnapshotId, Step<P>), NodeError> {
         let (id, actions) = self.engine.initiate(&self.process)?;

@@ -51,7 +51,8 @@
 //!   order they were read. When there are none, they wait in `poll(2)` on every
 //!   incoming FIFO at once (after spinning, if asked: see [Latency](#latency)), and
 //!   read each one that is ready until it is empty (or has given 1 MiB, so that one
-//!   busy peer cannot keep the others waiting), decoding whole frames as they come.
+//!   busy peer cannot keep the others waiting); each frame is decoded from the bytes
+//!   read when it is handed out.
 //! - A write that finds the pipe full waits in `poll(2)` for it to drain **and** for
 //!   the incoming FIFOs, reading whatever arrives meanwhile into memory. So two
 //!   endpoints sending each other large volumes at once cannot deadlock, while an
@@ -327,6 +328,7 @@ where
     }
 
     /// The oldest arrival not handed out yet, if any.
+    #[inline]
     fn pop(&mut self) -> Option<Incoming<F>> {
         let incoming = self.reader.inbound.pop()?;
         match incoming {
@@ -419,10 +421,17 @@ where
         }
     }
 
+    /// Writes out every buffer that holds frames. Called for every frame taken, so
+    /// the common case, nothing buffered, costs no call.
+    #[inline]
     fn flush_all(&mut self) -> Result<(), TransportError> {
         if self.dirty.is_empty() {
             return Ok(());
         }
+        self.flush_dirty()
+    }
+
+    fn flush_dirty(&mut self) -> Result<(), TransportError> {
         flush_order(&mut self.dirty, self.last_from);
         let dirty = std::mem::take(&mut self.dirty);
         for (at, &peer) in dirty.iter().enumerate() {

@@ -103,7 +103,7 @@ impl<F> Reader<F> {
 impl<F: DeserializeOwned> Reader<F> {
     /// Waits until an incoming FIFO has something to say, or `write` (a FIFO's write
     /// end) can take more, or `timeout` passes (`None`: for ever; zero: only looks).
-    /// Reads every FIFO that is ready, decoding what it holds. Says whether `write`
+    /// Reads every FIFO that is ready, keeping the whole frames it holds. Says whether `write`
     /// can take more.
     pub(crate) fn wait(
         &mut self,

@@ -150,6 +150,7 @@ where
     F: DeserializeOwned,
 {
     /// The oldest arrival not handed out yet, if any.
+    #[inline]
     fn pop(&mut self) -> Option<Incoming<F>> {
         let incoming = self.reader.pop()?;
         match &incoming {
@@ -167,6 +168,13 @@ where
         if let Some(incoming) = self.pop() {
             return Ok(Some(incoming));
         }
+        self.look_now()
+    }
+
+    /// [`next_now`](Self::next_now) once what had arrived is all handed out: takes
+    /// in the broken connections, then one look at the connections.
+    #[inline(never)]
+    fn look_now(&mut self) -> Result<Option<Incoming<F>>, TransportError> {
         self.take_lost();
         if let Some(incoming) = self.pop() {
             return Ok(Some(incoming));

@@ -201,11 +201,6 @@ impl<F> Reader<F> {
         &self.handover
     }
 
-    /// The oldest arrival not handed out yet.
-    pub(crate) fn pop(&mut self) -> Option<Incoming<F>> {
-        self.inbound.pop()
-    }
-
     /// Whether every peer has departed and every departure has been handed out.
     pub(crate) fn is_closed(&self) -> bool {
         self.inbound.is_closed()
@@ -279,10 +274,16 @@ impl<F> Reader<F> {
 }
 
 impl<F: DeserializeOwned> Reader<F> {
+    /// The oldest arrival not handed out yet (a frame is decoded as it is handed
+    /// out).
+    pub(crate) fn pop(&mut self) -> Option<Incoming<F>> {
+        self.inbound.pop()
+    }
+
     /// Waits until a connection has something to say, or the worker has handed over a
     /// connection, freed a writer or reported a broken one, or `timeout` passes
     /// (`None`: for ever; zero: only looks). Reads every connection that is ready,
-    /// decoding what it holds.
+    /// keeping the whole frames it holds.
     ///
     /// A connection that ends is closed by [`Inbound`], which drops it without
     /// deregistering it: closing a socket takes it out of the poll.

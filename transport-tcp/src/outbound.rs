@@ -445,10 +445,17 @@ impl Outbound {
     ///
     /// `last_from`, the peer whose frame was received last, goes first
     /// ([`flush_order`]); then the others, in the order they were written to.
+    #[inline]
     pub(crate) fn try_flush(&mut self, last_from: Endpoint) -> Option<Stall> {
+        // Called for every frame received: nothing buffered costs no call.
         if self.dirty.is_empty() {
             return None;
         }
+        self.flush_dirty(last_from)
+    }
+
+    /// [`try_flush`](Self::try_flush) with buffers to hand over.
+    fn flush_dirty(&mut self, last_from: Endpoint) -> Option<Stall> {
         flush_order(&mut self.dirty, last_from);
         let mut lost = Vec::new();
         let mut stall = None;

@@ -189,9 +189,14 @@ fn a_peer_sending_a_frame_that_does_not_decode_is_dropped_and_logged() {
     assert!(
         warnings("peer=node 7")
             .iter()
-            .any(|line| line.contains("bad frame")),
+            .any(|line| line.contains("does not decode")),
         "{:?}",
         warnings("node 7")
+    );
+    let cause = receiver.departure_cause(node(7)).unwrap_or_default();
+    assert!(
+        cause.starts_with("it sent a frame that does not decode: postcard: "),
+        "the departure says why: {cause:?}"
     );
 }
 

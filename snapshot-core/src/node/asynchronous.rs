@@ -22,11 +22,12 @@ impl<P: Process> Node<P> {
         T: AsyncTransport<NodeFrame<P, C>> + ?Sized,
         NodeFrame<P, C>: Send + 'static,
     {
-        self.check_outgoing(to)?;
+        let channel = self.engine.outgoing_channel(to)?;
         transport
             .send(Endpoint::Node(to), Frame::Peer(Envelope::App(message)))
             .await?;
-        self.sent(to)
+        self.engine.count_sent(channel);
+        Ok(())
     }
 
     /// Starts a new snapshot at this node: the twin of [`initiate`](Self::initiate).

@@ -4,7 +4,7 @@
 
 use crate::Endpoint;
 use crate::Incoming;
-use crate::codec::FrameDecoder;
+use crate::codec::{CodecError, FrameDecoder};
 use crate::stream::Peers;
 use serde::de::DeserializeOwned;
 use std::collections::VecDeque;
@@ -30,11 +30,29 @@ pub enum Turn {
     Ended,
 }
 
-/// One incoming stream.
+/// One incoming stream, and the frames read from it and not handed out yet.
 struct Stream<S> {
     peer: Endpoint,
-    source: S,
+    /// `None` once the stream is closed: what it gave before is still handed out.
+    source: Option<S>,
     decoder: FrameDecoder,
+}
+
+/// The next `count` whole frames of stream `index`, still as bytes in its decoder.
+#[derive(Debug, Clone, Copy, Default)]
+struct Run {
+    index: usize,
+    count: usize,
+}
+
+/// What waits to be handed out, in the order it arrived.
+enum Arrival<F> {
+    /// The next `count` whole frames of stream `index`, still as bytes in its decoder:
+    /// they are decoded one at a time as they are handed out, from where the read
+    /// put them, rather than all at once into a queue beyond the cache.
+    Frames { index: usize, count: usize },
+    /// A frame that arrived by other means, or a departure.
+    Ready(Incoming<F>),
 }
 
 /// The incoming streams of one endpoint, each from one peer, and what has arrived
@@ -43,18 +61,25 @@ struct Stream<S> {
 /// The transport owns the waiting: it polls the sources ([`source`](Self::source)
 /// gives each one's handle, by the index [`add`](Self::add) returned) and calls
 /// [`read`](Self::read) for each that is ready. Sources are non-blocking readers:
-/// a read that would block ends the turn. Frames are decoded as whole ones come, in
-/// the order they were read; a stream that ends, fails or carries garbage is closed
-/// and its peer departs, after the frames it gave before. The transport hands out
-/// [`pop`](Self::pop) in order.
+/// a read that would block ends the turn. Whole frames are handed out by
+/// [`pop`](Self::pop) in the order they were read, each decoded as it is handed out;
+/// a stream that ends, fails or carries garbage is closed and its peer departs, after
+/// the frames it gave before. A length over the bound is garbage found as it is read;
+/// a frame whose body does not decode is found as it is handed out, and its stream is
+/// closed then.
 ///
 /// It also keeps the endpoint's [`Peers`]: a departure is queued once, however many
 /// ways it is noticed.
 pub struct Inbound<S, F> {
     streams: Vec<Option<Stream<S>>>,
-    arrived: VecDeque<Incoming<F>>,
+    /// The frames handed out next, before anything in `arrived`: the run at the
+    /// head of the queue, taken out of it so that handing out a frame does not go
+    /// through the queue.
+    head: Run,
+    arrived: VecDeque<Arrival<F>>,
     peers: Peers,
-    /// Where reads land before they are decoded (allocated on the first read).
+    /// Where the reads of [`discard`](Self::discard) land (allocated on its first
+    /// read); [`read`](Self::read) reads into each stream's decoder.
     chunk: Vec<u8>,
     max_frame: usize,
     /// Why peers' streams ended, for those that did not simply end.
@@ -64,7 +89,16 @@ pub struct Inbound<S, F> {
 impl<S, F> std::fmt::Debug for Inbound<S, F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Inbound")
-            .field("streams", &self.streams.iter().flatten().count())
+            .field(
+                "streams",
+                &self
+                    .streams
+                    .iter()
+                    .flatten()
+                    .filter(|s| s.source.is_some())
+                    .count(),
+            )
+            .field("frames", &self.head.count)
             .field("arrived", &self.arrived.len())
             .field("peers", &self.peers)
             .finish_non_exhaustive()
@@ -76,6 +110,7 @@ impl<S, F> Inbound<S, F> {
     pub fn new(max_frame: usize) -> Self {
         Inbound {
             streams: Vec::new(),
+            head: Run::default(),
             arrived: VecDeque::new(),
             peers: Peers::default(),
             chunk: Vec::new(),
@@ -103,13 +138,22 @@ impl<S, F> Inbound<S, F> {
         }
     }
 
+    /// What a read of `peer`'s stream gave, a failed one taken as the stream's end,
+    /// its cause kept.
+    fn note_failure(&mut self, peer: Endpoint, read: io::Result<Bytes>) -> Bytes {
+        read.unwrap_or_else(|error| {
+            self.ended_by(peer, format!("reading its stream failed: {error}"));
+            Bytes::End
+        })
+    }
+
     /// Starts reading `source`, the stream from `peer`, which becomes a peer. Returns
     /// its index.
     pub fn add(&mut self, peer: Endpoint, source: S) -> usize {
         self.peers.add(peer);
         self.streams.push(Some(Stream {
             peer,
-            source,
+            source: Some(source),
             decoder: FrameDecoder::new(self.max_frame),
         }));
         self.streams.len() - 1
@@ -117,15 +161,15 @@ impl<S, F> Inbound<S, F> {
 
     /// The source of stream `index`, while it is open.
     pub fn source(&self, index: usize) -> Option<&S> {
-        self.streams.get(index)?.as_ref().map(|s| &s.source)
+        self.streams.get(index)?.as_ref()?.source.as_ref()
     }
 
     /// The open streams: index, peer and source.
     pub fn open(&self) -> impl Iterator<Item = (usize, Endpoint, &S)> + '_ {
-        self.streams
-            .iter()
-            .enumerate()
-            .filter_map(|(index, s)| s.as_ref().map(|s| (index, s.peer, &s.source)))
+        self.streams.iter().enumerate().filter_map(|(index, s)| {
+            let s = s.as_ref()?;
+            Some((index, s.peer, s.source.as_ref()?))
+        })
     }
 
     /// The index of the open stream from `peer`, if there is one.
@@ -145,11 +189,18 @@ impl<S, F> Inbound<S, F> {
         &mut self.peers
     }
 
-    /// Closes stream `index`, if open, and returns its source; its peer departs.
+    /// Closes stream `index`, if open, and returns its source; its peer departs,
+    /// after the frames already read from it.
     pub fn close(&mut self, index: usize) -> Option<S> {
-        let stream = self.streams.get_mut(index)?.take()?;
-        self.depart(stream.peer);
-        Some(stream.source)
+        let slot = self.streams.get_mut(index)?;
+        let stream = slot.as_mut()?;
+        let source = stream.source.take()?;
+        let peer = stream.peer;
+        if stream.decoder.ready() == 0 {
+            *slot = None;
+        }
+        self.depart(peer);
+        Some(source)
     }
 
     /// Queues the departure of `peer`, unless it was queued before. For departures
@@ -157,29 +208,47 @@ impl<S, F> Inbound<S, F> {
     /// one is open, should be read to its end first: its frames come before.
     pub fn depart(&mut self, peer: Endpoint) {
         if self.peers.depart(peer) {
-            self.arrived.push_back(Incoming::Departed(peer));
+            self.arrived
+                .push_back(Arrival::Ready(Incoming::Departed(peer)));
         }
     }
 
     /// Queues a frame that arrived by other means, from `from`, which becomes a peer.
     pub fn push_frame(&mut self, from: Endpoint, frame: F) {
         self.peers.add(from);
-        self.arrived.push_back(Incoming::Frame(from, frame));
+        self.arrived
+            .push_back(Arrival::Ready(Incoming::Frame(from, frame)));
     }
 
-    /// The oldest arrival not handed out yet.
-    pub fn pop(&mut self) -> Option<Incoming<F>> {
-        self.arrived.pop_front()
+    /// Queues the `count` whole frames that a read of stream `index` completed: with
+    /// the frames the stream's last read completed if nothing came in between, else
+    /// after what did.
+    fn queue_frames(&mut self, index: usize, count: usize) {
+        if self.arrived.is_empty() && (self.head.count == 0 || self.head.index == index) {
+            self.head.index = index;
+            self.head.count += count;
+            return;
+        }
+        if let Some(Arrival::Frames {
+            index: last,
+            count: before,
+        }) = self.arrived.back_mut()
+            && *last == index
+        {
+            *before += count;
+            return;
+        }
+        self.arrived.push_back(Arrival::Frames { index, count });
     }
 
     /// Whether something has arrived that is not handed out yet.
     pub fn has_arrivals(&self) -> bool {
-        !self.arrived.is_empty()
+        self.head.count > 0 || !self.arrived.is_empty()
     }
 
     /// Whether every peer has departed and every departure has been handed out.
     pub fn is_closed(&self) -> bool {
-        self.arrived.is_empty() && self.peers.is_closed()
+        !self.has_arrivals() && self.peers.is_closed()
     }
 }
 
@@ -191,6 +260,7 @@ enum Bytes {
 }
 
 impl<S: Read, F> Inbound<S, F> {
+    /// One read of stream `index` into the shared chunk, for bytes thrown away.
     fn read_chunk(&mut self, index: usize) -> Bytes {
         if self.chunk.is_empty() {
             self.chunk = vec![0; CHUNK];
@@ -198,18 +268,12 @@ impl<S: Read, F> Inbound<S, F> {
         let Some(Some(stream)) = self.streams.get_mut(index) else {
             return Bytes::End;
         };
-        let failed = loop {
-            return match stream.source.read(&mut self.chunk) {
-                Ok(0) => Bytes::End,
-                Ok(n) => Bytes::Some(n),
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => Bytes::None,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) => break (stream.peer, error),
-            };
+        let Some(source) = stream.source.as_mut() else {
+            return Bytes::End;
         };
-        let (peer, error) = failed;
-        self.ended_by(peer, format!("reading its stream failed: {error}"));
-        Bytes::End
+        let peer = stream.peer;
+        let bytes = read_once(source, &mut self.chunk);
+        self.note_failure(peer, bytes)
     }
 
     /// Reads stream `index` for up to a turn and throws the bytes away: for an
@@ -230,15 +294,29 @@ impl<S: Read, F> Inbound<S, F> {
 }
 
 impl<S: Read, F: DeserializeOwned> Inbound<S, F> {
-    /// Reads what stream `index` holds, up to a turn's worth, decoding every whole
-    /// frame. A short read ends the turn: the source is taken to be empty, and its
-    /// poll reports it again when more comes.
+    /// Reads what stream `index` holds, up to a turn's worth, straight into its
+    /// decoder, and queues the whole frames it completes. A short read ends the turn:
+    /// the source is taken to be empty, and its poll reports it again when more
+    /// comes. A read into less room than a chunk (the rest of the room made for a
+    /// large frame) that fills it ends the turn too, as one that may have left more.
     pub fn read(&mut self, index: usize) -> Turn {
         for _ in 0..CHUNKS_PER_TURN {
-            let n = match self.read_chunk(index) {
-                Bytes::Some(n) => n,
-                Bytes::None => return Turn::Drained,
-                Bytes::End => {
+            let Some(Some(stream)) = self.streams.get_mut(index) else {
+                return Turn::Ended;
+            };
+            let peer = stream.peer;
+            let (read, room) = match stream.source.as_mut() {
+                Some(source) => {
+                    let room = stream.decoder.room(CHUNK);
+                    let size = room.len();
+                    (read_once(source, room), size)
+                }
+                None => (Ok(Bytes::End), 0),
+            };
+            let (n, room) = match (self.note_failure(peer, read), room) {
+                (Bytes::Some(n), room) => (n, room),
+                (Bytes::None, _) => return Turn::Drained,
+                (Bytes::End, _) => {
                     if let Some(Some(stream)) = self.streams.get(index)
                         && stream.decoder.has_partial()
                     {
@@ -252,27 +330,103 @@ impl<S: Read, F: DeserializeOwned> Inbound<S, F> {
             let Some(Some(stream)) = self.streams.get_mut(index) else {
                 return Turn::Ended;
             };
-            stream.decoder.feed(&self.chunk[..n]);
-            let peer = stream.peer;
-            loop {
-                match stream.decoder.next_frame::<F>() {
-                    Ok(Some(frame)) => self.arrived.push_back(Incoming::Frame(peer, frame)),
-                    Ok(None) => break,
-                    Err(error) => {
-                        self.ended_by(
-                            peer,
-                            format!("it sent a frame that does not decode: {error}"),
-                        );
-                        self.close(index);
-                        return Turn::Ended;
-                    }
-                }
+            let before = stream.decoder.ready();
+            stream.decoder.commit(n);
+            let added = stream.decoder.ready() - before;
+            let refusal = stream.decoder.refusal();
+            if added > 0 {
+                self.queue_frames(index, added);
             }
-            if n < CHUNK {
+            if let Some(error) = refusal {
+                self.ended_by(peer, undecodable(&error));
+                self.close(index);
+                return Turn::Ended;
+            }
+            if n < room {
                 return Turn::Drained;
+            }
+            if room < CHUNK {
+                return Turn::More;
             }
         }
         Turn::More
+    }
+}
+
+/// The cause of a departure for a frame that does not decode, with what the codec
+/// found (postcard's own words).
+fn undecodable(error: &CodecError) -> String {
+    match std::error::Error::source(error) {
+        Some(source) => format!("it sent a frame that does not decode: {error}: {source}"),
+        None => format!("it sent a frame that does not decode: {error}"),
+    }
+}
+
+/// One read of `source` into `buffer`; an error if it failed.
+fn read_once<S: Read>(source: &mut S, buffer: &mut [u8]) -> io::Result<Bytes> {
+    loop {
+        return match source.read(buffer) {
+            Ok(0) => Ok(Bytes::End),
+            Ok(n) => Ok(Bytes::Some(n)),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(Bytes::None),
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => Err(error),
+        };
+    }
+}
+
+impl<S, F: DeserializeOwned> Inbound<S, F> {
+    /// The oldest arrival not handed out yet. A frame read from a stream is decoded
+    /// here; one that does not decode closes its stream, drops what the stream gave
+    /// after it, and its peer departs.
+    pub fn pop(&mut self) -> Option<Incoming<F>> {
+        loop {
+            if self.head.count == 0 {
+                match self.arrived.pop_front()? {
+                    Arrival::Ready(incoming) => return Some(incoming),
+                    Arrival::Frames { index, count } => self.head = Run { index, count },
+                }
+            }
+            self.head.count -= 1;
+            let index = self.head.index;
+            let Some(Some(stream)) = self.streams.get_mut(index) else {
+                continue;
+            };
+            let peer = stream.peer;
+            match stream.decoder.next_frame::<F>() {
+                Ok(Some(frame)) => {
+                    if stream.decoder.ready() == 0 && stream.source.is_none() {
+                        // Closed, and everything it gave is handed out.
+                        self.streams[index] = None;
+                    }
+                    return Some(Incoming::Frame(peer, frame));
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    if let Some(departed) = self.refuse(index, peer, &error) {
+                        return Some(departed);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stream `index`, from `peer`, gave a frame that does not decode: it is closed,
+    /// what it gave after that frame is dropped, and its peer departs (returned, if
+    /// this is the first news of it).
+    #[cold]
+    #[inline(never)]
+    fn refuse(&mut self, index: usize, peer: Endpoint, error: &CodecError) -> Option<Incoming<F>> {
+        self.ended_by(peer, undecodable(error));
+        if let Some(slot) = self.streams.get_mut(index) {
+            *slot = None;
+        }
+        if self.head.index == index {
+            self.head.count = 0;
+        }
+        self.arrived
+            .retain(|arrival| !matches!(arrival, Arrival::Frames { index: i, .. } if *i == index));
+        self.peers.depart(peer).then_some(Incoming::Departed(peer))
     }
 }
 
@@ -338,7 +492,13 @@ mod tests {
             drain(&mut inbound),
             [2, 3].map(|v| Incoming::Frame(peer, v))
         );
-        inbound.streams[index].as_mut().unwrap().source.ended = true;
+        inbound.streams[index]
+            .as_mut()
+            .unwrap()
+            .source
+            .as_mut()
+            .unwrap()
+            .ended = true;
         assert_eq!(inbound.read(index), Turn::Ended);
         assert_eq!(drain(&mut inbound), [Incoming::Departed(peer)]);
         assert!(inbound.is_closed());
@@ -427,6 +587,127 @@ mod tests {
             inbound.departure_cause(cut),
             Some("its stream ended in the middle of a frame")
         );
+    }
+
+    #[test]
+    fn a_frame_split_across_reads_is_handed_out_once_whole() {
+        let peer = Endpoint::Node(NodeId(4));
+        let bytes = frames(&[1, 300, 70_000]);
+        // Cuts in the first prefix, in the second body and in the third prefix.
+        let pieces = [&bytes[..2], &bytes[2..8], &bytes[8..11], &bytes[11..]];
+        let mut inbound = Inbound::new(DEFAULT_MAX_FRAME);
+        let index = inbound.add(
+            peer,
+            Pieces {
+                pieces: pieces.iter().map(|p| p.to_vec()).collect(),
+                ended: true,
+            },
+        );
+        let mut got = Vec::new();
+        for _ in pieces {
+            assert_eq!(inbound.read(index), Turn::Drained);
+            got.push(drain(&mut inbound));
+        }
+        let frame = |v| vec![Incoming::Frame(peer, v)];
+        assert_eq!(got, [vec![], frame(1), frame(300), frame(70_000)]);
+        assert_eq!(inbound.read(index), Turn::Ended);
+        assert_eq!(drain(&mut inbound), [Incoming::Departed(peer)]);
+    }
+
+    #[test]
+    fn frames_are_handed_out_in_the_order_they_were_read() {
+        let (a, b) = (Endpoint::Node(NodeId(1)), Endpoint::Node(NodeId(2)));
+        let from_a = frames(&[1, 2, 3]);
+        let mut inbound = Inbound::new(DEFAULT_MAX_FRAME);
+        // The second frame of `a` comes in two reads, with a read of `b` between them.
+        let ia = inbound.add(
+            a,
+            Pieces {
+                pieces: VecDeque::from([from_a[..7].to_vec(), from_a[7..].to_vec()]),
+                ended: false,
+            },
+        );
+        let ib = inbound.add(
+            b,
+            Pieces {
+                pieces: VecDeque::from([frames(&[10, 11])]),
+                ended: true,
+            },
+        );
+        assert_eq!(inbound.read(ia), Turn::Drained);
+        assert_eq!(inbound.read(ib), Turn::Drained);
+        assert_eq!(inbound.read(ib), Turn::Ended);
+        assert_eq!(inbound.read(ia), Turn::Drained);
+        assert_eq!(
+            drain(&mut inbound),
+            [
+                Incoming::Frame(a, 1),
+                Incoming::Frame(b, 10),
+                Incoming::Frame(b, 11),
+                Incoming::Departed(b),
+                Incoming::Frame(a, 2),
+                Incoming::Frame(a, 3),
+            ]
+        );
+        assert!(!inbound.has_arrivals());
+    }
+
+    #[test]
+    fn a_body_that_does_not_decode_drops_the_stream_where_it_is() {
+        let peer = Endpoint::Node(NodeId(3));
+        let mut bytes = frames(&[1, 2]);
+        // A whole frame whose body is no u32: a varint that never ends.
+        bytes.extend_from_slice(&[1, 0, 0, 0, 0x80]);
+        bytes.extend_from_slice(&frames(&[3]));
+        let mut inbound = Inbound::<_, u32>::new(DEFAULT_MAX_FRAME);
+        let index = inbound.add(
+            peer,
+            Pieces {
+                pieces: VecDeque::from([bytes]),
+                ended: false,
+            },
+        );
+        assert_eq!(inbound.read(index), Turn::Drained);
+        assert!(inbound.source(index).is_some(), "nothing decoded yet");
+        assert_eq!(
+            drain(&mut inbound),
+            [
+                Incoming::Frame(peer, 1),
+                Incoming::Frame(peer, 2),
+                Incoming::Departed(peer)
+            ]
+        );
+        assert!(inbound.source(index).is_none(), "the stream is closed");
+        assert!(inbound.is_closed());
+        assert_eq!(inbound.read(index), Turn::Ended);
+        assert!(!inbound.has_arrivals(), "a departure is reported once");
+    }
+
+    #[test]
+    fn frames_read_before_the_end_are_handed_out_after_it_is_read() {
+        let peer = Endpoint::Role(2);
+        let mut inbound = Inbound::new(DEFAULT_MAX_FRAME);
+        let index = inbound.add(
+            peer,
+            Pieces {
+                pieces: VecDeque::from([frames(&[5, 6])]),
+                ended: true,
+            },
+        );
+        assert_eq!(inbound.read(index), Turn::Drained);
+        assert_eq!(inbound.read(index), Turn::Ended);
+        assert!(inbound.source(index).is_none());
+        assert!(!inbound.is_closed(), "two frames and the departure wait");
+        assert_eq!(
+            drain(&mut inbound),
+            [
+                Incoming::Frame(peer, 5),
+                Incoming::Frame(peer, 6),
+                Incoming::Departed(peer)
+            ]
+        );
+        assert!(inbound.is_closed());
+        assert!(inbound.streams[index].is_none(), "its bytes are freed");
     }
 
     #[test]
