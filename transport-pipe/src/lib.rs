@@ -333,13 +333,17 @@ where
         let incoming = self.reader.inbound.pop()?;
         match incoming {
             Incoming::Frame(from, _) => self.last_from = from,
-            // The pair is closed both ways: our write end closes too, so that the peer
-            // (if it is still there, having sent garbage) sees us go.
-            Incoming::Departed(peer) => {
-                self.routes.insert(peer, Route::Gone);
-            }
+            Incoming::Departed(peer) => self.close_route(peer),
         }
         Some(incoming)
+    }
+
+    /// `peer` has departed: the pair is closed both ways, and our write end closes
+    /// too, so that the peer (if it is still there, having sent garbage) sees us go.
+    #[cold]
+    #[inline(never)]
+    fn close_route(&mut self, peer: Endpoint) {
+        self.routes.insert(peer, Route::Gone);
     }
 
     /// What has arrived, without waiting: the frames already read, else one look at
@@ -350,6 +354,14 @@ where
         if let Some(incoming) = self.pop() {
             return Ok(Some(incoming));
         }
+        self.look_now()
+    }
+
+    /// [`next_now`](Self::next_now) once what had arrived is all handed out: one look
+    /// at the FIFOs. Kept out of line, so that taking a frame already read stays
+    /// small enough to be inlined into the caller's loop.
+    #[inline(never)]
+    fn look_now(&mut self) -> Result<Option<Incoming<F>>, TransportError> {
         if self.reader.inbound.is_closed() {
             return Err(TransportError::Closed);
         }
