@@ -693,6 +693,7 @@ impl<P: Process> SnapshotEngine<P> {
 
     /// An application message was taken from the channel `from -> self`: it is counted,
     /// and written into the record of that channel for every snapshot recording it.
+    #[inline]
     pub fn on_message(
         &mut self,
         from: NodeId,
@@ -701,9 +702,18 @@ impl<P: Process> SnapshotEngine<P> {
     ) -> Result<(), EngineError> {
         let at = self.check_incoming(from)?;
         self.received.counts[at] += 1;
-        if self.recording.is_empty() {
-            return Ok(());
+        // With no snapshot recording, a message is only counted: that case stays
+        // small enough to be inlined into the node's receiving loop.
+        if !self.recording.is_empty() {
+            self.record_message(at, from, message, process);
         }
+        Ok(())
+    }
+
+    /// Writes `message`, taken from the incoming channel `at` (from `from`), into
+    /// that channel's record for every snapshot recording it.
+    #[inline(never)]
+    fn record_message(&mut self, at: usize, from: NodeId, message: &P::Message, process: &P) {
         for recording in self.recording.values_mut() {
             // Every recording has a record per incoming channel: `record` creates
             // them, and channels cannot be added while recording.
@@ -714,7 +724,6 @@ impl<P: Process> SnapshotEngine<P> {
                 recorded.record.messages += 1;
             }
         }
-        Ok(())
     }
 
     /// The outgoing channel `self -> to`, for [`count_sent`](Self::count_sent): a

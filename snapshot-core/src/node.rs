@@ -284,6 +284,7 @@ impl<P: Process> Node<P> {
 
     /// An application message from `from`: counted and recorded by the engine,
     /// handled by the process, whose replies are sent.
+    #[inline]
     fn deliver_message<C, T>(
         &mut self,
         transport: &mut T,
@@ -297,6 +298,15 @@ impl<P: Process> Node<P> {
         if self.outbox.is_empty() {
             return Ok(());
         }
+        self.send_outbox(transport)
+    }
+
+    /// Sends the replies the process left in the outbox, in order.
+    #[inline(never)]
+    fn send_outbox<C, T>(&mut self, transport: &mut T) -> Result<(), NodeError>
+    where
+        T: Transport<NodeFrame<P, C>> + ?Sized,
+    {
         let mut outbox = std::mem::take(&mut self.outbox);
         let sent = outbox
             .drain()
