@@ -92,14 +92,24 @@ impl Writer {
     }
 
     /// Queues `frame`. Says whether the buffer holds a batch's worth, to be written.
+    #[inline]
     pub(crate) fn send<F: Serialize>(
         &mut self,
         frame: &F,
         max_frame: usize,
     ) -> Result<bool, TransportError> {
-        codec::encode_into(frame, &mut self.buffer, max_frame)
-            .map_err(|error| error.into_transport(|| format!("frame for {}", self.peer)))?;
+        if let Err(error) = codec::encode_into(frame, &mut self.buffer, max_frame) {
+            return Err(self.refused(error));
+        }
         Ok(self.buffer.len() - self.written >= BATCH)
+    }
+
+    /// The error of a frame that could not be encoded, as a send reports it. Out of
+    /// line, so that a send that succeeds stays small enough to be inlined.
+    #[cold]
+    #[inline(never)]
+    fn refused(&self, error: codec::CodecError) -> TransportError {
+        error.into_transport(|| format!("frame for {}", self.peer))
     }
 
     /// Whether frames are waiting in the buffer.
