@@ -159,8 +159,8 @@ pub const LINGER: Duration = Duration::from_secs(5);
 enum Route {
     /// Connected; the write end opens on the first send.
     Connected,
-    /// The write end is open.
-    Open(Writer),
+    /// The write end is open: the writer at this index of `writers`.
+    Open(usize),
     /// The peer has gone: sends to it fail at once.
     Gone,
 }
@@ -174,6 +174,12 @@ pub struct PipeTransport<F> {
     options: PipeOptions,
     /// The sending side, per connected peer.
     routes: EndpointMap<Route>,
+    /// The open write ends, by the index their [`Route::Open`] holds; `None` once
+    /// the peer has gone (an index is never reused).
+    writers: Vec<Option<Writer>>,
+    /// The peer sent to last and the index of its writer, so that a run of sends to
+    /// one peer looks its route up once: a stale entry finds its writer gone.
+    last_sent: Option<(Endpoint, usize)>,
     /// The peers whose buffers may hold frames, each once, in the order they were
     /// first sent to since the last flush.
     dirty: Vec<Endpoint>,
@@ -222,6 +228,8 @@ where
             reader: Reader::new(options.max_frame),
             options,
             routes: EndpointMap::default(),
+            writers: Vec::new(),
+            last_sent: None,
             dirty: Vec::new(),
             last_from: local,
             spin: Spin::new(Duration::ZERO),
@@ -323,8 +331,48 @@ where
     /// `peer` has gone (a write found its read end closed): what it sent comes first,
     /// then its departure; sends to it fail from now on.
     fn lose(&mut self, peer: Endpoint) {
-        self.routes.insert(peer, Route::Gone);
+        self.set_gone(peer);
         self.reader.finish(peer);
+    }
+
+    /// Marks `peer` as gone, and closes the write end to it, if open.
+    fn set_gone(&mut self, peer: Endpoint) {
+        if let Some(Route::Open(at)) = self.routes.insert(peer, Route::Gone)
+            && let Some(slot) = self.writers.get_mut(at)
+        {
+            *slot = None;
+        }
+    }
+
+    /// The index of the writer to `to`, opening the FIFO on the first send to it;
+    /// an error for a peer that has gone or is unknown. Remembers it for the next
+    /// send.
+    #[inline(never)]
+    fn route_for(&mut self, to: Endpoint) -> Result<usize, TransportError> {
+        let at = match self.routes.get(&to) {
+            Some(&Route::Open(at)) => at,
+            Some(Route::Gone) => return Err(TransportError::Disconnected(to)),
+            None => return Err(TransportError::UnknownEndpoint(to)),
+            Some(Route::Connected) => {
+                let writer = match self.open_route(to) {
+                    Ok(writer) => writer,
+                    Err(TransportError::Disconnected(_)) => {
+                        self.lose(to);
+                        return Err(TransportError::Disconnected(to));
+                    }
+                    Err(error) => return Err(error),
+                };
+                let at = self.writers.len();
+                self.writers.push(Some(writer));
+                self.routes.insert(to, Route::Open(at));
+                at
+            }
+        };
+        if !matches!(self.writers.get(at), Some(Some(_))) {
+            return Err(TransportError::Disconnected(to));
+        }
+        self.last_sent = Some((to, at));
+        Ok(at)
     }
 
     /// The oldest arrival not handed out yet, if any.
@@ -343,7 +391,7 @@ where
     #[cold]
     #[inline(never)]
     fn close_route(&mut self, peer: Endpoint) {
-        self.routes.insert(peer, Route::Gone);
+        self.set_gone(peer);
     }
 
     /// What has arrived, without waiting: the frames already read, else one look at
@@ -412,7 +460,10 @@ where
     /// marked so, and its frames dropped: receiving reports its departure.
     fn write_out(&mut self, peer: Endpoint) -> Result<(), TransportError> {
         loop {
-            let Some(Route::Open(writer)) = self.routes.get_mut(&peer) else {
+            let Some(&Route::Open(at)) = self.routes.get(&peer) else {
+                return Ok(());
+            };
+            let Some(Some(writer)) = self.writers.get_mut(at) else {
                 return Ok(());
             };
             match writer.write_some() {
@@ -512,29 +563,14 @@ where
     /// once; if the pipe is full, the send waits for it to drain, reading the frames
     /// sent to this endpoint meanwhile.
     fn send(&mut self, to: Endpoint, frame: F) -> Result<(), TransportError> {
-        let writer = match self.routes.get_mut(&to) {
-            Some(Route::Open(writer)) => writer,
-            Some(Route::Gone) => return Err(TransportError::Disconnected(to)),
-            None => return Err(TransportError::UnknownEndpoint(to)),
-            Some(Route::Connected) => {
-                let writer = match self.open_route(to) {
-                    Ok(writer) => writer,
-                    Err(TransportError::Disconnected(_)) => {
-                        self.lose(to);
-                        return Err(TransportError::Disconnected(to));
-                    }
-                    Err(error) => return Err(error),
-                };
-                match self
-                    .routes
-                    .entry(to)
-                    .insert_entry(Route::Open(writer))
-                    .into_mut()
-                {
-                    Route::Open(writer) => writer,
-                    _ => return Err(TransportError::Disconnected(to)),
-                }
-            }
+        let at = match self.last_sent {
+            Some((peer, at)) if peer == to => at,
+            _ => self.route_for(to)?,
+        };
+        let writer = match self.writers.get_mut(at) {
+            Some(Some(writer)) => writer,
+            // The peer sent to last has gone since.
+            _ => return Err(TransportError::Disconnected(to)),
         };
         let was_dirty = writer.is_dirty();
         let full = writer.send(&frame, self.options.max_frame)?;
@@ -589,7 +625,9 @@ impl<F> Drop for PipeTransport<F> {
         for &peer in &peers {
             // Best effort: a peer that has gone, or stays full past the linger,
             // cannot be helped.
-            while let Some(Route::Open(writer)) = self.routes.get_mut(&peer) {
+            while let Some(&Route::Open(at)) = self.routes.get(&peer)
+                && let Some(Some(writer)) = self.writers.get_mut(at)
+            {
                 if !matches!(writer.write_some(), Ok(false)) {
                     break;
                 }
@@ -616,6 +654,7 @@ impl<F> Drop for PipeTransport<F> {
             }
         }
         self.routes.clear();
+        self.writers.clear();
         for (path, id) in self.created.drain() {
             fifo::remove_if_same(&path, id);
         }

@@ -203,3 +203,44 @@ fn closed_only_once_every_peer_departed_and_a_new_peer_reopens() {
     drop(a);
     assert_empty(dir.path());
 }
+
+#[test]
+fn sends_that_alternate_between_peers_each_keep_their_order_and_see_departures() {
+    let dir = tempfile::tempdir().unwrap();
+    let [mut a, mut b, mut c] = triangle(dir.path());
+    // Runs of sends to one peer, then to the other, then back.
+    for n in 0..6 {
+        let to = if n % 3 == 2 {
+            Endpoint::Role(0)
+        } else {
+            node(2)
+        };
+        a.send(to, n).unwrap();
+    }
+    a.flush().unwrap();
+    for n in [0, 1, 3, 4] {
+        assert_eq!(recv(&mut b).unwrap(), Incoming::Frame(node(1), n));
+    }
+    for n in [2, 5] {
+        assert_eq!(recv(&mut c).unwrap(), Incoming::Frame(node(1), n));
+    }
+    // The peer sent to last goes: the write finds it, and the next send to it fails
+    // at once, while sends to the other go on.
+    drop(c);
+    a.send(Endpoint::Role(0), 6).unwrap();
+    a.flush().unwrap();
+    assert!(matches!(
+        a.send(Endpoint::Role(0), 7),
+        Err(TransportError::Disconnected(Endpoint::Role(0)))
+    ));
+    a.send(node(2), 8).unwrap();
+    a.flush().unwrap();
+    assert_eq!(recv(&mut b).unwrap(), Incoming::Frame(node(1), 8));
+    assert!(matches!(
+        a.send(Endpoint::Role(0), 9),
+        Err(TransportError::Disconnected(Endpoint::Role(0)))
+    ));
+    assert_eq!(recv(&mut a).unwrap(), Incoming::Departed(Endpoint::Role(0)));
+    drop((a, b));
+    assert_empty(dir.path());
+}
