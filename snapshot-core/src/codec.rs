@@ -47,6 +47,7 @@ impl CodecError {
 }
 
 /// Appends `value` to `out` as one frame.
+#[inline]
 pub fn encode_into<T: Serialize>(
     value: &T,
     out: &mut Vec<u8>,
