@@ -357,6 +357,7 @@ where
         }
     }
 
+    #[inline]
     fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Incoming<F>>, TransportError> {
         if timeout.is_zero() {
             return self.next_now();
