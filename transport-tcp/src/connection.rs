@@ -388,7 +388,7 @@ where
                 return Stop::Ended;
             }
             Err(error) => {
-                if crate::handshake::rustls_error(&error).is_some() {
+                if crate::tls::RecordsDoNotVerify::is(&error) {
                     // Its TLS records do not verify: the record layer has said so.
                     tracing::debug!(%local, %peer, error = &error as &dyn std::error::Error, "dropped the peer");
                 } else {

@@ -165,12 +165,7 @@ pub(crate) enum HandshakeError {
 
 /// The rustls error behind an I/O error from `tokio-rustls`, if there is one.
 pub(crate) fn rustls_error(error: &io::Error) -> Option<&rustls::Error> {
-    let inner = error.get_ref()?;
-    inner.downcast_ref::<rustls::Error>().or_else(|| {
-        inner
-            .downcast_ref::<crate::tls::RecordsDoNotVerify>()
-            .map(|records| &records.0)
-    })
+    error.get_ref()?.downcast_ref::<rustls::Error>()
 }
 
 impl HandshakeError {

@@ -389,7 +389,16 @@ const CIPHER_CHUNK: usize = 64 * 1024;
 /// error that names the cause to whoever reads the peer's departure.
 #[derive(Debug, thiserror::Error)]
 #[error("its TLS records do not verify, corrupted or tampered with on the way ({0})")]
-pub(crate) struct RecordsDoNotVerify(pub(crate) rustls::Error);
+pub(crate) struct RecordsDoNotVerify(rustls::Error);
+
+impl RecordsDoNotVerify {
+    /// Whether `error` is a read's failure on a record that did not verify.
+    pub(crate) fn is(error: &io::Error) -> bool {
+        error
+            .get_ref()
+            .is_some_and(|inner| inner.is::<RecordsDoNotVerify>())
+    }
+}
 
 /// The accepting side's record layer: ciphertext in, plaintext out, for a reader
 /// that reads the socket itself ([`TlsReader`], [`AsyncTlsReader`]).
