@@ -128,6 +128,19 @@ impl Spin {
     pub fn waited(&mut self, waited: Duration) {
         self.pays = waited <= self.length;
     }
+
+    /// When a wait begins: the clock, read only if there is a spin to learn about.
+    /// Give it back to [`ended`](Self::ended) when the wait ends.
+    pub fn begin(&self) -> Option<Instant> {
+        (!self.length.is_zero()).then(Instant::now)
+    }
+
+    /// The wait that [`begin`](Self::begin) gave `began` for has ended.
+    pub fn ended(&mut self, began: Option<Instant>) {
+        if let Some(began) = began {
+            self.waited(began.elapsed());
+        }
+    }
 }
 
 /// The peers of an endpoint, as the [`Transport`](crate::Transport) contract counts

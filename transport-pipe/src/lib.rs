@@ -425,17 +425,11 @@ where
         if let Some(incoming) = self.pop() {
             return Ok(Some(incoming));
         }
-        // The clock is read for the spin's sake only.
-        let began = (!self.spin.length().is_zero()).then(Instant::now);
-        let waited = |spin: &mut Spin| {
-            if let Some(began) = began {
-                spin.waited(began.elapsed());
-            }
-        };
+        let began = self.spin.begin();
         let patience = Patience::new(deadline, self.spin.next());
         loop {
             if let Some(incoming) = self.pop() {
-                waited(&mut self.spin);
+                self.spin.ended(began);
                 return Ok(Some(incoming));
             }
             if self.reader.inbound.is_closed() {
@@ -445,7 +439,7 @@ where
             wait(&mut self.reader, self.local, None, look.timeout)?;
             if !self.reader.inbound.has_arrivals() {
                 if look.last {
-                    waited(&mut self.spin);
+                    self.spin.ended(began);
                     return Ok(None);
                 }
                 if look.spinning {

@@ -203,26 +203,20 @@ where
         if let Some(incoming) = self.pop() {
             return Ok(Some(incoming));
         }
-        // The clock is read for the spin's sake only.
-        let began = (!self.spin.length().is_zero()).then(Instant::now);
-        let waited = |spin: &mut Spin| {
-            if let Some(began) = began {
-                spin.waited(began.elapsed());
-            }
-        };
+        let began = self.spin.begin();
         let patience = Patience::new(deadline, self.spin.next());
         let mut last = false;
         loop {
             self.take_lost();
             if let Some(incoming) = self.pop() {
-                waited(&mut self.spin);
+                self.spin.ended(began);
                 return Ok(Some(incoming));
             }
             if self.reader.is_closed() {
                 return Err(TransportError::Closed);
             }
             if last {
-                waited(&mut self.spin);
+                self.spin.ended(began);
                 return Ok(None);
             }
             let look = patience.look();
