@@ -461,6 +461,15 @@ mod tests {
         ended: bool,
     }
 
+    impl Pieces {
+        fn new(pieces: impl IntoIterator<Item = Vec<u8>>, ended: bool) -> Self {
+            Pieces {
+                pieces: pieces.into_iter().collect(),
+                ended,
+            }
+        }
+    }
+
     impl Read for Pieces {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
             match self.pieces.pop_front() {
@@ -498,10 +507,7 @@ mod tests {
         let mut inbound = Inbound::new(DEFAULT_MAX_FRAME);
         let index = inbound.add(
             peer,
-            Pieces {
-                pieces: VecDeque::from([head.to_vec(), tail.to_vec()]),
-                ended: false,
-            },
+            Pieces::new(VecDeque::from([head.to_vec(), tail.to_vec()]), false),
         );
         // Each short read ends a turn: the source's poll says when to read again.
         assert_eq!(inbound.read(index), Turn::Drained);
@@ -536,13 +542,7 @@ mod tests {
         let mut bytes = frames(&[7]);
         bytes.extend_from_slice(&u32::MAX.to_le_bytes());
         let mut inbound = Inbound::<_, u32>::new(1024);
-        let index = inbound.add(
-            peer,
-            Pieces {
-                pieces: VecDeque::from([bytes]),
-                ended: false,
-            },
-        );
+        let index = inbound.add(peer, Pieces::new(VecDeque::from([bytes]), false));
         assert_eq!(inbound.read(index), Turn::Ended);
         assert_eq!(
             drain(&mut inbound),
@@ -596,10 +596,7 @@ mod tests {
         let bytes = frames(&[1, 2]);
         let index = inbound.add(
             cut,
-            Pieces {
-                pieces: VecDeque::from([bytes[..bytes.len() - 1].to_vec()]),
-                ended: true,
-            },
+            Pieces::new(VecDeque::from([bytes[..bytes.len() - 1].to_vec()]), true),
         );
         while inbound.read(index) != Turn::Ended {}
         assert_eq!(
@@ -615,13 +612,7 @@ mod tests {
         // Cuts in the first prefix, in the second body and in the third prefix.
         let pieces = [&bytes[..2], &bytes[2..8], &bytes[8..11], &bytes[11..]];
         let mut inbound = Inbound::new(DEFAULT_MAX_FRAME);
-        let index = inbound.add(
-            peer,
-            Pieces {
-                pieces: pieces.iter().map(|p| p.to_vec()).collect(),
-                ended: true,
-            },
-        );
+        let index = inbound.add(peer, Pieces::new(pieces.iter().map(|p| p.to_vec()), true));
         let mut got = Vec::new();
         for _ in pieces {
             assert_eq!(inbound.read(index), Turn::Drained);
@@ -641,18 +632,12 @@ mod tests {
         // The second frame of `a` comes in two reads, with a read of `b` between them.
         let ia = inbound.add(
             a,
-            Pieces {
-                pieces: VecDeque::from([from_a[..7].to_vec(), from_a[7..].to_vec()]),
-                ended: false,
-            },
+            Pieces::new(
+                VecDeque::from([from_a[..7].to_vec(), from_a[7..].to_vec()]),
+                false,
+            ),
         );
-        let ib = inbound.add(
-            b,
-            Pieces {
-                pieces: VecDeque::from([frames(&[10, 11])]),
-                ended: true,
-            },
-        );
+        let ib = inbound.add(b, Pieces::new(VecDeque::from([frames(&[10, 11])]), true));
         assert_eq!(inbound.read(ia), Turn::Drained);
         assert_eq!(inbound.read(ib), Turn::Drained);
         assert_eq!(inbound.read(ib), Turn::Ended);
@@ -679,13 +664,7 @@ mod tests {
         bytes.extend_from_slice(&[1, 0, 0, 0, 0x80]);
         bytes.extend_from_slice(&frames(&[3]));
         let mut inbound = Inbound::<_, u32>::new(DEFAULT_MAX_FRAME);
-        let index = inbound.add(
-            peer,
-            Pieces {
-                pieces: VecDeque::from([bytes]),
-                ended: false,
-            },
-        );
+        let index = inbound.add(peer, Pieces::new(VecDeque::from([bytes]), false));
         assert_eq!(inbound.read(index), Turn::Drained);
         assert!(inbound.source(index).is_some(), "nothing decoded yet");
         assert_eq!(
@@ -706,13 +685,7 @@ mod tests {
     fn frames_read_before_the_end_are_handed_out_after_it_is_read() {
         let peer = Endpoint::Role(2);
         let mut inbound = Inbound::new(DEFAULT_MAX_FRAME);
-        let index = inbound.add(
-            peer,
-            Pieces {
-                pieces: VecDeque::from([frames(&[5, 6])]),
-                ended: true,
-            },
-        );
+        let index = inbound.add(peer, Pieces::new(VecDeque::from([frames(&[5, 6])]), true));
         assert_eq!(inbound.read(index), Turn::Drained);
         assert_eq!(inbound.read(index), Turn::Ended);
         assert!(inbound.source(index).is_none());
@@ -734,13 +707,7 @@ mod tests {
         let peer = Endpoint::Role(1);
         let big = vec![vec![0u8; CHUNK]; CHUNKS_PER_TURN + 1];
         let mut inbound = Inbound::<_, u32>::new(DEFAULT_MAX_FRAME);
-        let index = inbound.add(
-            peer,
-            Pieces {
-                pieces: big.into(),
-                ended: false,
-            },
-        );
+        let index = inbound.add(peer, Pieces::new(big, false));
         assert_eq!(inbound.discard(index), Turn::More);
         assert_eq!(inbound.discard(index), Turn::Drained);
     }
