@@ -16,6 +16,10 @@ fn transfers_arrive_and_snapshots_meanwhile_are_consistent() {
         let ring = run_transfers(medium, Topology::Ring(4), 100_000, 1_000).unwrap();
         assert_eq!(ring.transfers, 100_000, "{medium:?}");
         assert!(ring.snapshots > 0, "{medium:?}: snapshots were assembled");
+        // One snapshot a second, over a run of milliseconds: the first, taken at the
+        // start, is assembled all the same.
+        let slow = run_transfers(medium, Topology::Ring(4), 10_000, 1).unwrap();
+        assert!(slow.snapshots >= 1, "{medium:?}: the first snapshot");
     }
 }
 

@@ -54,12 +54,15 @@ pub const MAX_IN_FLIGHT: u64 =
 
 /// Runs `topology` on `medium` with its sending nodes moving `total` transfers
 /// between them as fast as they can (shared out evenly), while the driver starts a
-/// snapshot `snapshots_per_second` times a second (0: none), at each node in turn,
-/// with as many in flight as that makes, up to [`MAX_IN_FLIGHT`] (a snapshot due
-/// beyond it is skipped). Every assembled snapshot is [checked](check).
+/// snapshot `snapshots_per_second` times a second (0: none), the first at once, at
+/// each node in turn, with as many in flight as that makes, up to [`MAX_IN_FLIGHT`]
+/// (a snapshot due beyond it is skipped). Every snapshot started is assembled and
+/// [checked](check) before the run ends: a run asked for snapshots has at least one,
+/// however fast its transfers go.
 ///
 /// The time runs from the driver's `Start` to the last node's `Done`; setting the
-/// nodes up and stopping them is not part of it.
+/// nodes up, assembling the snapshots still in flight then, and stopping the nodes
+/// are not part of it.
 pub fn run_transfers(
     medium: TransportKind,
     topology: Topology,
@@ -85,7 +88,7 @@ pub fn run_transfers(
         .then(|| Duration::from_secs_f64(1.0 / f64::from(snapshots_per_second)));
     let start = Instant::now();
     cluster.start()?;
-    let mut next_snapshot = every.map(|every| start + every);
+    let mut next_snapshot = every.map(|_| start);
     let mut initiator = 0u32;
     let mut done = 0usize;
     while done < n as usize {
@@ -115,6 +118,16 @@ pub fn run_transfers(
         }
     }
     let elapsed = start.elapsed();
+    while cluster.snapshots() < u64::from(initiator) {
+        if start.elapsed() > PATIENCE {
+            return Err(TransportError::Protocol(
+                "a snapshot started during the run was never assembled".to_string(),
+            ));
+        }
+        if let Some(global) = cluster.collect(PATIENCE, &mut done)? {
+            check(&global)?;
+        }
+    }
     let snapshots = cluster.snapshots();
     let accounts = cluster.stop()?;
     let transfers = accounts.iter().map(|a| a.handled).sum();
