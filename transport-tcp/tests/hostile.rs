@@ -21,9 +21,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 use transport_tcp::{DEFAULT_MAX_HANDSHAKES, TcpConfig, TcpTransport};
 
-/// The port of a connection's local end, as the server logs it.
-fn remote_tag(stream: &TcpStream) -> String {
-    format!("remote={}", stream.local_addr().unwrap())
+/// How the endpoint `server` names the connection from `stream` in its log: itself,
+/// then the stream's local address. Naming the server keeps a warning about an earlier
+/// test's connection from the same port, now reused, from matching.
+fn remote_tag(server: Endpoint, stream: &TcpStream) -> String {
+    format!("local={server} remote={}", stream.local_addr().unwrap())
 }
 
 /// Two endpoints exchanging numbered frames both ways: `server`, which the hostile
@@ -169,7 +171,7 @@ fn idle_connections_beyond_the_cap_are_closed_at_once_and_delay_no_peer() {
         "the connections beyond the cap, and one for the peer"
     );
     for (stream, _) in idle.iter().zip(&closed).filter(|(_, c)| **c) {
-        let logged = warnings(&remote_tag(stream));
+        let logged = warnings(&remote_tag(Endpoint::Role(20), stream));
         assert!(
             logged
                 .iter()
@@ -246,10 +248,14 @@ fn a_client_speaking_http_is_refused_as_not_speaking_the_protocol() {
     pair.exchange(20);
     assert!(closed_within(&mut stranger, PATIENCE));
     let logged = wait_for_warning(&[
-        &remote_tag(&stranger),
+        &remote_tag(Endpoint::Role(21), &stranger),
         r#"the peer does not speak the snapshot-rs protocol (it sent "GET / HTTP/1.1\r\nHost: "#,
     ]);
-    assert!(logged.is_some(), "{:?}", warnings(&remote_tag(&stranger)));
+    assert!(
+        logged.is_some(),
+        "{:?}",
+        warnings(&remote_tag(Endpoint::Role(21), &stranger))
+    );
     pair.exchange(20);
     pair.quiet();
 }
@@ -268,12 +274,12 @@ fn random_bytes_are_refused() {
     assert!(closed_within(&mut stranger, PATIENCE));
     assert!(
         wait_for_warning(&[
-            &remote_tag(&stranger),
+            &remote_tag(Endpoint::Role(22), &stranger),
             "the peer does not speak the snapshot-rs protocol"
         ])
         .is_some(),
         "{:?}",
-        warnings(&remote_tag(&stranger))
+        warnings(&remote_tag(Endpoint::Role(22), &stranger))
     );
     pair.exchange(20);
     pair.quiet();
@@ -293,12 +299,12 @@ fn a_hello_announcing_a_handshake_over_the_bound_is_refused() {
     assert!(closed_within(&mut stranger, PATIENCE));
     assert!(
         wait_for_warning(&[
-            &remote_tag(&stranger),
+            &remote_tag(Endpoint::Role(23), &stranger),
             "a handshake message of 1048576 bytes, over the 1024-byte bound"
         ])
         .is_some(),
         "{:?}",
-        warnings(&remote_tag(&stranger))
+        warnings(&remote_tag(Endpoint::Role(23), &stranger))
     );
     pair.exchange(20);
     pair.quiet();
@@ -327,9 +333,13 @@ fn a_half_open_connection_is_closed_at_the_hello_timeout() {
     assert!(closed_within(&mut stranger, PATIENCE));
     assert!(opened.elapsed() >= hello_timeout);
     assert!(
-        wait_for_warning(&[&remote_tag(&stranger), "no handshake in time"]).is_some(),
+        wait_for_warning(&[
+            &remote_tag(Endpoint::Role(24), &stranger),
+            "no handshake in time"
+        ])
+        .is_some(),
         "{:?}",
-        warnings(&remote_tag(&stranger))
+        warnings(&remote_tag(Endpoint::Role(24), &stranger))
     );
     pair.exchange(20);
     pair.quiet();
@@ -350,7 +360,7 @@ fn a_slow_sender_is_closed_at_the_hello_timeout() {
     // which on a loaded machine can be a while later.
     let opened = Instant::now();
     let stranger = TcpStream::connect(pair.at()).unwrap();
-    let tag = remote_tag(&stranger);
+    let tag = remote_tag(Endpoint::Role(25), &stranger);
     // The start of a plausible hello: a length, then the magic.
     let mut hello = 60u32.to_le_bytes().to_vec();
     hello.extend_from_slice(b"snap-tcp");
@@ -415,7 +425,7 @@ fn two_hundred_connections_at_once_are_refused() {
     }
     let mut evicted = 0;
     for stranger in &strangers {
-        let tag = remote_tag(stranger);
+        let tag = remote_tag(Endpoint::Role(26), stranger);
         let why = wait_for_warning(&[&tag, "refused a connection"])
             .unwrap_or_else(|| panic!("no warning for {tag}"));
         if why.contains("too many handshakes in progress") {
@@ -466,12 +476,12 @@ fn a_wrong_key_is_refused() {
     assert!(closed_within(&mut stranger, PATIENCE));
     assert!(
         wait_for_warning(&[
-            &remote_tag(&stranger),
+            &remote_tag(Endpoint::Role(27), &stranger),
             "the other side failed to prove it knows the cluster key"
         ])
         .is_some(),
         "{:?}",
-        warnings(&remote_tag(&stranger))
+        warnings(&remote_tag(Endpoint::Role(27), &stranger))
     );
 
     let mut impostor = TcpTransport::<u64>::new(
