@@ -166,16 +166,24 @@ impl Spin {
 pub struct Peers {
     live: HashSet<Endpoint>,
     departed: HashSet<Endpoint>,
+    /// The peer last added, while it is live: frames come in runs from one peer,
+    /// and each is counted without a hash.
+    last: Option<Endpoint>,
 }
 
 impl Peers {
     /// Counts `peer` as a peer (connected to, or heard from). A peer that has
     /// departed stays departed. Says whether it is live.
+    #[inline]
     pub fn add(&mut self, peer: Endpoint) -> bool {
+        if self.last == Some(peer) {
+            return true;
+        }
         if self.departed.contains(&peer) {
             return false;
         }
         self.live.insert(peer);
+        self.last = Some(peer);
         true
     }
 
@@ -187,6 +195,9 @@ impl Peers {
     /// Records that `peer` has gone. Says whether this is the first news of it, which
     /// the transport reports as [`Incoming::Departed`](crate::Incoming::Departed).
     pub fn depart(&mut self, peer: Endpoint) -> bool {
+        if self.last == Some(peer) {
+            self.last = None;
+        }
         self.live.remove(&peer);
         self.departed.insert(peer)
     }
@@ -236,6 +247,20 @@ mod tests {
             [c, a, b],
             "a peer not waiting for anything changes nothing"
         );
+    }
+
+    #[test]
+    fn a_peer_added_again_after_its_departure_stays_departed() {
+        let [a, b] = [1, 2].map(|n| Endpoint::Node(crate::NodeId(n)));
+        let mut peers = Peers::default();
+        assert!(peers.add(a));
+        assert!(peers.add(a), "the same peer again: still live");
+        assert!(peers.depart(a));
+        assert!(!peers.add(a), "the peer added last has departed since");
+        assert!(!peers.is_live(a));
+        assert!(peers.add(b));
+        assert!(peers.depart(b));
+        assert!(peers.is_closed());
     }
 
     #[test]
