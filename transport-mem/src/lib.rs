@@ -70,7 +70,7 @@
 #![forbid(unsafe_code)]
 
 use crossbeam_channel::{Receiver, Select, SendError, Sender, TrySendError, bounded, unbounded};
-use snapshot_core::stream::{EndpointMap, Peers};
+use snapshot_core::stream::{EndpointMap, Peers, flush_order};
 use snapshot_core::{Endpoint, Incoming, Transport, TransportError};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -297,6 +297,7 @@ impl<F: Send> MemNetwork<F> {
             dirty: Vec::new(),
             current: Vec::new().into_iter(),
             current_from: endpoint,
+            last_from: endpoint,
         })
     }
 }
@@ -326,6 +327,8 @@ pub struct MemTransport<F> {
     /// The rest of the batch being handed out, and who sent it.
     current: std::vec::IntoIter<F>,
     current_from: Endpoint,
+    /// Who sent the frame handed out last: a flush hands over to it first.
+    last_from: Endpoint,
 }
 
 /// How a peer is reached.
@@ -425,6 +428,9 @@ impl<F> MemTransport<F> {
             return Some(Incoming::Frame(self.current_from, frame));
         }
         if let Some(incoming) = self.arrived.pop_front() {
+            if let Incoming::Frame(from, _) = incoming {
+                self.last_from = from;
+            }
             return Some(incoming);
         }
         let parcel = match self.deferred.as_ref().map(Receiver::try_recv) {
@@ -446,10 +452,12 @@ impl<F> MemTransport<F> {
         match parcel {
             Parcel::One(from, frame) => {
                 self.peers.add(from);
+                self.last_from = from;
                 Incoming::Frame(from, frame)
             }
             Parcel::Batch(from, frames) => {
                 self.peers.add(from);
+                self.last_from = from;
                 self.current = frames.into_iter();
                 self.current_from = from;
                 match self.current.next() {
@@ -547,6 +555,9 @@ impl<F> MemTransport<F> {
         }
         // Taken for the loop and given back cleared, to keep its buffer.
         let mut dirty = std::mem::take(&mut self.dirty);
+        // The peer that sent the request being answered first: it waits, and a
+        // thread woken for a frame sent to another only delays it.
+        flush_order(&mut dirty, self.last_from);
         let mut failed = None;
         for &to in &dirty {
             match self.hand_over(to) {
