@@ -329,6 +329,27 @@ impl<W: Write> Master<W> {
 
     /// Starts `role`, connects to it, and waits for its hello; returns its address.
     fn launch(&mut self, role: Role) -> Result<Option<String>, Refusal> {
+        let greeted = self.greet(role)?;
+        self.connect_greeted(role, &greeted)?;
+        Ok(greeted.address)
+    }
+
+    /// Connects to a role that [`greet`](Self::greet) has heard from, unless the
+    /// master is connected to it already.
+    fn connect_greeted(&mut self, role: Role, greeted: &Greeted) -> Result<(), Refusal> {
+        let who = role.endpoint();
+        if let Some(address) = &greeted.connect_to {
+            self.transport()?
+                .connect(who, address)
+                .map_err(|error| failed(who, error))?;
+        }
+        Ok(())
+    }
+
+    /// Starts `role` and waits for its hello. The master is connected to the role
+    /// already if the system said where it is; otherwise the hello says, and
+    /// [`connect_greeted`](Self::connect_greeted) connects.
+    fn greet(&mut self, role: Role) -> Result<Greeted, Refusal> {
         let who = role.endpoint();
         let started = self.system.start(role).map_err(|source| Refusal::Failed {
             who,
@@ -352,18 +373,19 @@ impl<W: Write> Master<W> {
             other => return Err(protocol_error(who, &other)),
         };
         self.greeted.insert(who);
-        if started.address.is_none()
-            && let Some(address) = &address
-        {
-            self.transport()?
-                .connect(who, address)
-                .map_err(|error| failed(who, error))?;
-        }
+        let connect_to = if started.address.is_none() {
+            address.clone()
+        } else {
+            None
+        };
         // Peers reach a role where the system started it, as the master does: a node
         // announces the address it listens on, which may be one for every interface
         // (`0.0.0.0:7000`), where a peer would find itself, or under another name
         // than its certificate's.
-        Ok(started.address.or(address))
+        Ok(Greeted {
+            address: started.address.or(address),
+            connect_to,
+        })
     }
 
     fn create_node(&mut self, node: NodeId, amount: u64) -> Result<(), Refusal> {
@@ -395,7 +417,8 @@ impl<W: Write> Master<W> {
         if let Some(reason) = self.system.refuses(node) {
             return rejected(reason);
         }
-        let address = self.launch(Role::Node(node))?;
+        let greeted = self.greet(Role::Node(node))?;
+        let address = greeted.address.clone();
         let peers: Vec<Peer> = self
             .nodes
             .iter()
@@ -405,25 +428,17 @@ impl<W: Write> Master<W> {
             })
             .collect();
         let newcomer = Peer { node, address };
-        self.ask_node(
-            node,
-            ToNode::Join {
-                balance: amount,
-                epoch,
-                observer: self.observer_address.clone(),
-                peers: peers.clone(),
-            },
-            |c| matches!(c, ToMaster::Joined),
-        )?;
+        // Everyone at once: the peers and the observer connect to the newcomer while
+        // the master does, and then while the newcomer connects to them, so that over
+        // tcp the handshakes overlap. Nothing travels on those connections before the
+        // master's next command, which waits for every answer.
+        let to = Endpoint::Node(node);
         for peer in &peers {
             self.post(
                 Endpoint::Node(peer.node),
                 ToNode::Connect(newcomer.clone()).into(),
             )?;
         }
-        // The observer connects to the newcomer while the peers do: their handshakes
-        // overlap. The observer sorts after every node: a silence is blamed on a node
-        // that has not answered, if there is one.
         self.post(
             OBSERVER,
             ToObserver::AddNode {
@@ -432,11 +447,30 @@ impl<W: Write> Master<W> {
             }
             .into(),
         )?;
+        self.connect_greeted(Role::Node(node), &greeted)?;
+        self.post(
+            to,
+            ToNode::Join {
+                balance: amount,
+                epoch,
+                observer: self.observer_address.clone(),
+                peers: peers.clone(),
+            }
+            .into(),
+        )?;
         let mut waiting: BTreeSet<Endpoint> =
             peers.iter().map(|p| Endpoint::Node(p.node)).collect();
+        waiting.insert(to);
         waiting.insert(OBSERVER);
         while !waiting.is_empty() {
-            let (who, answer) = self.await_any(&waiting, None)?;
+            // A silence is blamed on the newcomer while it has not answered, then on
+            // a peer that has not: the observer sorts after every node.
+            let blame = if waiting.contains(&to) {
+                to
+            } else {
+                waiting.first().copied().unwrap_or(OBSERVER)
+            };
+            let (who, answer) = self.await_any_blaming(&waiting, blame, None)?;
             let fits = match who {
                 OBSERVER => matches!(answer, ToMaster::Added),
                 _ => matches!(answer, ToMaster::Joined),
@@ -733,6 +767,16 @@ impl<W: Write> Master<W> {
         waits_on: Option<NodeId>,
     ) -> Result<(Endpoint, ToMaster), Refusal> {
         let first = from.first().copied().unwrap_or(MASTER);
+        self.await_any_blaming(from, first, waits_on)
+    }
+
+    /// [`await_any`](Self::await_any), with a silence blamed on `first`.
+    fn await_any_blaming(
+        &mut self,
+        from: &BTreeSet<Endpoint>,
+        first: Endpoint,
+        waits_on: Option<NodeId>,
+    ) -> Result<(Endpoint, ToMaster), Refusal> {
         let answer = match self.next_answer(first)? {
             None => return Err(self.silence(first, waits_on)),
             // Whoever has gone takes the blame, not the endpoint waited for.
@@ -882,6 +926,14 @@ fn departed(departure: Departure) -> Refusal {
         who: departure.who,
         cause: departure.cause.into(),
     }
+}
+
+/// A role the master has started and heard from.
+struct Greeted {
+    /// Where its peers reach it.
+    address: Option<String>,
+    /// Where the master connects to it, if it has not yet.
+    connect_to: Option<String>,
 }
 
 fn failed(who: Endpoint, error: TransportError) -> Refusal {
