@@ -6,6 +6,10 @@
 //! this process over its own endpoint (real FIFOs and loopback sockets on pipe and
 //! tcp). The initiator goes round the ring.
 //!
+//! `snapshot_latency/{medium}/{nodes}/ceiling`: each ring's ceiling, the hops a
+//! snapshot on it waits for one after another (`nodes / 2 + 3`) over the bare medium,
+//! a thread woken at each (`snapshot_harness::HopChain`).
+//!
 //! Beside them, idle: `snapshot_latency/mem/complete/{16,64,128,256}`, complete
 //! graphs on mem (every node linked both ways to every other: a snapshot sends a
 //! marker on each of the `nodes × (nodes − 1)` channels), and
@@ -25,7 +29,7 @@ use snapshot_benches::{
 };
 use snapshot_core::NodeId;
 use snapshot_core::topology::Topology as Graph;
-use snapshot_harness::{Cluster, Medium, Topology, TransportKind, check};
+use snapshot_harness::{Cluster, HopChain, Medium, Topology, TransportKind, check, ring_hops};
 use std::time::Duration;
 
 fn latency(c: &mut Criterion) {
@@ -50,6 +54,18 @@ fn latency(c: &mut Criterion) {
                 });
                 cluster.stop().expect("the nodes stop cleanly");
             }
+            // The ring's ceiling: the hops a snapshot waits for one after another,
+            // over the bare medium.
+            let id = BenchmarkId::new(format!("{}/{nodes}", medium.name()), "ceiling");
+            let mut chain =
+                HopChain::new(medium, ring_hops(nodes)).expect("the chain of hops starts");
+            group.bench_function(id, |b| {
+                b.iter_custom(|iters| {
+                    (0..iters)
+                        .map(|_| chain.round().expect("the frame goes round"))
+                        .sum()
+                })
+            });
         }
     }
     // Beside the rings: complete graphs on mem, idle, and the tcp ring over TLS.

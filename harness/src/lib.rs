@@ -24,7 +24,8 @@
 //!   stopping them;
 //! - [`transfers`]: a run that moves transfers as fast as it can, snapshots meanwhile;
 //! - [`ceiling`](mod@ceiling): the same frames over the bare medium, without
-//!   snapshot-core.
+//!   snapshot-core, as fast as it moves them, and as fast as it passes one along a
+//!   chain of threads ([`HopChain`], a snapshot's latency on a ring).
 //!
 //! ```
 //! use snapshot_harness::{Cluster, Topology, TransportKind, Work, check};
@@ -59,7 +60,7 @@ pub use bank_app::account::{Account, Transfer};
 /// The bank's choice of transport: the media a run can use.
 pub use bank_app::systems::TransportKind;
 
-pub use ceiling::{CEILING_BUFFER, ceiling, encoded_transfer};
+pub use ceiling::{CEILING_BUFFER, HopChain, ceiling, encoded_transfer, ring_hops};
 pub use cluster::{Cluster, PATIENCE};
 pub use medium::Medium;
 pub use money::{AMOUNT, OPENING, check};
