@@ -73,18 +73,25 @@ pub fn ceiling(medium: TransportKind, frames: u64) -> Result<Duration, Transport
             bare_stream(frames, rx, tx)
         }
         TransportKind::Tcp => {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0")
-                .map_err(io_error("binding a listener"))?;
-            let address = listener
-                .local_addr()
-                .map_err(io_error("binding a listener"))?;
-            let tx = std::net::TcpStream::connect(address).map_err(io_error("connecting"))?;
-            tx.set_nodelay(true)
-                .map_err(io_error("setting TCP_NODELAY"))?;
-            let (rx, _) = listener.accept().map_err(io_error("accepting"))?;
+            let (tx, rx) = loopback()?;
             bare_stream(frames, rx, tx)
         }
     }
+}
+
+/// A loopback TCP connection: its connecting end, with `TCP_NODELAY` as the
+/// transport sets it, and its accepted end.
+fn loopback() -> Result<(std::net::TcpStream, std::net::TcpStream), TransportError> {
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").map_err(io_error("binding a listener"))?;
+    let address = listener
+        .local_addr()
+        .map_err(io_error("binding a listener"))?;
+    let tx = std::net::TcpStream::connect(address).map_err(io_error("connecting"))?;
+    tx.set_nodelay(true)
+        .map_err(io_error("setting TCP_NODELAY"))?;
+    let (rx, _) = listener.accept().map_err(io_error("accepting"))?;
+    Ok((tx, rx))
 }
 
 /// `frames` encoded transfer frames from `tx` to `rx`, the reader in a thread of its
@@ -212,15 +219,7 @@ fn hop(medium: TransportKind) -> Result<(HopTx, HopRx), TransportError> {
             (HopTx::Stream(Box::new(tx)), HopRx::Stream(Box::new(rx)))
         }
         TransportKind::Tcp => {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0")
-                .map_err(io_error("binding a listener"))?;
-            let address = listener
-                .local_addr()
-                .map_err(io_error("binding a listener"))?;
-            let tx = std::net::TcpStream::connect(address).map_err(io_error("connecting"))?;
-            tx.set_nodelay(true)
-                .map_err(io_error("setting TCP_NODELAY"))?;
-            let (rx, _) = listener.accept().map_err(io_error("accepting"))?;
+            let (tx, rx) = loopback()?;
             (HopTx::Stream(Box::new(tx)), HopRx::Stream(Box::new(rx)))
         }
     })
