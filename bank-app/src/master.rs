@@ -470,7 +470,7 @@ impl<W: Write> Master<W> {
             } else {
                 waiting.first().copied().unwrap_or(OBSERVER)
             };
-            let (who, answer) = self.await_any_blaming(&waiting, blame, None)?;
+            let (who, answer) = self.await_any(&waiting, blame, None)?;
             let fits = match who {
                 OBSERVER => matches!(answer, ToMaster::Added),
                 _ => matches!(answer, ToMaster::Joined),
@@ -750,7 +750,7 @@ impl<W: Write> Master<W> {
         fits: impl Fn(&ToMaster) -> bool,
         waits_on: Option<NodeId>,
     ) -> Result<ToMaster, Refusal> {
-        let (_, answer) = self.await_any(&BTreeSet::from([from]), waits_on)?;
+        let (_, answer) = self.await_any(&BTreeSet::from([from]), from, waits_on)?;
         if fits(&answer) {
             Ok(answer)
         } else {
@@ -758,20 +758,10 @@ impl<W: Write> Master<W> {
         }
     }
 
-    /// Waits for the next control message from one of `from`. Anything else is a
-    /// failure of the system: one command is in flight at a time, so nobody else may
-    /// speak.
+    /// Waits for the next control message from one of `from`; a silence is blamed on
+    /// `first`. Anything else is a failure of the system: one command is in flight
+    /// at a time, so nobody else may speak.
     fn await_any(
-        &mut self,
-        from: &BTreeSet<Endpoint>,
-        waits_on: Option<NodeId>,
-    ) -> Result<(Endpoint, ToMaster), Refusal> {
-        let first = from.first().copied().unwrap_or(MASTER);
-        self.await_any_blaming(from, first, waits_on)
-    }
-
-    /// [`await_any`](Self::await_any), with a silence blamed on `first`.
-    fn await_any_blaming(
         &mut self,
         from: &BTreeSet<Endpoint>,
         first: Endpoint,
