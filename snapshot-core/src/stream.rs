@@ -5,11 +5,10 @@
 //! byte streams ([`Inbound`]) and the order a flush writes in ([`flush_order`]).
 
 use crate::Endpoint;
-use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 mod routes;
-pub use routes::{EndpointHasher, EndpointMap};
+pub use routes::{EndpointHasher, EndpointMap, EndpointSet};
 
 #[cfg(feature = "codec")]
 mod inbound;
@@ -164,8 +163,8 @@ impl Spin {
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct Peers {
-    live: HashSet<Endpoint>,
-    departed: HashSet<Endpoint>,
+    live: EndpointSet,
+    departed: EndpointSet,
     /// The peer last added, while it is live: frames come in runs from one peer,
     /// and each is counted without a hash.
     last: Option<Endpoint>,

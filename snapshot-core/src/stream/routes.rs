@@ -8,11 +8,16 @@ use std::hash::{BuildHasherDefault, Hasher};
 pub type EndpointMap<V> =
     std::collections::HashMap<Endpoint, V, BuildHasherDefault<EndpointHasher>>;
 
+/// A set of endpoints, hashed with [`EndpointHasher`].
+pub type EndpointSet = std::collections::HashSet<Endpoint, BuildHasherDefault<EndpointHasher>>;
+
 /// A multiply-and-rotate hash of a few words (the scheme of rustc's `FxHasher`).
 ///
-/// Meant for keys a transport chooses itself, such as the endpoints it connected to,
-/// never for keys a peer picks: it does not resist keys chosen to collide, which std's
-/// keyed SipHash does at a cost larger than the rest of a send of a small frame.
+/// Meant for keys a transport admits itself: the endpoints it connected to, and those
+/// that proved who they are when they connected, one endpoint per connection. Never
+/// for keys a peer can pick freely and in numbers: it does not resist keys chosen to
+/// collide, which std's keyed SipHash does at a cost larger than the rest of a send
+/// of a small frame.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct EndpointHasher(u64);
 
