@@ -470,7 +470,7 @@ impl<W: Write> Master<W> {
             } else {
                 waiting.first().copied().unwrap_or(OBSERVER)
             };
-            let (who, answer) = self.await_any(&waiting, blame, None)?;
+            let (who, answer) = self.await_any(|who| waiting.contains(&who), blame, None)?;
             let fits = match who {
                 OBSERVER => matches!(answer, ToMaster::Added),
                 _ => matches!(answer, ToMaster::Joined),
@@ -534,11 +534,10 @@ impl<W: Write> Master<W> {
                 candidates[self.chooser.pick(candidates.len())]
             }
         };
-        let line = match self.take(from, to)? {
-            Taken::Transfer(amount) => format!("{from} Transfer {amount}\n"),
-            Taken::Marker => format!("{from} SnapshotToken -1\n"),
-        };
-        self.print(&line)
+        let taken = self.take(from, to)?;
+        self.out
+            .write_all(ReceivedLine::new(from, taken).as_bytes())
+            .map_err(|_| Refusal::OutputClosed)
     }
 
     fn receive_all(&mut self) -> Result<(), Refusal> {
@@ -750,7 +749,7 @@ impl<W: Write> Master<W> {
         fits: impl Fn(&ToMaster) -> bool,
         waits_on: Option<NodeId>,
     ) -> Result<ToMaster, Refusal> {
-        let (_, answer) = self.await_any(&BTreeSet::from([from]), from, waits_on)?;
+        let (_, answer) = self.await_any(|who| who == from, from, waits_on)?;
         if fits(&answer) {
             Ok(answer)
         } else {
@@ -758,12 +757,12 @@ impl<W: Write> Master<W> {
         }
     }
 
-    /// Waits for the next control message from one of `from`; a silence is blamed on
-    /// `first`. Anything else is a failure of the system: one command is in flight
-    /// at a time, so nobody else may speak.
+    /// Waits for the next control message from an endpoint that `from` accepts; a
+    /// silence is blamed on `first`. Anything else is a failure of the system: one
+    /// command is in flight at a time, so nobody else may speak.
     fn await_any(
         &mut self,
-        from: &BTreeSet<Endpoint>,
+        from: impl Fn(Endpoint) -> bool,
         first: Endpoint,
         waits_on: Option<NodeId>,
     ) -> Result<(Endpoint, ToMaster), Refusal> {
@@ -785,7 +784,7 @@ impl<W: Write> Master<W> {
                 cause: cause.into(),
             }),
             (_, ToMaster::PeerGone(peer)) => Err(self.gone(peer)),
-            (who, answer) if from.contains(&who) => Ok((who, answer)),
+            (who, answer) if from(who) => Ok((who, answer)),
             (who, answer) => Err(protocol_error(who, &answer)),
         }
     }
@@ -918,6 +917,60 @@ fn departed(departure: Departure) -> Refusal {
     }
 }
 
+/// The line `Receive` prints for what it took: `{from} Transfer {amount}` or
+/// `{from} SnapshotToken -1`. Made on the stack, digit by digit: it is most of the
+/// master's own work for the most common command, which waits on it.
+struct ReceivedLine {
+    bytes: [u8; Self::ROOM],
+    len: usize,
+}
+
+impl ReceivedLine {
+    /// The longest line: a `u32` node, " Transfer ", a `u64` amount, a newline.
+    const ROOM: usize = 10 + 10 + 20 + 1;
+
+    fn new(from: NodeId, taken: Taken) -> Self {
+        let mut line = ReceivedLine {
+            bytes: [0; Self::ROOM],
+            len: 0,
+        };
+        line.push_number(u64::from(from.0));
+        match taken {
+            Taken::Transfer(amount) => {
+                line.push(b" Transfer ");
+                line.push_number(amount);
+                line.push(b"\n");
+            }
+            Taken::Marker => line.push(b" SnapshotToken -1\n"),
+        }
+        line
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        let end = self.len + bytes.len();
+        self.bytes[self.len..end].copy_from_slice(bytes);
+        self.len = end;
+    }
+
+    fn push_number(&mut self, mut n: u64) {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.push(&digits[at..]);
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
 /// A role the master has started and heard from.
 struct Greeted {
     /// Where its peers reach it.
@@ -1037,6 +1090,27 @@ fn shut_down<W: Write>(master: &mut Master<W>, err: &mut dyn Write) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_received_line_reads_as_formatting_writes_it() {
+        use super::ReceivedLine;
+        use crate::protocol::Taken;
+        use snapshot_core::NodeId;
+        for node in [0, 1, 9, 10, 4_294_967_295] {
+            for amount in [0, 7, 10, 1_000_000, 18_446_744_073_709_551_615] {
+                let line = ReceivedLine::new(NodeId(node), Taken::Transfer(amount));
+                assert_eq!(
+                    line.as_bytes(),
+                    format!("{node} Transfer {amount}\n").as_bytes()
+                );
+            }
+            let line = ReceivedLine::new(NodeId(node), Taken::Marker);
+            assert_eq!(
+                line.as_bytes(),
+                format!("{node} SnapshotToken -1\n").as_bytes()
+            );
+        }
+    }
+
     use super::*;
     use std::io;
 
