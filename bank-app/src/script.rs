@@ -88,11 +88,19 @@ pub fn parse_line(line: &[u8]) -> Result<Option<Command>, SyntaxError> {
     if line.is_empty() || line.starts_with('#') {
         return Ok(None);
     }
-    let words: Vec<&str> = line.split(is_blank).filter(|w| !w.is_empty()).collect();
-    let (name, args) = match words.split_first() {
-        Some((name, args)) => (*name, args),
-        None => return Ok(None),
+    let mut words = words(line);
+    let Some(name) = words.next() else {
+        return Ok(None);
     };
+    // Up to one argument more than any command takes, without allocating: a line
+    // with more still has too many.
+    let mut kept = [""; 4];
+    let mut count = 0;
+    for (slot, word) in kept.iter_mut().zip(words) {
+        *slot = word;
+        count += 1;
+    }
+    let args = &kept[..count];
     let arity = |command: &'static str, usage: &'static str| SyntaxError::Arity { command, usage };
     let command = match (name, args) {
         ("StartMaster", []) => Command::StartMaster,
@@ -130,6 +138,27 @@ pub fn parse_line(line: &[u8]) -> Result<Option<Command>, SyntaxError> {
         (other, _) => return Err(SyntaxError::UnknownCommand(other.to_string())),
     };
     Ok(Some(command))
+}
+
+/// The words of `line`, between spaces and tabs. Found byte by byte: both are ASCII,
+/// so every cut falls between two characters.
+fn words(line: &str) -> impl Iterator<Item = &str> {
+    let bytes = line.as_bytes();
+    let blank = |at: usize| matches!(bytes.get(at), Some(b' ' | b'\t'));
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        while blank(at) {
+            at += 1;
+        }
+        let start = at;
+        while at < bytes.len() && !blank(at) {
+            at += 1;
+        }
+        if start == at {
+            return None;
+        }
+        line.get(start..at)
+    })
 }
 
 fn number(text: &str, max: u64) -> Result<u64, SyntaxError> {
@@ -240,6 +269,25 @@ mod tests {
             parse("KillAll # bye"),
             Err(SyntaxError::Arity { .. })
         ));
+        // More arguments than any command takes: too many, whatever they are.
+        for line in [
+            "Send 1 2 3 4",
+            "Send x 2 3 4 5 6 7 8 9",
+            "Receive 1 2 3",
+            "Receive 1 2 3 4 5 6",
+            "CreateNode 1 2 3 4 5",
+        ] {
+            let name = line.split(' ').next().unwrap();
+            assert!(
+                matches!(parse(line), Err(SyntaxError::Arity { command, .. }) if command == name),
+                "{line}: {:?}",
+                parse(line)
+            );
+        }
+        assert_eq!(
+            parse("Pay 1 2 3 4 5 6"),
+            Err(SyntaxError::UnknownCommand("Pay".into()))
+        );
         assert!(matches!(
             parse("CreateNode 4294967296 1"),
             Err(SyntaxError::TooLarge { .. })
