@@ -35,6 +35,10 @@ const STALL: Duration = Duration::from_millis(500);
 /// closed has gone (its process is seen to exit right after).
 const WHY_GONE_GRACE: Duration = Duration::from_secs(1);
 
+/// How long a join waits to learn whether the newcomer has gone, when another role
+/// fails meanwhile (its connection to the newcomer may have failed because of it).
+const NEWCOMER_GRACE: Duration = Duration::from_millis(200);
+
 /// How many transfers a restored bank puts back on a channel at a time: fewer than
 /// a bounded in-memory channel holds (`transport_mem::DEFAULT_CAPACITY`).
 const PUT_BACK_PART: usize = 256;
@@ -329,27 +333,6 @@ impl<W: Write> Master<W> {
 
     /// Starts `role`, connects to it, and waits for its hello; returns its address.
     fn launch(&mut self, role: Role) -> Result<Option<String>, Refusal> {
-        let greeted = self.greet(role)?;
-        self.connect_greeted(role, &greeted)?;
-        Ok(greeted.address)
-    }
-
-    /// Connects to a role that [`greet`](Self::greet) has heard from, unless the
-    /// master is connected to it already.
-    fn connect_greeted(&mut self, role: Role, greeted: &Greeted) -> Result<(), Refusal> {
-        let who = role.endpoint();
-        if let Some(address) = &greeted.connect_to {
-            self.transport()?
-                .connect(who, address)
-                .map_err(|error| failed(who, error))?;
-        }
-        Ok(())
-    }
-
-    /// Starts `role` and waits for its hello. The master is connected to the role
-    /// already if the system said where it is; otherwise the hello says, and
-    /// [`connect_greeted`](Self::connect_greeted) connects.
-    fn greet(&mut self, role: Role) -> Result<Greeted, Refusal> {
         let who = role.endpoint();
         let started = self.system.start(role).map_err(|source| Refusal::Failed {
             who,
@@ -373,19 +356,18 @@ impl<W: Write> Master<W> {
             other => return Err(protocol_error(who, &other)),
         };
         self.greeted.insert(who);
-        let connect_to = if started.address.is_none() {
-            address.clone()
-        } else {
-            None
-        };
+        if started.address.is_none()
+            && let Some(address) = &address
+        {
+            self.transport()?
+                .connect(who, address)
+                .map_err(|error| failed(who, error))?;
+        }
         // Peers reach a role where the system started it, as the master does: a node
         // announces the address it listens on, which may be one for every interface
         // (`0.0.0.0:7000`), where a peer would find itself, or under another name
         // than its certificate's.
-        Ok(Greeted {
-            address: started.address.or(address),
-            connect_to,
-        })
+        Ok(started.address.or(address))
     }
 
     fn create_node(&mut self, node: NodeId, amount: u64) -> Result<(), Refusal> {
@@ -417,8 +399,7 @@ impl<W: Write> Master<W> {
         if let Some(reason) = self.system.refuses(node) {
             return rejected(reason);
         }
-        let greeted = self.greet(Role::Node(node))?;
-        let address = greeted.address.clone();
+        let address = self.launch(Role::Node(node))?;
         let peers: Vec<Peer> = self
             .nodes
             .iter()
@@ -428,11 +409,21 @@ impl<W: Write> Master<W> {
             })
             .collect();
         let newcomer = Peer { node, address };
-        // Everyone at once: the peers and the observer connect to the newcomer while
-        // the master does, and then while the newcomer connects to them, so that over
-        // tcp the handshakes overlap. Nothing travels on those connections before the
-        // master's next command, which waits for every answer.
+        // Everyone at once: the newcomer connects to the observer and its peers while
+        // they connect to it, so that over tcp the handshakes of both directions
+        // overlap. Nothing travels on those connections before the master's next
+        // command, which waits for every answer.
         let to = Endpoint::Node(node);
+        self.post(
+            to,
+            ToNode::Join {
+                balance: amount,
+                epoch,
+                observer: self.observer_address.clone(),
+                peers: peers.clone(),
+            }
+            .into(),
+        )?;
         for peer in &peers {
             self.post(
                 Endpoint::Node(peer.node),
@@ -444,17 +435,6 @@ impl<W: Write> Master<W> {
             ToObserver::AddNode {
                 peer: newcomer.clone(),
                 balance: amount,
-            }
-            .into(),
-        )?;
-        self.connect_greeted(Role::Node(node), &greeted)?;
-        self.post(
-            to,
-            ToNode::Join {
-                balance: amount,
-                epoch,
-                observer: self.observer_address.clone(),
-                peers: peers.clone(),
             }
             .into(),
         )?;
@@ -470,7 +450,18 @@ impl<W: Write> Master<W> {
             } else {
                 waiting.first().copied().unwrap_or(OBSERVER)
             };
-            let (who, answer) = self.await_any(|who| waiting.contains(&who), blame, None)?;
+            let (who, answer) = match self.await_any(|who| waiting.contains(&who), blame, None) {
+                Ok(answered) => answered,
+                // Connections to a newcomer that has gone fail: while it has not
+                // answered, a failure of another is blamed on it if it has gone.
+                Err(Refusal::Failed { who, cause }) if who != to && waiting.contains(&to) => {
+                    return Err(match self.system.why_gone(to, NEWCOMER_GRACE) {
+                        Some(_) => self.gone(to),
+                        None => Refusal::Failed { who, cause },
+                    });
+                }
+                Err(refusal) => return Err(refusal),
+            };
             let fits = match who {
                 OBSERVER => matches!(answer, ToMaster::Added),
                 _ => matches!(answer, ToMaster::Joined),
@@ -969,14 +960,6 @@ impl ReceivedLine {
     fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len]
     }
-}
-
-/// A role the master has started and heard from.
-struct Greeted {
-    /// Where its peers reach it.
-    address: Option<String>,
-    /// Where the master connects to it, if it has not yet.
-    connect_to: Option<String>,
 }
 
 fn failed(who: Endpoint, error: TransportError) -> Refusal {
