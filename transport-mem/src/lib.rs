@@ -427,10 +427,7 @@ impl<F> MemTransport<F> {
         if let Some(frame) = self.current.next() {
             return Some(Incoming::Frame(self.current_from, frame));
         }
-        if let Some(incoming) = self.arrived.pop_front() {
-            if let Incoming::Frame(from, _) = incoming {
-                self.last_from = from;
-            }
+        if let Some(incoming) = self.pop_arrived() {
             return Some(incoming);
         }
         let parcel = match self.deferred.as_ref().map(Receiver::try_recv) {
@@ -442,9 +439,18 @@ impl<F> MemTransport<F> {
         }
         if let Ok(peer) = self.departures.try_recv() {
             self.departed(peer);
-            return self.arrived.pop_front();
+            return self.pop_arrived();
         }
         None
+    }
+
+    /// The next of what was taken in, remembering who sent it if it is a frame.
+    fn pop_arrived(&mut self) -> Option<Incoming<F>> {
+        let incoming = self.arrived.pop_front()?;
+        if let Incoming::Frame(from, _) = incoming {
+            self.last_from = from;
+        }
+        Some(incoming)
     }
 
     /// The first frame of `parcel`; the rest of a batch is kept for the next calls.
@@ -617,7 +623,7 @@ impl<F> MemTransport<F> {
         }
         let peer = operation.recv(&self.departures).ok()?;
         self.departed(peer);
-        self.arrived.pop_front()
+        self.pop_arrived()
     }
 
     /// The next frame or departure, waiting until `deadline` (`None`: for ever).
