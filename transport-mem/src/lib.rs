@@ -296,7 +296,6 @@ impl<F: Send> MemNetwork<F> {
             batch: options.batch,
             dirty: Vec::new(),
             current: Vec::new().into_iter(),
-            current_from: endpoint,
             last_from: endpoint,
         })
     }
@@ -324,9 +323,8 @@ pub struct MemTransport<F> {
     batch: bool,
     /// Peers with frames waiting (batching only).
     dirty: Vec<Endpoint>,
-    /// The rest of the batch being handed out, and who sent it.
+    /// The rest of the batch being handed out; `last_from` sent it.
     current: std::vec::IntoIter<F>,
-    current_from: Endpoint,
     /// Who sent the frame handed out last: a flush hands over to it first.
     last_from: Endpoint,
 }
@@ -425,7 +423,7 @@ impl<F> MemTransport<F> {
     /// The next frame or departure already here, without waiting.
     fn try_take(&mut self) -> Option<Incoming<F>> {
         if let Some(frame) = self.current.next() {
-            return Some(Incoming::Frame(self.current_from, frame));
+            return Some(Incoming::Frame(self.last_from, frame));
         }
         if let Some(incoming) = self.pop_arrived() {
             return Some(incoming);
@@ -465,7 +463,6 @@ impl<F> MemTransport<F> {
                 self.peers.add(from);
                 self.last_from = from;
                 self.current = frames.into_iter();
-                self.current_from = from;
                 match self.current.next() {
                     Some(frame) => Incoming::Frame(from, frame),
                     // Never sent: a batch is handed over only when it holds frames.
