@@ -83,12 +83,8 @@ pub fn parse_line(line: &[u8]) -> Result<Option<Command>, SyntaxError> {
         return Ok(None);
     }
     let line = std::str::from_utf8(line).map_err(|_| SyntaxError::InvalidUtf8)?;
-    let is_blank = |c: char| c == ' ' || c == '\t';
-    let line = line.trim_matches(is_blank);
-    if line.is_empty() || line.starts_with('#') {
-        return Ok(None);
-    }
     let mut words = words(line);
+    // A blank line has no word.
     let Some(name) = words.next() else {
         return Ok(None);
     };
