@@ -142,9 +142,10 @@ where
 /// sleeps until a frame comes and passes it on, without snapshot-core.
 ///
 /// A snapshot on a ring of `n` idle nodes (`n` even) waits for at least `n / 2 + 3`
-/// hops one after another ([`ring_hops`]), each of which wakes a sleeping thread. A [`round`](HopChain::round) of the chain is that path alone:
-/// the driver sends one transfer frame to the first thread, each thread passes it to
-/// the next, the last back to the driver. It is what the medium costs at that point,
+/// hops one after another ([`ring_hops`]), each of which wakes a sleeping thread. A
+/// [`round`](HopChain::round) of the chain is that path alone: the driver sends one
+/// transfer frame to the first thread, each thread passes it to the next, the last
+/// back to the driver. It is what the medium costs at that point,
 /// whatever runs on top of it: a snapshot's other messages (the wave the other way
 /// round, each node's marker back and its part) only add to it.
 ///
@@ -230,12 +231,19 @@ impl HopChain {
     /// the driver's two ends.
     pub fn new(medium: TransportKind, hops: u32) -> Result<Self, TransportError> {
         let frame = encoded_transfer()?;
-        let (first, mut rx) = hop(medium)?;
-        let mut threads = Vec::new();
+        let (first, last) = hop(medium)?;
+        // Made first, so that a failure part way drops it: the threads already
+        // started end and are waited for.
+        let mut chain = HopChain {
+            first: Some(first),
+            last,
+            frame,
+            threads: Vec::new(),
+        };
         for at in 1..hops.max(1) {
             let (mut tx, next) = hop(medium)?;
-            let mut from = std::mem::replace(&mut rx, next);
-            let mut buffer = frame.clone();
+            let mut from = std::mem::replace(&mut chain.last, next);
+            let mut buffer = chain.frame.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("hop-{at}"))
                 .spawn(move || {
@@ -246,14 +254,9 @@ impl HopChain {
                     }
                 })
                 .map_err(io_error("starting a hop's thread"))?;
-            threads.push(thread);
+            chain.threads.push(thread);
         }
-        Ok(HopChain {
-            first: Some(first),
-            last: rx,
-            frame,
-            threads,
-        })
+        Ok(chain)
     }
 
     /// One frame from the driver through every hop and back: the time it took.
