@@ -1073,11 +1073,11 @@ fn shut_down<W: Write>(master: &mut Master<W>, err: &mut dyn Write) {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use std::io;
+
     #[test]
     fn a_received_line_reads_as_formatting_writes_it() {
-        use super::ReceivedLine;
-        use crate::protocol::Taken;
-        use snapshot_core::NodeId;
         for node in [0, 1, 9, 10, 4_294_967_295] {
             for amount in [0, 7, 10, 1_000_000, 18_446_744_073_709_551_615] {
                 let line = ReceivedLine::new(NodeId(node), Taken::Transfer(amount));
@@ -1093,9 +1093,6 @@ mod tests {
             );
         }
     }
-
-    use super::*;
-    use std::io;
 
     fn io_error() -> TransportError {
         TransportError::Io {
