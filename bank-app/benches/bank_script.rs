@@ -81,7 +81,7 @@ fn round_trip_run(transport: &str, commands: u64, dir: &Path) -> Duration {
 /// turn, and the shutdown.
 fn round_trips(kind: TransportKind, nodes: u32, commands: u64) {
     let system: Box<dyn System> = match kind {
-        TransportKind::Mem => Box::new(MemSystem::default()),
+        TransportKind::Mem => Box::new(MemSystem::with_master_core()),
         _ => Box::new(
             SpawnedSystem::new(kind, &Options::default())
                 .expect("a system of processes")

@@ -55,7 +55,7 @@ fn main() -> anyhow::Result<()> {
 fn run(kind: TransportKind, nodes: u32, trips: u64, program: PathBuf) -> anyhow::Result<Duration> {
     let start = Instant::now();
     let system: Box<dyn System> = match kind {
-        TransportKind::Mem => Box::new(MemSystem::default()),
+        TransportKind::Mem => Box::new(MemSystem::with_master_core()),
         _ => Box::new(SpawnedSystem::new(kind, &Options::default())?.with_program(program)),
     };
     let mut master = Master::new(system, std::io::sink(), 1, Duration::from_secs(30));

@@ -119,7 +119,7 @@ pub fn build(kind: TransportKind, options: &Options) -> Result<Box<dyn System>, 
         return usage("--tls and --auth key contradict each other");
     }
     Ok(match (kind, &options.cluster) {
-        (TransportKind::Mem, None) => Box::new(threads::MemSystem::default()),
+        (TransportKind::Mem, None) => Box::new(threads::MemSystem::with_master_core()),
         (TransportKind::Pipe | TransportKind::Tcp, None) => {
             Box::new(processes::SpawnedSystem::new(kind, options).map_err(BuildError::Start)?)
         }

@@ -5,6 +5,7 @@ use crate::role::Role;
 use crate::system::{Started, System};
 use anyhow::Context;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use rustix::thread::CpuSet;
 use snapshot_core::Transport;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -20,6 +21,99 @@ pub struct MemSystem {
     /// wait for all of them with one deadline.
     alive: Option<Sender<()>>,
     all_done: Receiver<()>,
+    /// Whether the master keeps a core to itself (see [`with_master_core`]).
+    ///
+    /// [`with_master_core`]: MemSystem::with_master_core
+    master_core: bool,
+    /// Where the master and the roles run, once the master's thread has claimed its
+    /// core.
+    placement: Option<Placement>,
+}
+
+impl MemSystem {
+    /// A system whose master keeps the core it runs on to itself, and whose role
+    /// threads run on the other cores the process may use.
+    ///
+    /// The master polls for each answer a while before it sleeps. A role thread that
+    /// the scheduler wakes on the master's core waits behind that polling, so a run
+    /// takes longer each time that happens, and how often it happens varies from run
+    /// to run. With the cores apart, the woken role never waits for the master's core.
+    ///
+    /// The master's thread (the one that opens the master's endpoint) is pinned to its
+    /// core until [`shutdown`](System::shutdown), which gives it back the cores it had.
+    /// With fewer than two cores to use, or if the process may not set where its
+    /// threads run, nothing is pinned. Meant for a process that runs one bank at a
+    /// time, as `master` does: several in one process would share the cores left to
+    /// roles while each master holds one.
+    pub fn with_master_core() -> Self {
+        MemSystem {
+            master_core: true,
+            ..MemSystem::default()
+        }
+    }
+}
+
+/// Where the master's thread and the role threads run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Placement {
+    /// The cores the master's thread had before it was pinned.
+    before: CpuSet,
+    /// The master's core.
+    master: usize,
+    /// Every other core the master's thread could use.
+    roles: CpuSet,
+}
+
+impl Placement {
+    /// Splits `allowed` into the master's core and the roles': the master keeps
+    /// `current`, the core it runs on, if it may use it (the lowest it may use
+    /// otherwise). `None` with fewer than two cores.
+    fn split(allowed: CpuSet, current: usize) -> Option<Placement> {
+        if allowed.count() < 2 {
+            return None;
+        }
+        let master = if current < CpuSet::MAX_CPU && allowed.is_set(current) {
+            current
+        } else {
+            (0..CpuSet::MAX_CPU).find(|&cpu| allowed.is_set(cpu))?
+        };
+        let mut roles = allowed;
+        roles.unset(master);
+        Some(Placement {
+            before: allowed,
+            master,
+            roles,
+        })
+    }
+
+    /// Pins the calling thread (the master's) to its core, if it can use two or more.
+    fn claim() -> Option<Placement> {
+        let allowed = rustix::thread::sched_getaffinity(None).ok()?;
+        let placement = Placement::split(allowed, rustix::thread::sched_getcpu())?;
+        let mut only = CpuSet::new();
+        only.set(placement.master);
+        match rustix::thread::sched_setaffinity(None, &only) {
+            Ok(()) => Some(placement),
+            Err(error) => {
+                tracing::debug!(%error, "the master's thread cannot be pinned; it shares the cores");
+                None
+            }
+        }
+    }
+
+    /// Keeps the calling thread (a role's) off the master's core.
+    fn enter_role(&self) {
+        if let Err(error) = rustix::thread::sched_setaffinity(None, &self.roles) {
+            tracing::debug!(%error, "a role thread cannot be kept off the master's core");
+        }
+    }
+
+    /// Gives the calling thread (the master's) back the cores it had.
+    fn release(&self) {
+        if let Err(error) = rustix::thread::sched_setaffinity(None, &self.before) {
+            tracing::debug!(%error, "the master's thread cannot get its cores back");
+        }
+    }
 }
 
 impl Default for MemSystem {
@@ -34,6 +128,8 @@ impl Default for MemSystem {
             threads: Vec::new(),
             alive: Some(alive),
             all_done,
+            master_core: false,
+            placement: None,
         }
     }
 }
@@ -52,6 +148,9 @@ const MAX_NODES: usize = 256;
 impl System for MemSystem {
     fn master(&mut self) -> anyhow::Result<Box<dyn Transport<Wire>>> {
         let mut master = self.network.endpoint(MASTER)?;
+        if self.master_core && self.placement.is_none() {
+            self.placement = Placement::claim();
+        }
         // The master waits for one quick answer at a time; nodes are many and mostly
         // idle, so only the master spins.
         master.set_spin(MASTER_SPIN);
@@ -68,10 +167,14 @@ impl System for MemSystem {
             Role::Node(id) => format!("node-{id}"),
         };
         let alive = self.alive.clone();
+        let placement = self.placement.clone();
         let thread = std::thread::Builder::new()
             .name(name)
             .stack_size(256 * 1024)
             .spawn(move || {
+                if let Some(placement) = &placement {
+                    placement.enter_role();
+                }
                 // A failure has been told to the master, which reports it.
                 let _ = super::run_role(role, &mut transport);
                 drop(alive);
@@ -89,6 +192,9 @@ impl System for MemSystem {
     }
 
     fn shutdown(&mut self) -> Result<(), String> {
+        if let Some(placement) = self.placement.take() {
+            placement.release();
+        }
         self.alive = None;
         // Nothing is ever sent on this channel: it disconnects when the last role
         // thread has dropped its handle.
@@ -101,5 +207,42 @@ impl System for MemSystem {
             let _ = thread.join();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cores(list: &[usize]) -> CpuSet {
+        let mut set = CpuSet::new();
+        for &cpu in list {
+            set.set(cpu);
+        }
+        set
+    }
+
+    #[test]
+    fn the_master_keeps_its_core_and_the_roles_get_the_others() {
+        let placement = Placement::split(cores(&[0, 1, 2, 3]), 2).expect("four cores");
+        assert_eq!(placement.master, 2);
+        assert_eq!(placement.roles, cores(&[0, 1, 3]));
+        assert_eq!(placement.before, cores(&[0, 1, 2, 3]));
+        let placement = Placement::split(cores(&[0, 1]), 0).expect("two cores");
+        assert_eq!((placement.master, placement.roles), (0, cores(&[1])));
+    }
+
+    #[test]
+    fn a_master_on_a_core_it_may_not_use_takes_the_lowest_it_may() {
+        let placement = Placement::split(cores(&[2, 5]), 0).expect("two cores");
+        assert_eq!((placement.master, placement.roles), (2, cores(&[5])));
+        let beyond = Placement::split(cores(&[1, 3]), CpuSet::MAX_CPU).expect("two cores");
+        assert_eq!((beyond.master, beyond.roles), (1, cores(&[3])));
+    }
+
+    #[test]
+    fn one_core_is_not_split() {
+        assert_eq!(Placement::split(cores(&[3]), 3), None);
+        assert_eq!(Placement::split(CpuSet::new(), 0), None);
     }
 }
