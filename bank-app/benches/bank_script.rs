@@ -5,27 +5,26 @@
 //! to a file, as `scripts/measure-bank.sh` runs it. On pipe and tcp the master starts
 //! a process per node and one for the observer.
 //!
-//! `bank_script/round-trip/{mem,pipe,tcp}`: each row's ceiling, in round trips per
-//! second: the same layout (the observer and 8 nodes, threads on mem, processes
-//! running this `master` on pipe and tcp), started and stopped the same way, with as
-//! many bare round trips master -> node -> master (`Master::round_trip`, to the nodes
-//! in turn) as the script has commands. Each run is a process of its own (this bench
-//! started again with `BANK_SCRIPT_ROUND_TRIPS` set), timed from its start to its
-//! exit, as a `master` run is.
+//! `bank_script/{mem,pipe,tcp}/ceiling`: each row's ceiling, in commands per second:
+//! the same layout (the observer and 8 nodes, threads on mem, processes running this
+//! `master` on pipe and tcp), started and stopped the same way, in which each command
+//! after the start-up is the bare round trip master -> node -> master to the node it
+//! goes to, in the script's order ([`RoundTrips`]). Each run is a process of its own
+//! (this bench started again with `BANK_SCRIPT_ROUND_TRIPS` set), timed from its start
+//! to its exit, as a `master` run is.
 //!
 //! ```text
 //! cargo bench -p bank-app --bench bank_script
 //! ```
 
-use bank_app::master::{Flow, Master};
-use bank_app::script::Command as BankCommand;
+use bank_app::ceiling::RoundTrips;
+use bank_app::master::Master;
 use bank_app::system::System;
 use bank_app::systems::processes::SpawnedSystem;
 use bank_app::systems::threads::MemSystem;
 use bank_app::systems::{Options, TransportKind};
 use bank_app::workload::Workload;
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group};
-use snapshot_core::NodeId;
 use std::fs::File;
 use std::path::Path;
 use std::process::Command;
@@ -54,15 +53,15 @@ fn run(transport: &str, script: &Path, dir: &Path) -> Duration {
 
 /// The variable that makes this bench, started again, one run of [`round_trips`]:
 /// `TRANSPORT NODES COMMANDS`.
+/// Set in the bench's own process started again to make a script's round trips:
+/// `TRANSPORT SCRIPT`.
 const ROUND_TRIPS: &str = "BANK_SCRIPT_ROUND_TRIPS";
 
-/// One run of [`round_trips`] in a process of its own, as `master` runs: the time
-/// from its start to its exit.
-fn round_trip_run(transport: &str, commands: u64, dir: &Path) -> Duration {
+fn round_trip_run(transport: &str, script: &Path, dir: &Path) -> Duration {
     let stderr = File::create(dir.join("round-trip-err")).expect("an error file");
     let start = Instant::now();
     let status = Command::new(std::env::current_exe().expect("the bench's executable"))
-        .env(ROUND_TRIPS, format!("{transport} 8 {commands}"))
+        .env(ROUND_TRIPS, format!("{transport} {}", script.display()))
         .stdout(std::process::Stdio::null())
         .stderr(stderr)
         .status()
@@ -76,10 +75,11 @@ fn round_trip_run(transport: &str, commands: u64, dir: &Path) -> Duration {
     took
 }
 
-/// The ceiling of a run of `commands` commands on `kind`: the observer and `nodes`
-/// nodes started as `master` starts them, `commands` bare round trips to the nodes in
-/// turn, and the shutdown.
-fn round_trips(kind: TransportKind, nodes: u32, commands: u64) {
+/// The round trips of `script` ([`RoundTrips`]), on roles started as `master` starts
+/// them.
+fn round_trips(kind: TransportKind, script: &Path) {
+    let text = std::fs::read_to_string(script).expect("the script");
+    let plan = RoundTrips::of(&text);
     let system: Box<dyn System> = match kind {
         TransportKind::Mem => Box::new(MemSystem::with_master_core()),
         _ => Box::new(
@@ -89,20 +89,7 @@ fn round_trips(kind: TransportKind, nodes: u32, commands: u64) {
         ),
     };
     let mut master = Master::new(system, std::io::sink(), 1, Duration::from_secs(30));
-    let start_up = std::iter::once(BankCommand::StartMaster).chain((1..=nodes).map(|id| {
-        BankCommand::CreateNode {
-            node: NodeId(id),
-            amount: 1_000_000,
-        }
-    }));
-    for command in start_up {
-        let flow = master.execute(command).expect("the bank starts");
-        assert_eq!(flow, Flow::Continue);
-    }
-    for trip in 0..commands {
-        let node = NodeId(1 + (trip % u64::from(nodes)) as u32);
-        master.round_trip(node).expect("a round trip");
-    }
+    plan.run(&mut master).expect("the round trips");
     master.shutdown().expect("the bank stops");
 }
 
@@ -136,10 +123,10 @@ fn bank_script(c: &mut Criterion) {
         });
     }
     for transport in ["mem", "pipe", "tcp"] {
-        group.bench_function(format!("round-trip/{transport}"), |b| {
+        group.bench_function(format!("{transport}/ceiling"), |b| {
             b.iter_custom(|iters| {
                 (0..iters)
-                    .map(|_| round_trip_run(transport, commands, dir.path()))
+                    .map(|_| round_trip_run(transport, &script, dir.path()))
                     .sum()
             })
         });
@@ -150,17 +137,14 @@ fn bank_script(c: &mut Criterion) {
 criterion_group!(benches, bank_script);
 
 fn main() {
-    // Started again by `round_trip_run`: one run of round trips, and nothing else.
     if let Ok(spec) = std::env::var(ROUND_TRIPS) {
-        let words: Vec<&str> = spec.split_whitespace().collect();
-        let kind = match words.first().copied() {
-            Some("pipe") => TransportKind::Pipe,
-            Some("tcp") => TransportKind::Tcp,
+        let (transport, script) = spec.split_once(' ').expect("TRANSPORT SCRIPT");
+        let kind = match transport {
+            "pipe" => TransportKind::Pipe,
+            "tcp" => TransportKind::Tcp,
             _ => TransportKind::Mem,
         };
-        let number = |at: usize| words.get(at).and_then(|w| w.parse::<u64>().ok());
-        let nodes = number(1).and_then(|n| u32::try_from(n).ok()).unwrap_or(8);
-        round_trips(kind, nodes, number(2).unwrap_or(10_010));
+        round_trips(kind, Path::new(script));
         return;
     }
     benches();

@@ -10,6 +10,8 @@
 //! Modules, from the top down: each imports only modules further down the list.
 //! - [`live`]: `master load`, the bank running free on threads while snapshots are
 //!   taken and checked, and the nodes-as-threads cluster the benchmarks share;
+//! - [`ceiling`]: the bare round trips a script's commands make, the ceiling its
+//!   script mode is measured against;
 //! - [`master`]: checks and runs commands, makes the seeded random choices, prints;
 //! - [`saved`]: saved snapshots: their file format, writing, reading, checking and
 //!   printing them, and `master inspect`;
@@ -36,6 +38,7 @@
 
 pub mod account;
 pub mod cause;
+pub mod ceiling;
 pub mod channels;
 pub mod check;
 pub mod choice;
