@@ -478,12 +478,16 @@ impl<F> MemTransport<F> {
         let Some(route) = self.routes.get(&to) else {
             return Err(TransportError::UnknownEndpoint(to));
         };
-        let queue = route.queue.clone();
-        let mut parcel = match queue.try_send(parcel) {
+        let mut parcel = match route.queue.try_send(parcel) {
             Ok(()) => return Ok(()),
             Err(TrySendError::Full(parcel)) => parcel,
             Err(TrySendError::Disconnected(_)) => return Err(self.gone(to)),
         };
+        // Full: the wait below takes in this endpoint's own frames, which needs the
+        // endpoint, so it holds a handle of its own on the queue. Only here: cloning a
+        // sender and dropping it are two atomic operations on a count the receiver's
+        // side shares, on every send otherwise.
+        let queue = route.queue.clone();
         loop {
             let mut select = Select::new();
             let send = select.send(&queue);
