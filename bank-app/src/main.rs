@@ -9,7 +9,8 @@
 use anyhow::Context;
 use bank_app::cause::describe;
 use bank_app::choice;
-use bank_app::master::{Master, Refusal, Status, run_script};
+use bank_app::input::Lines;
+use bank_app::master::{Master, Refusal, Status, run_lines};
 use bank_app::output;
 use bank_app::role::Role;
 use bank_app::saved::SavedSnapshot;
@@ -379,6 +380,15 @@ fn run_from(args: RunArgs, restored: Option<(PathBuf, SavedSnapshot)>) -> ExitCo
         // Dropping the system takes down whatever it has made.
         return status(Status::Failed);
     }
+    // Read from here on, on a thread started before the master starts anything: a
+    // thread started after a mem master has claimed its core would share that core.
+    let lines = match Lines::read(input) {
+        Ok(lines) => lines,
+        Err(error) => {
+            eprintln!("master: cannot read the script: {error}");
+            return status(Status::Failed);
+        }
+    };
     let ack_timeout = Duration::from_secs_f64(args.ack_timeout);
     let mut master = Master::new(system, out, seed, ack_timeout).with_format(args.format);
     if let Some(dir) = args.save {
@@ -404,7 +414,7 @@ fn run_from(args: RunArgs, restored: Option<(PathBuf, SavedSnapshot)>) -> ExitCo
             return status(refused);
         }
     }
-    status(run_script(&mut master, input, &mut std::io::stderr()))
+    status(run_lines(&mut master, lines, &mut std::io::stderr()))
 }
 
 /// On SIGINT or SIGTERM: writes out what the master has printed, removes what the run

@@ -1000,7 +1000,7 @@ pub fn run_script<W: Write>(
     input: impl Read + Send + 'static,
     err: &mut dyn Write,
 ) -> Status {
-    let mut lines = match Lines::read(input) {
+    let lines = match Lines::read(input) {
         Ok(lines) => lines,
         Err(error) => {
             let _ = writeln!(err, "master: cannot read the script: {error}");
@@ -1008,6 +1008,16 @@ pub fn run_script<W: Write>(
             return Status::Failed;
         }
     };
+    run_lines(master, lines, err)
+}
+
+/// [`run_script`] on lines already being read: for a caller that starts reading the
+/// script before it has the master start anything.
+pub fn run_lines<W: Write>(
+    master: &mut Master<W>,
+    mut lines: Lines,
+    err: &mut dyn Write,
+) -> Status {
     let mut status = Status::Accepted;
     let mut number = 0u64;
     loop {

@@ -5,6 +5,7 @@ use crate::role::Role;
 use crate::system::{Started, System};
 use anyhow::Context;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use rustix::process::Pid;
 use rustix::thread::CpuSet;
 use snapshot_core::Transport;
 use std::thread::JoinHandle;
@@ -42,14 +43,16 @@ impl MemSystem {
     /// The master's thread (the one that opens the master's endpoint) is pinned to its
     /// core until [`shutdown`](System::shutdown), which gives it back the cores it had.
     /// With fewer than two cores to use, or if the process may not set where its
-    /// threads run, nothing is pinned. Meant for a process that runs one bank at a
-    /// time, as `master` does: several in one process would share the cores left to
-    /// roles while each master holds one.
+    /// threads run, nothing is pinned. A thread that the master's thread starts once
+    /// pinned begins on its core alone, as Linux has it: the role threads are started
+    /// with its former cores and then moved off its core, but any other thread is
+    /// best started before (`master` starts its script reader first). Meant for a
+    /// process that runs one bank at a time, as `master` does: several in one process
+    /// would share the cores left to roles while each master holds one.
     pub fn with_master_core() -> Self {
-        MemSystem {
-            master_core: true,
-            ..MemSystem::default()
-        }
+        let mut system = MemSystem::default();
+        system.master_core = true;
+        system
     }
 }
 
@@ -62,6 +65,8 @@ struct Placement {
     master: usize,
     /// Every other core the master's thread could use.
     roles: CpuSet,
+    /// The master's thread, once pinned.
+    thread: Option<Pid>,
 }
 
 impl Placement {
@@ -83,17 +88,26 @@ impl Placement {
             before: allowed,
             master,
             roles,
+            thread: None,
         })
+    }
+
+    /// Only the master's core.
+    fn master_only(&self) -> CpuSet {
+        let mut only = CpuSet::new();
+        only.set(self.master);
+        only
     }
 
     /// Pins the calling thread (the master's) to its core, if it can use two or more.
     fn claim() -> Option<Placement> {
         let allowed = rustix::thread::sched_getaffinity(None).ok()?;
-        let placement = Placement::split(allowed, current_core().unwrap_or(usize::MAX))?;
-        let mut only = CpuSet::new();
-        only.set(placement.master);
-        match rustix::thread::sched_setaffinity(None, &only) {
-            Ok(()) => Some(placement),
+        let mut placement = Placement::split(allowed, current_core().unwrap_or(usize::MAX))?;
+        match rustix::thread::sched_setaffinity(None, &placement.master_only()) {
+            Ok(()) => {
+                placement.thread = Some(rustix::thread::gettid());
+                Some(placement)
+            }
             Err(error) => {
                 tracing::debug!(%error, "the master's thread cannot be pinned; it shares the cores");
                 None
@@ -101,16 +115,39 @@ impl Placement {
         }
     }
 
-    /// Keeps the calling thread (a role's) off the master's core.
+    /// Keeps the calling thread (a role's) off the master's core; if it cannot, gives
+    /// it every core the master had, rather than leave it on the master's alone.
     fn enter_role(&self) {
         if let Err(error) = rustix::thread::sched_setaffinity(None, &self.roles) {
             tracing::debug!(%error, "a role thread cannot be kept off the master's core");
+            let _ = rustix::thread::sched_setaffinity(None, &self.before);
         }
     }
 
-    /// Gives the calling thread (the master's) back the cores it had.
+    /// Whether the calling thread is the master's, pinned.
+    fn on_master_thread(&self) -> bool {
+        self.thread == Some(rustix::thread::gettid())
+    }
+
+    /// Runs `spawn` from the master's thread with all its former cores, so that the
+    /// thread it starts does not begin on the master's core alone, behind the master's
+    /// polling.
+    fn widened<T>(&self, spawn: impl FnOnce() -> T) -> T {
+        if !self.on_master_thread() {
+            return spawn();
+        }
+        let _ = rustix::thread::sched_setaffinity(None, &self.before);
+        let spawned = spawn();
+        let _ = rustix::thread::sched_setaffinity(None, &self.master_only());
+        spawned
+    }
+
+    /// Gives the master's thread back the cores it had.
     fn release(&self) {
-        if let Err(error) = rustix::thread::sched_setaffinity(None, &self.before) {
+        let Some(thread) = self.thread else {
+            return;
+        };
+        if let Err(error) = rustix::thread::sched_setaffinity(Some(thread), &self.before) {
             tracing::debug!(%error, "the master's thread cannot get its cores back");
         }
     }
@@ -179,18 +216,24 @@ impl System for MemSystem {
         };
         let alive = self.alive.clone();
         let placement = self.placement.clone();
-        let thread = std::thread::Builder::new()
-            .name(name)
-            .stack_size(256 * 1024)
-            .spawn(move || {
-                if let Some(placement) = &placement {
-                    placement.enter_role();
-                }
-                // A failure has been told to the master, which reports it.
-                let _ = super::run_role(role, &mut transport);
-                drop(alive);
-            })
-            .context("cannot start a thread")?;
+        let spawn = move || {
+            std::thread::Builder::new()
+                .name(name)
+                .stack_size(256 * 1024)
+                .spawn(move || {
+                    if let Some(placement) = &placement {
+                        placement.enter_role();
+                    }
+                    // A failure has been told to the master, which reports it.
+                    let _ = super::run_role(role, &mut transport);
+                    drop(alive);
+                })
+        };
+        let thread = match &self.placement {
+            Some(placement) => placement.widened(spawn),
+            None => spawn(),
+        }
+        .context("cannot start a thread")?;
         self.threads.push(thread);
         Ok(Started {
             address: Some(address),
@@ -218,6 +261,19 @@ impl System for MemSystem {
             let _ = thread.join();
         }
         Ok(())
+    }
+}
+
+impl Drop for MemSystem {
+    /// A system dropped without a shutdown, on the master's thread, gives it back its
+    /// cores all the same. (On another thread, that thread's id could by then be
+    /// another's: the master's thread keeps its core.)
+    fn drop(&mut self) {
+        if let Some(placement) = self.placement.take()
+            && placement.on_master_thread()
+        {
+            placement.release();
+        }
     }
 }
 
@@ -252,13 +308,27 @@ mod tests {
     }
 
     #[test]
-    fn the_core_this_thread_runs_on_is_one_it_may_use() {
-        let core = current_core().expect("/proc/thread-self/stat");
+    fn the_core_read_is_the_one_this_thread_runs_on() {
         let allowed = rustix::thread::sched_getaffinity(None).expect("this thread's cores");
-        assert!(
-            allowed.is_set(core),
-            "core {core} is not among those allowed"
-        );
+        // Each allowed core in turn, from the highest: a thread pinned to one core
+        // runs there once the call returns.
+        let cores: Vec<usize> = (0..CpuSet::MAX_CPU)
+            .rev()
+            .filter(|&cpu| allowed.is_set(cpu))
+            .collect();
+        let mut read = Vec::new();
+        for &cpu in &cores {
+            let mut only = CpuSet::new();
+            only.set(cpu);
+            if rustix::thread::sched_setaffinity(None, &only).is_err() {
+                break; // not allowed to pin here: nothing to compare
+            }
+            read.push((cpu, current_core()));
+        }
+        let _ = rustix::thread::sched_setaffinity(None, &allowed);
+        for (cpu, core) in read {
+            assert_eq!(core, Some(cpu), "pinned to core {cpu}");
+        }
     }
 
     #[test]
