@@ -52,8 +52,6 @@ fn run(transport: &str, script: &Path, dir: &Path) -> Duration {
 }
 
 /// The variable that makes this bench, started again, one run of [`round_trips`]:
-/// `TRANSPORT NODES COMMANDS`.
-/// Set in the bench's own process started again to make a script's round trips:
 /// `TRANSPORT SCRIPT`.
 const ROUND_TRIPS: &str = "BANK_SCRIPT_ROUND_TRIPS";
 

@@ -2,18 +2,21 @@
 //! with none of the bank's work.
 //!
 //! Every command the master sends to a node costs at least one round trip, master ->
-//! node -> master. [`RoundTrips::of`] keeps a script's start-up (`StartMaster` and its
-//! `CreateNode`s) and puts in place of each other command the bare round trip
-//! ([`Master::round_trip`]) to the node that command goes to, in the script's order:
-//! the payer of a `Send`, the receiver of a `Receive`, the node that begins a
-//! `BeginSnapshot`. The few commands that go to no one node (`CollectState`,
-//! `PrintSnapshot`, `ReceiveAll`) make one round trip each, to the lowest node the
-//! script creates. `KillAll`, and lines that do not parse, make none.
+//! node -> master. [`RoundTrips::of`] keeps a script's `StartMaster` and `CreateNode`s
+//! as its start-up (one created part-way through moves up to it), and puts in place of
+//! each other command up to `KillAll` the bare round trip ([`Master::round_trip`]) to
+//! the node that command is about, in the script's order: the payer of a `Send`, the
+//! receiver of a `Receive`, the node of a `BeginSnapshot` (which the master reaches
+//! through the observer). The commands the master sends to the observer alone
+//! (`CollectState`, `PrintSnapshot`) or that drain every channel (`ReceiveAll`) make one
+//! round trip each, to the lowest node the script creates. A line that does not parse
+//! makes none; a line the master would refuse still makes its round trip, and one to a
+//! node the script never creates fails the run.
 //!
 //! The order matters: on a machine with few cores, a node asked again soon after it
-//! answered may not have gone to sleep yet, and one asked after a long pause has. The
-//! same nodes in the same order as the script is what the script itself cannot do
-//! better than.
+//! answered may not have gone to sleep yet, and one asked after a long pause has. It
+//! is a reference for the script, not a bound: a script can be faster than its round
+//! trips (BENCHMARKS.md, §12).
 
 use crate::master::{Flow, Master};
 use crate::script::{Command, parse_line};
@@ -48,7 +51,7 @@ impl RoundTrips {
         for command in commands {
             match command {
                 Command::StartMaster | Command::CreateNode { .. } => start_up.push(command),
-                Command::KillAll => {}
+                Command::KillAll => break,
                 Command::Send { from, .. } => trips.push(from),
                 Command::Receive { to, .. } => trips.push(to),
                 Command::BeginSnapshot(node) => trips.push(node),
@@ -113,7 +116,8 @@ mod tests {
                       PrintSnapshot\n\
                       ReceiveAll\n\
                       Send 2\n\
-                      KillAll\n";
+                      KillAll\n\
+                      Send 3 2 1\n";
         let plan = RoundTrips::of(script);
         assert_eq!(
             plan.start_up,
@@ -129,8 +133,9 @@ mod tests {
                 },
             ]
         );
-        // The line that does not parse (`Send 2`) and `KillAll` make none; the
-        // commands that go to no one node ask the lowest.
+        // The line that does not parse (`Send 2`) and `KillAll` make none, nor does
+        // what comes after `KillAll`; the observer's commands and `ReceiveAll` ask the
+        // lowest node.
         assert_eq!(plan.nodes(), [3, 2, 2, 3, 2, 2, 2].map(NodeId).as_slice());
         assert_eq!(plan.len(), 7);
     }
