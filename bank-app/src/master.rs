@@ -1,6 +1,13 @@
 //! The master: runs a script's commands, one at a time, against the roles of a
 //! [`System`], and prints what the bank specification says.
 //!
+//! One command is in flight at a time, with one exception that nothing printed can
+//! tell: while the next line is already at hand, the master goes on to it without
+//! waiting for the last `CreateNode`'s connections to be made. It waits for them
+//! before any other command, before it refuses a line, and before it waits for
+//! input, so a join that fails ends the run just where it would have. A script's
+//! `CreateNode`s thus overlap one node's handshakes with the next one's start.
+//!
 //! The master keeps no balances and computes no snapshot. It knows which nodes exist,
 //! the money created, and how many messages sit in each channel (it learns of every
 //! enqueue from an acknowledgement), which is all it needs to check a command before
@@ -157,6 +164,56 @@ pub struct Master<W: Write> {
     format: Format,
     /// Where `CollectState` saves each snapshot, if anywhere.
     save: Option<PathBuf>,
+    /// The answers still owed by joins the master has not waited for.
+    owed: Owed,
+}
+
+/// The answers still owed by the joins the master has posted and not waited for: a
+/// `Joined` from the newcomer and from each peer, an `Added` from the observer.
+#[derive(Debug, Default)]
+struct Owed {
+    /// How many answers each endpoint owes.
+    answers: BTreeMap<Endpoint, usize>,
+    /// The newcomers that have not answered their `Join` yet, in the order they
+    /// joined. A newcomer's `Join` is the first message the master sends it after its
+    /// hello, so its first answer after it is that `Join`'s.
+    newcomers: Vec<Endpoint>,
+}
+
+impl Owed {
+    fn owe(&mut self, who: Endpoint) {
+        *self.answers.entry(who).or_default() += 1;
+    }
+
+    /// Takes `answer` from `who` as one it owes, if it owes one; `Err` if it owes one
+    /// and this is not it.
+    fn take(&mut self, who: Endpoint, answer: &ToMaster) -> Result<bool, Refusal> {
+        let Some(count) = self.answers.get_mut(&who) else {
+            return Ok(false);
+        };
+        let fits = match who {
+            OBSERVER => matches!(answer, ToMaster::Added),
+            _ => matches!(answer, ToMaster::Joined),
+        };
+        if !fits {
+            return Err(protocol_error(who, answer));
+        }
+        *count -= 1;
+        if *count == 0 {
+            self.answers.remove(&who);
+        }
+        self.newcomers.retain(|&newcomer| newcomer != who);
+        Ok(true)
+    }
+
+    /// Who a silence is blamed on: the oldest newcomer that has not answered, then a
+    /// peer that has not (the observer sorts after every node).
+    fn blamed(&self) -> Option<Endpoint> {
+        self.newcomers
+            .first()
+            .or_else(|| self.answers.keys().next())
+            .copied()
+    }
 }
 
 impl<W: Write> Master<W> {
@@ -181,6 +238,7 @@ impl<W: Write> Master<W> {
             collected: false,
             format: Format::Text,
             save: None,
+            owed: Owed::default(),
         }
     }
 
@@ -219,6 +277,7 @@ impl<W: Write> Master<W> {
         for node in &snapshot.nodes {
             self.join(node.id, node.balance, epoch)?;
         }
+        self.settle()?;
         for (&(from, to), transfers) in &snapshot.in_flight() {
             if transfers.is_empty() {
                 continue;
@@ -261,6 +320,9 @@ impl<W: Write> Master<W> {
                 _ => rejected("the master is not started (StartMaster comes first)"),
             };
         }
+        if !matches!(command, Command::CreateNode { .. }) {
+            self.settle()?;
+        }
         match command {
             Command::StartMaster => rejected("the master is already started"),
             Command::CreateNode { node, amount } => self.create_node(node, amount),
@@ -280,6 +342,7 @@ impl<W: Write> Master<W> {
     /// command costs at least, for measuring the bank against it. Prints nothing and
     /// changes nothing.
     pub fn round_trip(&mut self, node: NodeId) -> Result<(), Refusal> {
+        self.settle()?;
         self.check_node(node)?;
         self.ask_node(node, ToNode::Settle, |c| matches!(c, ToMaster::Settled))?;
         Ok(())
@@ -399,7 +462,9 @@ impl<W: Write> Master<W> {
         if let Some(reason) = self.system.refuses(node) {
             return rejected(reason);
         }
-        let address = self.launch(Role::Node(node))?;
+        let address = self
+            .launch(Role::Node(node))
+            .map_err(|refusal| self.blame_newcomer(refusal))?;
         let peers: Vec<Peer> = self
             .nodes
             .iter()
@@ -412,19 +477,44 @@ impl<W: Write> Master<W> {
         // Everyone at once: the newcomer connects to the observer and its peers while
         // they connect to it, so that over tcp the handshakes of both directions
         // overlap. Nothing travels on those connections before the master's next
-        // command, which waits for every answer.
+        // command other than a `CreateNode`, which waits for every answer first
+        // (`settle`).
         let to = Endpoint::Node(node);
+        self.post_join(to, amount, epoch, &peers, &newcomer)
+            .map_err(|refusal| self.blame_newcomer(refusal))?;
+        for peer in &peers {
+            self.owed.owe(Endpoint::Node(peer.node));
+        }
+        self.owed.owe(to);
+        self.owed.owe(OBSERVER);
+        self.owed.newcomers.push(to);
+        self.nodes.insert(node, newcomer.address);
+        self.queued.add_node(node);
+        self.total = total;
+        Ok(())
+    }
+
+    /// Tells newcomer `to` to join `peers` with `amount`, and them and the observer
+    /// to connect to it.
+    fn post_join(
+        &mut self,
+        to: Endpoint,
+        amount: u64,
+        epoch: u64,
+        peers: &[Peer],
+        newcomer: &Peer,
+    ) -> Result<(), Refusal> {
         self.post(
             to,
             ToNode::Join {
                 balance: amount,
                 epoch,
                 observer: self.observer_address.clone(),
-                peers: peers.clone(),
+                peers: peers.to_vec(),
             }
             .into(),
         )?;
-        for peer in &peers {
+        for peer in peers {
             self.post(
                 Endpoint::Node(peer.node),
                 ToNode::Connect(newcomer.clone()).into(),
@@ -437,44 +527,7 @@ impl<W: Write> Master<W> {
                 balance: amount,
             }
             .into(),
-        )?;
-        let mut waiting: BTreeSet<Endpoint> =
-            peers.iter().map(|p| Endpoint::Node(p.node)).collect();
-        waiting.insert(to);
-        waiting.insert(OBSERVER);
-        while !waiting.is_empty() {
-            // A silence is blamed on the newcomer while it has not answered, then on
-            // a peer that has not: the observer sorts after every node.
-            let blame = if waiting.contains(&to) {
-                to
-            } else {
-                waiting.first().copied().unwrap_or(OBSERVER)
-            };
-            let (who, answer) = match self.await_any(|who| waiting.contains(&who), blame, None) {
-                Ok(answered) => answered,
-                // Connections to a newcomer that has gone fail: while it has not
-                // answered, a failure of another is blamed on it if it has gone.
-                Err(Refusal::Failed { who, cause }) if who != to && waiting.contains(&to) => {
-                    return Err(match self.system.why_gone(to, NEWCOMER_GRACE) {
-                        Some(_) => self.gone(to),
-                        None => Refusal::Failed { who, cause },
-                    });
-                }
-                Err(refusal) => return Err(refusal),
-            };
-            let fits = match who {
-                OBSERVER => matches!(answer, ToMaster::Added),
-                _ => matches!(answer, ToMaster::Joined),
-            };
-            if !fits {
-                return Err(protocol_error(who, &answer));
-            }
-            waiting.remove(&who);
-        }
-        self.nodes.insert(node, newcomer.address);
-        self.queued.add_node(node);
-        self.total = total;
-        Ok(())
+        )
     }
 
     fn check_node(&self, node: NodeId) -> Result<(), Refusal> {
@@ -749,34 +802,82 @@ impl<W: Write> Master<W> {
     }
 
     /// Waits for the next control message from an endpoint that `from` accepts; a
-    /// silence is blamed on `first`. Anything else is a failure of the system: one
-    /// command is in flight at a time, so nobody else may speak.
+    /// silence is blamed on `first`. Answers owed by joins not waited for are taken
+    /// on the way. Anything else is a failure of the system: one command is in
+    /// flight at a time, so nobody else may speak.
     fn await_any(
         &mut self,
         from: impl Fn(Endpoint) -> bool,
         first: Endpoint,
         waits_on: Option<NodeId>,
     ) -> Result<(Endpoint, ToMaster), Refusal> {
-        let answer = match self.next_answer(first)? {
-            None => return Err(self.silence(first, waits_on)),
-            // Whoever has gone takes the blame, not the endpoint waited for.
-            Some(Incoming::Departed(peer)) => return Err(self.gone(peer)),
-            Some(Incoming::Frame(who, Frame::Control(Control::ToMaster(answer)))) => (who, answer),
-            Some(Incoming::Frame(who, frame)) => {
-                return Err(Refusal::Failed {
-                    who,
-                    cause: format!("protocol error: unexpected {frame:?}").into(),
-                });
+        loop {
+            let (who, answer) = self
+                .next_control(first, waits_on)
+                .map_err(|refusal| self.blame_newcomer(refusal))?;
+            if self.owed.take(who, &answer)? {
+                continue;
             }
-        };
-        match answer {
-            (who, ToMaster::Failure(cause)) => Err(Refusal::Failed {
+            if from(who) {
+                return Ok((who, answer));
+            }
+            return Err(protocol_error(who, &answer));
+        }
+    }
+
+    /// Waits for every answer owed by the joins not waited for yet: before any
+    /// command other than a `CreateNode`, before a line is rejected, and whenever the
+    /// next line is not at hand yet. A join that fails thus fails before anything
+    /// after it is printed or refused, as if the master had waited for it at once.
+    fn settle(&mut self) -> Result<(), Refusal> {
+        while let Some(blamed) = self.owed.blamed() {
+            let (who, answer) = self
+                .next_control(blamed, None)
+                .map_err(|refusal| self.blame_newcomer(refusal))?;
+            if !self.owed.take(who, &answer)? {
+                return Err(protocol_error(who, &answer));
+            }
+        }
+        Ok(())
+    }
+
+    /// The next control message for the master, or the failure it tells of; a
+    /// silence is blamed on `first`.
+    fn next_control(
+        &mut self,
+        first: Endpoint,
+        waits_on: Option<NodeId>,
+    ) -> Result<(Endpoint, ToMaster), Refusal> {
+        match self.next_answer(first)? {
+            None => Err(self.silence(first, waits_on)),
+            // Whoever has gone takes the blame, not the endpoint waited for.
+            Some(Incoming::Departed(peer)) => Err(self.gone(peer)),
+            Some(Incoming::Frame(who, Frame::Control(Control::ToMaster(answer)))) => match answer {
+                ToMaster::Failure(cause) => Err(Refusal::Failed {
+                    who,
+                    cause: cause.into(),
+                }),
+                ToMaster::PeerGone(peer) => Err(self.gone(peer)),
+                answer => Ok((who, answer)),
+            },
+            Some(Incoming::Frame(who, frame)) => Err(Refusal::Failed {
                 who,
-                cause: cause.into(),
+                cause: format!("protocol error: unexpected {frame:?}").into(),
             }),
-            (_, ToMaster::PeerGone(peer)) => Err(self.gone(peer)),
-            (who, answer) if from(who) => Ok((who, answer)),
-            (who, answer) => Err(protocol_error(who, &answer)),
+        }
+    }
+
+    /// Connections to a newcomer that has gone fail: while the oldest newcomer has
+    /// not answered its `Join`, the failure of another is blamed on it if it has gone.
+    fn blame_newcomer(&mut self, refusal: Refusal) -> Refusal {
+        match (&refusal, self.owed.newcomers.first().copied()) {
+            (Refusal::Failed { who, .. }, Some(newcomer)) if *who != newcomer => {
+                match self.system.why_gone(newcomer, NEWCOMER_GRACE) {
+                    Some(_) => self.gone(newcomer),
+                    None => refusal,
+                }
+            }
+            _ => refusal,
         }
     }
 
@@ -856,8 +957,15 @@ impl<W: Write> Master<W> {
         }
     }
 
-    /// The next line of the script, or a role that has gone meanwhile.
-    fn next_line(&self, lines: &mut Lines) -> Next {
+    /// The next line of the script, or a role that has gone meanwhile. The joins not
+    /// waited for yet are waited for first unless a line is at hand: a failure is
+    /// told as soon as it can be, not when the next line comes.
+    fn next_line(&mut self, lines: &mut Lines) -> Next {
+        if !lines.at_hand()
+            && let Err(refusal) = self.settle()
+        {
+            return Next::Failed(refusal);
+        }
         if let Some(line) = lines.next_read() {
             return Next::Line(Some(Ok(line)));
         }
@@ -892,6 +1000,8 @@ enum Next {
     Line(Option<io::Result<Vec<u8>>>),
     /// A role that has gone, as the system tells.
     Departed(Departure),
+    /// A join that the master had not waited for failed.
+    Failed(Refusal),
 }
 
 fn no_transport() -> Refusal {
@@ -1034,6 +1144,7 @@ pub fn run_lines<W: Write>(
                 return Status::Usage;
             }
             Next::Departed(departure) => return fail(master, departed(departure), err),
+            Next::Failed(failure) => return fail(master, failure, err),
         };
         number += 1;
         let text = line.strip_suffix(b"\n").unwrap_or(&line);
@@ -1041,6 +1152,10 @@ pub fn run_lines<W: Write>(
             Ok(Some(command)) => command,
             Ok(None) => continue,
             Err(error) => {
+                // A join not waited for that fails ends the run before this line.
+                if let Err(failure) = master.settle() {
+                    return fail(master, failure, err);
+                }
                 let _ = master.flush_output();
                 let _ = writeln!(err, "line {number}: {error}");
                 status = Status::Rejected;
@@ -1051,6 +1166,9 @@ pub fn run_lines<W: Write>(
             Ok(Flow::Continue) => {}
             Ok(Flow::Stop) => break,
             Err(Refusal::Rejected(reason)) => {
+                if let Err(failure) = master.settle() {
+                    return fail(master, failure, err);
+                }
                 let _ = master.flush_output();
                 let _ = writeln!(err, "line {number}: {reason}");
                 status = Status::Rejected;

@@ -37,7 +37,15 @@ enum Fault {
     DiesWhenAsked,
     /// Never answers again. The system sees its process stopped if `seen`.
     Silent { seen: bool },
+    /// Dies when told to join, without answering.
+    DiesOnJoin,
+    /// Answers its `Join` once `cue` says so (or [`CUE_WAIT`] has passed), then
+    /// every `Connect` at once.
+    JoinsOnCue(Receiver<()>),
 }
+
+/// How long a [`Fault::JoinsOnCue`] victim waits for its cue at most.
+const CUE_WAIT: Duration = Duration::from_secs(20);
 
 /// A system of threads whose node [`VICTIM`] misbehaves.
 struct Fake {
@@ -52,6 +60,8 @@ struct Fake {
     threads: Vec<JoinHandle<()>>,
     /// Whether the master said it was stopping before it shut the system down.
     stopped_in_order: Arc<Mutex<bool>>,
+    /// Told when the system starts this node.
+    cue_on_start: Option<(NodeId, Sender<()>)>,
 }
 
 impl Fake {
@@ -69,6 +79,7 @@ impl Fake {
             departures,
             threads: Vec::new(),
             stopped_in_order: Arc::clone(&stopped_in_order),
+            cue_on_start: None,
         };
         (fake, stopped_in_order)
     }
@@ -82,6 +93,11 @@ impl System for Fake {
     }
 
     fn start(&mut self, role: Role) -> anyhow::Result<Started> {
+        if let Some((node, cue)) = &self.cue_on_start
+            && role == Role::Node(*node)
+        {
+            let _ = cue.send(());
+        }
         let mut transport = self.network.endpoint(role.endpoint())?;
         transport.connect(MASTER, &self.master)?;
         let address = transport.address();
@@ -159,6 +175,14 @@ fn stub(
     if to_master(&mut t, ToMaster::Hello { address }).is_err() {
         return;
     }
+    let die = |t: MemTransport<Wire>| {
+        *dead.lock().unwrap_or_else(PoisonError::into_inner) = Some(DEATH.to_string());
+        drop(t);
+        let _ = tell.send(Departure {
+            who: me,
+            cause: DEATH.to_string(),
+        });
+    };
     // It never sends to its peers: joining is only saying so.
     loop {
         match t.recv() {
@@ -169,17 +193,16 @@ fn stub(
             Err(_) => return,
         }
     }
+    match &fault {
+        Fault::DiesOnJoin => return die(t),
+        Fault::JoinsOnCue(cue) => {
+            let _ = cue.recv_timeout(CUE_WAIT);
+        }
+        _ => {}
+    }
     if to_master(&mut t, ToMaster::Joined).is_err() {
         return;
     }
-    let die = |t: MemTransport<Wire>| {
-        *dead.lock().unwrap_or_else(PoisonError::into_inner) = Some(DEATH.to_string());
-        drop(t);
-        let _ = tell.send(Departure {
-            who: me,
-            cause: DEATH.to_string(),
-        });
-    };
     match fault {
         Fault::DiesOnCue(cue) => {
             let _ = cue.recv();
@@ -190,6 +213,23 @@ fn stub(
                 Ok(Incoming::Frame(MASTER | OBSERVER, Frame::Control(_))) => return die(t),
                 Ok(_) => {}
                 Err(_) => return,
+            }
+        },
+        Fault::DiesOnJoin => {}
+        Fault::JoinsOnCue(_) => loop {
+            match t.recv() {
+                Ok(Incoming::Frame(
+                    MASTER,
+                    Frame::Control(Control::ToNode(ToNode::Connect(_))),
+                )) => {
+                    if to_master(&mut t, ToMaster::Joined).is_err() {
+                        return;
+                    }
+                }
+                Ok(Incoming::Frame(MASTER, Frame::Control(Control::ToNode(ToNode::Stop))))
+                | Ok(Incoming::Departed(MASTER))
+                | Err(_) => return,
+                Ok(_) => {}
             }
         },
         Fault::Silent { .. } => loop {
@@ -214,7 +254,14 @@ struct Ended {
 /// Runs `script` (from memory, to its end) on a fake system with `fault`, answers
 /// awaited `ack_timeout`.
 fn run(fault: Fault, ack_timeout: Duration, script: &str) -> Ended {
-    let (fake, stopped_in_order) = Fake::new(fault);
+    run_on(Fake::new(fault), ack_timeout, script)
+}
+
+fn run_on(
+    (fake, stopped_in_order): (Fake, Arc<Mutex<bool>>),
+    ack_timeout: Duration,
+    script: &str,
+) -> Ended {
     let mut master = Master::new(Box::new(fake), Vec::new(), 1, ack_timeout);
     let mut stderr = Vec::new();
     let input = std::io::Cursor::new(script.as_bytes().to_vec());
@@ -359,4 +406,39 @@ Send 1 2 1\n",
 channel (2 -> 1) = 0\n",
     );
     assert_eq!(run.err(), "line 5: unknown command \"Bogus\"\n");
+}
+
+#[test]
+fn the_next_node_starts_while_the_last_one_is_still_joining() {
+    // Node 2 answers its `Join` only once node 3 has been started: a master that
+    // waited for every answer of a `CreateNode` before the next would wait in vain
+    // (and fail for want of an answer within 10 s).
+    let (cue, wait) = crossbeam_channel::bounded(1);
+    let (mut fake, stopped_in_order) = Fake::new(Fault::JoinsOnCue(wait));
+    fake.cue_on_start = Some((NodeId(3), cue));
+    let ended = run_on(
+        (fake, stopped_in_order),
+        CUE_WAIT / 2,
+        &format!("{TWO_NODES}CreateNode 3 10\nSend 3 1 4\nSend 1 2 20\nKillAll\n"),
+    );
+    assert_eq!(ended.stderr, "");
+    assert_eq!(ended.stdout, "ERR_SEND\n");
+    assert_eq!(ended.status, Status::Accepted);
+}
+
+#[test]
+fn a_node_that_dies_joining_fails_the_run_before_a_later_line_is_refused() {
+    // Node 2's join is not waited for while the next line is at hand; a line that is
+    // refused must not be reported before the death it comes after.
+    for rest in ["CreateNode 2 10\n", "Bogus\n", "CreateNode 3 10\n", ""] {
+        let ended = run(
+            Fault::DiesOnJoin,
+            DEADLINE,
+            &format!("{TWO_NODES}{rest}Send 1 2 1\n"),
+        );
+        assert_eq!(ended.status, Status::Failed, "{rest:?}: {}", ended.stderr);
+        assert_eq!(ended.stderr, format!("node 2: {DEATH}\n"), "{rest:?}");
+        assert_eq!(ended.stdout, "", "{rest:?}");
+        assert!(ended.stopped_in_order, "{rest:?}");
+    }
 }
