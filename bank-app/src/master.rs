@@ -181,6 +181,11 @@ struct Owed {
 }
 
 impl Owed {
+    /// Whether `who` still owes an answer.
+    fn owes(&self, who: Endpoint) -> bool {
+        self.answers.contains_key(&who)
+    }
+
     fn owe(&mut self, who: Endpoint) {
         *self.answers.entry(who).or_default() += 1;
     }
@@ -275,7 +280,13 @@ impl<W: Write> Master<W> {
             .map_err(|error| Refusal::Rejected(error.to_string()))?;
         self.start()?;
         for node in &snapshot.nodes {
-            self.join(node.id, node.balance, epoch)?;
+            if let Err(refusal) = self.join(node.id, node.balance, epoch) {
+                // A join before it that fails is what ends the restore.
+                return Err(match refusal {
+                    Refusal::Rejected(_) => self.settle().err().unwrap_or(refusal),
+                    failure => failure,
+                });
+            }
         }
         self.settle()?;
         for (&(from, to), transfers) in &snapshot.in_flight() {
@@ -312,7 +323,8 @@ impl<W: Write> Master<W> {
         Ok(())
     }
 
-    /// Runs one command to completion.
+    /// Runs one command to completion, but for the connections of a `CreateNode`,
+    /// which the next command other than a `CreateNode` waits for ([`settle`](Self::settle)).
     pub fn execute(&mut self, command: Command) -> Result<Flow, Refusal> {
         if self.transport.is_none() {
             return match command {
@@ -340,7 +352,8 @@ impl<W: Write> Master<W> {
     /// Sends node `node` a message that it answers at once, doing nothing else, and
     /// waits for the answer: the bare round trip master -> node -> master that every
     /// command costs at least, for measuring the bank against it. Prints nothing and
-    /// changes nothing.
+    /// changes nothing; waits first for the `CreateNode`s' connections, as a command
+    /// does.
     pub fn round_trip(&mut self, node: NodeId) -> Result<(), Refusal> {
         self.settle()?;
         self.check_node(node)?;
@@ -464,7 +477,7 @@ impl<W: Write> Master<W> {
         }
         let address = self
             .launch(Role::Node(node))
-            .map_err(|refusal| self.blame_newcomer(refusal))?;
+            .map_err(|refusal| self.earlier_failure(refusal))?;
         let peers: Vec<Peer> = self
             .nodes
             .iter()
@@ -481,7 +494,7 @@ impl<W: Write> Master<W> {
         // (`settle`).
         let to = Endpoint::Node(node);
         self.post_join(to, amount, epoch, &peers, &newcomer)
-            .map_err(|refusal| self.blame_newcomer(refusal))?;
+            .map_err(|refusal| self.earlier_failure(refusal))?;
         for peer in &peers {
             self.owed.owe(Endpoint::Node(peer.node));
         }
@@ -825,11 +838,13 @@ impl<W: Write> Master<W> {
         }
     }
 
-    /// Waits for every answer owed by the joins not waited for yet: before any
-    /// command other than a `CreateNode`, before a line is rejected, and whenever the
-    /// next line is not at hand yet. A join that fails thus fails before anything
-    /// after it is printed or refused, as if the master had waited for it at once.
-    fn settle(&mut self) -> Result<(), Refusal> {
+    /// Waits for every answer owed by the `CreateNode`s that did not wait for their
+    /// connections. [`execute`](Self::execute) does so before any other command, and
+    /// [`run_script`] before it refuses a line or reports a read error and whenever
+    /// the next line is not at hand yet. A join that fails thus fails the run before
+    /// anything after it is printed or refused, as if the master had waited for it
+    /// at once. A caller that runs `CreateNode`s itself calls it once they are done.
+    pub fn settle(&mut self) -> Result<(), Refusal> {
         while let Some(blamed) = self.owed.blamed() {
             let (who, answer) = self
                 .next_control(blamed, None)
@@ -867,18 +882,42 @@ impl<W: Write> Master<W> {
         }
     }
 
-    /// Connections to a newcomer that has gone fail: while the oldest newcomer has
-    /// not answered its `Join`, the failure of another is blamed on it if it has gone.
+    /// Connections to a newcomer that has gone fail: while newcomers have not
+    /// answered their `Join`, the failure of another role is blamed on the oldest of
+    /// them that has gone, if one has.
     fn blame_newcomer(&mut self, refusal: Refusal) -> Refusal {
-        match (&refusal, self.owed.newcomers.first().copied()) {
-            (Refusal::Failed { who, .. }, Some(newcomer)) if *who != newcomer => {
-                match self.system.why_gone(newcomer, NEWCOMER_GRACE) {
-                    Some(_) => self.gone(newcomer),
-                    None => refusal,
-                }
+        let Refusal::Failed { who, .. } = &refusal else {
+            return refusal;
+        };
+        let who = *who;
+        for newcomer in self.owed.newcomers.clone() {
+            if newcomer != who && self.system.why_gone(newcomer, NEWCOMER_GRACE).is_some() {
+                return self.gone(newcomer);
             }
-            _ => refusal,
         }
+        refusal
+    }
+
+    /// `refusal` ends a join while the joins before it still owe answers: waits for
+    /// those, so that one of theirs that fails is what is reported, as it would have
+    /// been first. What comes from a role that owes nothing concerns the join that
+    /// failed, and is passed over.
+    fn earlier_failure(&mut self, refusal: Refusal) -> Refusal {
+        if matches!(&refusal, Refusal::Failed { who, .. } if self.owed.owes(*who)) {
+            return refusal;
+        }
+        while let Some(blamed) = self.owed.blamed() {
+            match self.next_control(blamed, None) {
+                Ok((who, answer)) => {
+                    if let Err(failure) = self.owed.take(who, &answer) {
+                        return failure;
+                    }
+                }
+                Err(Refusal::Failed { who, .. }) if !self.owed.owes(who) => {}
+                Err(failure) => return self.blame_newcomer(failure),
+            }
+        }
+        refusal
     }
 
     /// What the transport brings within the answer timeout (`None`: nothing), unless
@@ -1135,6 +1174,9 @@ pub fn run_lines<W: Write>(
             Next::Line(None) => break,
             Next::Line(Some(Ok(line))) => line,
             Next::Line(Some(Err(error))) => {
+                if let Err(failure) = master.settle() {
+                    return fail(master, failure, err);
+                }
                 let _ = master.flush_output();
                 let _ = writeln!(
                     err,

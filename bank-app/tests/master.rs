@@ -28,6 +28,9 @@ const VICTIM: NodeId = NodeId(2);
 /// Why the fake says the victim has gone.
 const DEATH: &str = "the process died (signal 9)";
 
+/// What a [`Fault::FailsToJoin`] victim answers its `Join` with.
+const REFUSED: &str = "connecting to node 1: refused";
+
 /// What the victim does once it has joined.
 enum Fault {
     /// Dies when `cue` says so (or is dropped): its endpoint goes, and the system
@@ -39,6 +42,8 @@ enum Fault {
     Silent { seen: bool },
     /// Dies when told to join, without answering.
     DiesOnJoin,
+    /// Answers its `Join` with a failure of its own, and lives on.
+    FailsToJoin,
     /// Answers its `Join` once `cue` says so (or [`CUE_WAIT`] has passed), then
     /// every `Connect` at once.
     JoinsOnCue(Receiver<()>),
@@ -62,6 +67,8 @@ struct Fake {
     stopped_in_order: Arc<Mutex<bool>>,
     /// Told when the system starts this node.
     cue_on_start: Option<(NodeId, Sender<()>)>,
+    /// The node the system cannot start.
+    cannot_start: Option<NodeId>,
 }
 
 impl Fake {
@@ -80,6 +87,7 @@ impl Fake {
             threads: Vec::new(),
             stopped_in_order: Arc::clone(&stopped_in_order),
             cue_on_start: None,
+            cannot_start: None,
         };
         (fake, stopped_in_order)
     }
@@ -97,6 +105,12 @@ impl System for Fake {
             && role == Role::Node(*node)
         {
             let _ = cue.send(());
+        }
+        if self
+            .cannot_start
+            .is_some_and(|node| role == Role::Node(node))
+        {
+            anyhow::bail!("no room for another process");
         }
         let mut transport = self.network.endpoint(role.endpoint())?;
         transport.connect(MASTER, &self.master)?;
@@ -195,6 +209,20 @@ fn stub(
     }
     match &fault {
         Fault::DiesOnJoin => return die(t),
+        Fault::FailsToJoin => {
+            let _ = to_master(&mut t, ToMaster::Failure(REFUSED.to_string()));
+            // Lives on until the master stops it.
+            while let Ok(incoming) = t.recv() {
+                if matches!(
+                    incoming,
+                    Incoming::Frame(MASTER, Frame::Control(Control::ToNode(ToNode::Stop)))
+                        | Incoming::Departed(MASTER)
+                ) {
+                    return;
+                }
+            }
+            return;
+        }
         Fault::JoinsOnCue(cue) => {
             let _ = cue.recv_timeout(CUE_WAIT);
         }
@@ -215,7 +243,7 @@ fn stub(
                 Err(_) => return,
             }
         },
-        Fault::DiesOnJoin => {}
+        Fault::DiesOnJoin | Fault::FailsToJoin => {}
         Fault::JoinsOnCue(_) => loop {
             match t.recv() {
                 Ok(Incoming::Frame(
@@ -428,17 +456,60 @@ fn the_next_node_starts_while_the_last_one_is_still_joining() {
 
 #[test]
 fn a_node_that_dies_joining_fails_the_run_before_a_later_line_is_refused() {
-    // Node 2's join is not waited for while the next line is at hand; a line that is
-    // refused must not be reported before the death it comes after.
-    for rest in ["CreateNode 2 10\n", "Bogus\n", "CreateNode 3 10\n", ""] {
-        let ended = run(
-            Fault::DiesOnJoin,
-            DEADLINE,
-            &format!("{TWO_NODES}{rest}Send 1 2 1\n"),
-        );
+    // Node 2's join is not waited for while the next line is at hand; whatever
+    // comes next, the death is what the run reports, as if it had been waited for:
+    // a refused line is not reported first, nor does the end of the script let the
+    // run end well.
+    for rest in [
+        "CreateNode 2 10\n",
+        "Bogus\n",
+        "CreateNode 3 10\nSend 1 2 1\n",
+        "Send 1 2 1\n",
+        "",
+    ] {
+        let ended = run(Fault::DiesOnJoin, DEADLINE, &format!("{TWO_NODES}{rest}"));
         assert_eq!(ended.status, Status::Failed, "{rest:?}: {}", ended.stderr);
         assert_eq!(ended.stderr, format!("node 2: {DEATH}\n"), "{rest:?}");
         assert_eq!(ended.stdout, "", "{rest:?}");
         assert!(ended.stopped_in_order, "{rest:?}");
     }
+}
+
+#[test]
+fn a_failed_join_is_reported_before_a_later_failure_to_start_a_node() {
+    // Node 2 refuses its join while node 3 cannot be started: node 2's failure is
+    // the run's, as when node 3 was started only once node 2 had joined.
+    let (mut fake, stopped_in_order) = Fake::new(Fault::FailsToJoin);
+    fake.cannot_start = Some(NodeId(3));
+    let ended = run_on(
+        (fake, stopped_in_order),
+        DEADLINE,
+        &format!("{TWO_NODES}CreateNode 3 10\nSend 1 2 1\n"),
+    );
+    assert_eq!(ended.status, Status::Failed, "{}", ended.stderr);
+    assert_eq!(ended.stderr, format!("node 2: {REFUSED}\n"));
+}
+
+#[test]
+fn a_failed_join_is_reported_before_a_later_read_error() {
+    /// The script, then a read that fails.
+    struct Breaks(std::io::Cursor<Vec<u8>>);
+    impl std::io::Read for Breaks {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            match self.0.read(buf)? {
+                0 => Err(std::io::Error::other("the disk went away")),
+                n => Ok(n),
+            }
+        }
+    }
+    let (fake, _) = Fake::new(Fault::DiesOnJoin);
+    let mut master = Master::new(Box::new(fake), Vec::new(), 1, DEADLINE);
+    let mut stderr = Vec::new();
+    let input = Breaks(std::io::Cursor::new(TWO_NODES.as_bytes().to_vec()));
+    let status = run_script(&mut master, input, &mut stderr);
+    assert_eq!(
+        String::from_utf8_lossy(&stderr),
+        format!("node 2: {DEATH}\n")
+    );
+    assert_eq!(status, Status::Failed);
 }
