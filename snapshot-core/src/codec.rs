@@ -147,7 +147,7 @@ impl FrameDecoder {
     /// without a copy; then [`commit`](Self::commit) what was read. The room is that
     /// already allocated if there is at least half of `max` of it, else `max` (the
     /// buffer grows by doubling); while a frame over `max` bytes comes in, it is what
-    /// is left of the room [made for the frame](Self::make_room), so that the frame
+    /// is left of the room made for the frame when its prefix came in, so that the frame
     /// does not make the buffer grow past it. It may thus be shorter than `max`: a
     /// read that fills it may have left more to read.
     pub fn room(&mut self, max: usize) -> &mut [u8] {

@@ -237,7 +237,7 @@ impl<P: Process> Node<P> {
         T: Transport<NodeFrame<P, C>> + ?Sized,
     {
         let (id, step) = self.start_snapshot()?;
-        let outcome = self.carry_out(transport, step)?;
+        let outcome = self.carry_out(transport, step, None)?;
         Ok((id, outcome))
     }
 
@@ -278,7 +278,7 @@ impl<P: Process> Node<P> {
             Envelope::App(message) => self
                 .deliver_message(transport, from, message)
                 .map(|()| Outcome::default()),
-            Envelope::Marker(id) => self.deliver_marker(transport, from, id),
+            Envelope::Marker(id) => self.deliver_marker(transport, from, id, false),
         }
     }
 
@@ -315,23 +315,31 @@ impl<P: Process> Node<P> {
         sent
     }
 
-    /// A marker from `from`: to the engine, whose markers are sent.
+    /// A marker from `from`: to the engine, whose markers are sent. With `spread`,
+    /// the marker back to `from` goes last, after the others are flushed (see
+    /// [`marker_back`]).
     fn deliver_marker<C, T>(
         &mut self,
         transport: &mut T,
         from: NodeId,
         id: SnapshotId,
+        spread: bool,
     ) -> Result<Outcome<P::State, P::Record>, NodeError>
     where
         T: Transport<NodeFrame<P, C>> + ?Sized,
     {
         let step = self.take_marker(from, id)?;
-        self.carry_out(transport, step)
+        self.carry_out(transport, step, spread.then_some(from))
     }
 
     /// Runs the node free: receives frames and handles node-to-node traffic as it
     /// arrives, until something needs the application: a control frame, the
     /// completion of this node's part of a snapshot, or a peer's departure.
+    ///
+    /// A marker that has the node record its state sends the snapshot on to the
+    /// other peers first, flushed, and then the marker back to the peer it came from,
+    /// which has recorded its state already: each hop of a snapshot's wave then waits
+    /// for one write, not two (so does [`poll_event`](Self::poll_event)).
     ///
     /// A node-to-node frame from an endpoint that is not a node is refused as a
     /// protocol error, and so is anything the engine refuses.
@@ -506,13 +514,13 @@ impl<P: Process> Node<P> {
                 Ok(None)
             }
             Arrival::Marker(from, id) => Ok(self
-                .deliver_marker(transport, from, id)?
+                .deliver_marker(transport, from, id, true)?
                 .completed
                 .map(Event::Completed)),
             Arrival::Initiate(from) => {
                 let step = self.initiated_by(from)?;
                 Ok(self
-                    .carry_out(transport, step)?
+                    .carry_out(transport, step, None)?
                     .completed
                     .map(Event::Completed))
             }
@@ -526,26 +534,28 @@ impl<P: Process> Node<P> {
     }
 
     /// Sends the frames of `step`, in order (markers, then what goes to the
-    /// coordinator); returns its outcome.
+    /// coordinator); returns its outcome. The marker back to `back`, if any, goes
+    /// last, once the others are flushed.
     fn carry_out<C, T>(
         &self,
         transport: &mut T,
         step: Step<P>,
+        back: Option<NodeId>,
     ) -> Result<Outcome<P::State, P::Record>, NodeError>
     where
         T: Transport<NodeFrame<P, C>> + ?Sized,
     {
-        let (frames, mut outcome) = self.frames(step);
+        let (mut frames, mut outcome) = self.frames(step);
+        let last = back.and_then(|from| marker_back(&mut frames, from));
+        let flush_first = last.is_some() && !frames.is_empty();
         for (to, frame) in frames {
-            let marker = marker_to(to, &frame);
-            match transport.send(to, frame) {
-                // A peer that has gone needs no marker; the others still do.
-                Err(TransportError::Disconnected(_)) => {}
-                sent => {
-                    sent?;
-                    outcome.markers.extend(marker);
-                }
+            send_step_frame(transport, to, frame, &mut outcome.markers)?;
+        }
+        if let Some((to, frame)) = last {
+            if flush_first {
+                transport.flush()?;
             }
+            send_step_frame(transport, to, frame, &mut outcome.markers)?;
         }
         Ok(outcome)
     }
@@ -583,6 +593,46 @@ impl<P: Process> Step<P> {
 
 /// A frame to send, and where.
 type Addressed<P, C> = (Endpoint, NodeFrame<P, C>);
+
+/// A frame and where it goes, for any frame type.
+type Sent<M, S, R, C> = (Endpoint, Frame<M, S, R, C>);
+
+/// Sends one frame of a step; a marker sent is added to `markers`. A peer that has
+/// gone needs no marker; the others still do.
+fn send_step_frame<M, S, R, C, T>(
+    transport: &mut T,
+    to: Endpoint,
+    frame: Frame<M, S, R, C>,
+    markers: &mut Vec<NodeId>,
+) -> Result<(), NodeError>
+where
+    T: Transport<Frame<M, S, R, C>> + ?Sized,
+{
+    let marker = marker_to(to, &frame);
+    match transport.send(to, frame) {
+        Err(TransportError::Disconnected(_)) => Ok(()),
+        sent => {
+            sent?;
+            markers.extend(marker);
+            Ok(())
+        }
+    }
+}
+
+/// Takes the marker to `from` out of `frames`, for a node running free to send it
+/// after the others, flushed: `from` has recorded its state already, while the
+/// peers the other markers go to have not. Sent first, as a transport flushes the
+/// peer heard from last first (for request and reply), it would cost each hop of a
+/// snapshot's wave a write before the one that carries the wave on.
+fn marker_back<M, S, R, C>(
+    frames: &mut Vec<Sent<M, S, R, C>>,
+    from: NodeId,
+) -> Option<Sent<M, S, R, C>> {
+    let at = frames
+        .iter()
+        .position(|(to, frame)| marker_to(*to, frame) == Some(from))?;
+    Some(frames.remove(at))
+}
 
 /// The node a frame carries a marker to, if it is a marker.
 fn marker_to<M, S, R, C>(to: Endpoint, frame: &Frame<M, S, R, C>) -> Option<NodeId> {

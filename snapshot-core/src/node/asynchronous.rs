@@ -41,7 +41,7 @@ impl<P: Process> Node<P> {
         NodeFrame<P, C>: Send + 'static,
     {
         let (id, step) = self.start_snapshot()?;
-        let outcome = self.carry_out_async(transport, step).await?;
+        let outcome = self.carry_out_async(transport, step, None).await?;
         Ok((id, outcome))
     }
 
@@ -62,7 +62,7 @@ impl<P: Process> Node<P> {
                 self.deliver_message_async(transport, from, message).await?;
                 Ok(Outcome::default())
             }
-            Envelope::Marker(id) => self.deliver_marker_async(transport, from, id).await,
+            Envelope::Marker(id) => self.deliver_marker_async(transport, from, id, false).await,
         }
     }
 
@@ -104,14 +104,14 @@ impl<P: Process> Node<P> {
                 Ok(None)
             }
             Arrival::Marker(from, id) => Ok(self
-                .deliver_marker_async(transport, from, id)
+                .deliver_marker_async(transport, from, id, true)
                 .await?
                 .completed
                 .map(Event::Completed)),
             Arrival::Initiate(from) => {
                 let step = self.initiated_by(from)?;
                 Ok(self
-                    .carry_out_async(transport, step)
+                    .carry_out_async(transport, step, None)
                     .await?
                     .completed
                     .map(Event::Completed))
@@ -155,43 +155,72 @@ impl<P: Process> Node<P> {
         sent
     }
 
-    /// A marker from `from`: to the engine, whose markers are sent.
+    /// A marker from `from`: to the engine, whose markers are sent; with `spread`,
+    /// the marker back to `from` last, as in the sync driver.
     async fn deliver_marker_async<C, T>(
         &mut self,
         transport: &mut T,
         from: NodeId,
         id: SnapshotId,
+        spread: bool,
     ) -> Result<Outcome<P::State, P::Record>, NodeError>
     where
         T: AsyncTransport<NodeFrame<P, C>> + ?Sized,
         NodeFrame<P, C>: Send + 'static,
     {
         let step = self.take_marker(from, id)?;
-        self.carry_out_async(transport, step).await
+        self.carry_out_async(transport, step, spread.then_some(from))
+            .await
     }
 
-    /// Sends the frames of `step`, in order; returns its outcome.
+    /// Sends the frames of `step`, in order; returns its outcome. The marker back to
+    /// `back`, if any, goes last, once the others are flushed.
     async fn carry_out_async<C, T>(
         &self,
         transport: &mut T,
         step: Step<P>,
+        back: Option<NodeId>,
     ) -> Result<Outcome<P::State, P::Record>, NodeError>
     where
         T: AsyncTransport<NodeFrame<P, C>> + ?Sized,
         NodeFrame<P, C>: Send + 'static,
     {
-        let (frames, mut outcome) = self.frames(step);
+        let (mut frames, mut outcome) = self.frames(step);
+        let last = back.and_then(|from| super::marker_back(&mut frames, from));
+        let flush_first = last.is_some() && !frames.is_empty();
         for (to, frame) in frames {
-            let marker = super::marker_to(to, &frame);
-            match transport.send(to, frame).await {
-                // A peer that has gone needs no marker; the others still do.
-                Err(TransportError::Disconnected(_)) => {}
-                sent => {
-                    sent?;
-                    outcome.markers.extend(marker);
-                }
+            send_step_frame::<P, C, T>(transport, to, frame, &mut outcome).await?;
+        }
+        if let Some((to, frame)) = last {
+            if flush_first {
+                transport.flush().await?;
             }
+            send_step_frame::<P, C, T>(transport, to, frame, &mut outcome).await?;
         }
         Ok(outcome)
+    }
+}
+
+/// Sends one frame of a step, counting it in `outcome` if it is a marker. A peer
+/// that has gone needs no marker; the others still do.
+async fn send_step_frame<P, C, T>(
+    transport: &mut T,
+    to: Endpoint,
+    frame: NodeFrame<P, C>,
+    outcome: &mut Outcome<P::State, P::Record>,
+) -> Result<(), NodeError>
+where
+    P: Process,
+    T: AsyncTransport<NodeFrame<P, C>> + ?Sized,
+    NodeFrame<P, C>: Send + 'static,
+{
+    let marker = super::marker_to(to, &frame);
+    match transport.send(to, frame).await {
+        Err(TransportError::Disconnected(_)) => Ok(()),
+        sent => {
+            sent?;
+            outcome.markers.extend(marker);
+            Ok(())
+        }
     }
 }
