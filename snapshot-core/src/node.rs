@@ -621,9 +621,9 @@ where
 
 /// Takes the marker to `from` out of `frames`, for a node running free to send it
 /// after the others, flushed: `from` has recorded its state already, while the
-/// peers the other markers go to have not. Sent first, as a transport flushes the
-/// peer heard from last first (for request and reply), it would cost each hop of a
-/// snapshot's wave a write before the one that carries the wave on.
+/// peers the other markers go to may not have. Sent first, as a transport flushes
+/// the peer heard from last first (for request and reply), it would cost each hop of
+/// a snapshot's wave a write before the one that carries the wave on.
 fn marker_back<M, S, R, C>(
     frames: &mut Vec<Sent<M, S, R, C>>,
     from: NodeId,
