@@ -1,11 +1,12 @@
-//! `bank_script/{mem,pipe,tcp}`: commands per second of the bank's `master` on the
-//! seeded 8-node script of 10,010 commands (`Workload { nodes: 8, commands: 10_000,
-//! seed: 1 }`, what `examples/workload.rs 8 10000 1` prints), the whole process
-//! timed, from its start to its exit: `master --transport T --seed 1 SCRIPT`, output
-//! to a file, as `scripts/measure-bank.sh` runs it. On pipe and tcp the master starts
-//! a process per node and one for the observer.
+//! `bank_script/{mem,pipe,tcp,tcp-tls}`: commands per second of the bank's `master` on
+//! the seeded 8-node script of 10,010 commands (`Workload { nodes: 8, commands:
+//! 10_000, seed: 1 }`, what `examples/workload.rs 8 10000 1` prints), the whole
+//! process timed, from its start to its exit: `master --transport T --seed 1 SCRIPT`
+//! (`tcp-tls`: `--transport tcp --tls`), output to a file, as
+//! `scripts/measure-bank.sh` runs it. On pipe and tcp the master starts a process per
+//! node and one for the observer.
 //!
-//! `bank_script/{mem,pipe,tcp}/ceiling`: each row's ceiling, in commands per second:
+//! `bank_script/{mem,pipe,tcp,tcp-tls}/ceiling`: each row's ceiling, in commands per second:
 //! the same layout (the observer and 8 nodes, threads on mem, processes running this
 //! `master` on pipe and tcp), started and stopped the same way, in which each command
 //! after the start-up is the bare round trip master -> node -> master to the node it
@@ -30,13 +31,22 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// The rows: each transport's name, and the `master` flags that choose it.
+const TRANSPORTS: [(&str, &[&str]); 4] = [
+    ("mem", &["--transport", "mem"]),
+    ("pipe", &["--transport", "pipe"]),
+    ("tcp", &["--transport", "tcp"]),
+    ("tcp-tls", &["--transport", "tcp", "--tls"]),
+];
+
 /// One run of `master` on `script`; the time from its start to its exit.
-fn run(transport: &str, script: &Path, dir: &Path) -> Duration {
+fn run((transport, flags): (&str, &[&str]), script: &Path, dir: &Path) -> Duration {
     let stdout = File::create(dir.join("out")).expect("an output file");
     let stderr = File::create(dir.join("err")).expect("an error file");
     let start = Instant::now();
     let status = Command::new(env!("CARGO_BIN_EXE_master"))
-        .args(["--transport", transport, "--seed", "1"])
+        .args(flags)
+        .args(["--seed", "1"])
         .arg(script)
         .stdout(stdout)
         .stderr(stderr)
@@ -74,14 +84,18 @@ fn round_trip_run(transport: &str, script: &Path, dir: &Path) -> Duration {
 }
 
 /// The round trips of `script` ([`RoundTrips`]), on roles started as `master` starts
-/// them.
-fn round_trips(kind: TransportKind, script: &Path) {
+/// them (over TLS with `tls`).
+fn round_trips(kind: TransportKind, tls: bool, script: &Path) {
     let text = std::fs::read_to_string(script).expect("the script");
     let plan = RoundTrips::of(&text);
+    let options = Options {
+        tls,
+        ..Options::default()
+    };
     let system: Box<dyn System> = match kind {
         TransportKind::Mem => Box::new(MemSystem::with_master_core()),
         _ => Box::new(
-            SpawnedSystem::new(kind, &Options::default())
+            SpawnedSystem::new(kind, &options)
                 .expect("a system of processes")
                 .with_program(env!("CARGO_BIN_EXE_master").into()),
         ),
@@ -111,16 +125,12 @@ fn bank_script(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(5))
         .throughput(Throughput::Elements(commands));
-    for transport in ["mem", "pipe", "tcp"] {
-        group.bench_function(transport, |b| {
-            b.iter_custom(|iters| {
-                (0..iters)
-                    .map(|_| run(transport, &script, dir.path()))
-                    .sum()
-            })
+    for row in TRANSPORTS {
+        group.bench_function(row.0, |b| {
+            b.iter_custom(|iters| (0..iters).map(|_| run(row, &script, dir.path())).sum())
         });
     }
-    for transport in ["mem", "pipe", "tcp"] {
+    for (transport, _) in TRANSPORTS {
         group.bench_function(format!("{transport}/ceiling"), |b| {
             b.iter_custom(|iters| {
                 (0..iters)
@@ -137,12 +147,13 @@ criterion_group!(benches, bank_script);
 fn main() {
     if let Ok(spec) = std::env::var(ROUND_TRIPS) {
         let (transport, script) = spec.split_once(' ').expect("TRANSPORT SCRIPT");
-        let kind = match transport {
-            "pipe" => TransportKind::Pipe,
-            "tcp" => TransportKind::Tcp,
-            _ => TransportKind::Mem,
+        let (kind, tls) = match transport {
+            "pipe" => (TransportKind::Pipe, false),
+            "tcp" => (TransportKind::Tcp, false),
+            "tcp-tls" => (TransportKind::Tcp, true),
+            _ => (TransportKind::Mem, false),
         };
-        round_trips(kind, Path::new(script));
+        round_trips(kind, tls, Path::new(script));
         return;
     }
     benches();
