@@ -190,6 +190,17 @@ impl Owed {
         *self.answers.entry(who).or_default() += 1;
     }
 
+    /// What the join of `newcomer` to `peers` owes: a `Joined` from each of them,
+    /// and an `Added` from the observer.
+    fn join(&mut self, newcomer: Endpoint, peers: impl IntoIterator<Item = Endpoint>) {
+        for peer in peers {
+            self.owe(peer);
+        }
+        self.owe(newcomer);
+        self.owe(OBSERVER);
+        self.newcomers.push(newcomer);
+    }
+
     /// Takes `answer` from `who` as one it owes, if it owes one; `Err` if it owes one
     /// and this is not it.
     fn take(&mut self, who: Endpoint, answer: &ToMaster) -> Result<bool, Refusal> {
@@ -495,12 +506,8 @@ impl<W: Write> Master<W> {
         let to = Endpoint::Node(node);
         self.post_join(to, amount, epoch, &peers, &newcomer)
             .map_err(|refusal| self.earlier_failure(refusal))?;
-        for peer in &peers {
-            self.owed.owe(Endpoint::Node(peer.node));
-        }
-        self.owed.owe(to);
-        self.owed.owe(OBSERVER);
-        self.owed.newcomers.push(to);
+        self.owed
+            .join(to, peers.iter().map(|peer| Endpoint::Node(peer.node)));
         self.nodes.insert(node, newcomer.address);
         self.queued.add_node(node);
         self.total = total;
@@ -845,12 +852,22 @@ impl<W: Write> Master<W> {
     /// anything after it is printed or refused, as if the master had waited for it
     /// at once. A caller that runs `CreateNode`s itself calls it once they are done.
     pub fn settle(&mut self) -> Result<(), Refusal> {
+        self.take_owed(false)
+    }
+
+    /// Takes every answer still owed. Anything else is a failure of the system,
+    /// unless `passing_over`: then what comes from a role that owes nothing is passed
+    /// over.
+    fn take_owed(&mut self, passing_over: bool) -> Result<(), Refusal> {
         while let Some(blamed) = self.owed.blamed() {
-            let (who, answer) = self
-                .next_control(blamed, None)
-                .map_err(|refusal| self.blame_newcomer(refusal))?;
-            if !self.owed.take(who, &answer)? {
-                return Err(protocol_error(who, &answer));
+            match self.next_control(blamed, None) {
+                Ok((who, answer)) => {
+                    if !self.owed.take(who, &answer)? && !passing_over {
+                        return Err(protocol_error(who, &answer));
+                    }
+                }
+                Err(Refusal::Failed { who, .. }) if passing_over && !self.owed.owes(who) => {}
+                Err(failure) => return Err(self.blame_newcomer(failure)),
             }
         }
         Ok(())
@@ -906,18 +923,10 @@ impl<W: Write> Master<W> {
         if matches!(&refusal, Refusal::Failed { who, .. } if self.owed.owes(*who)) {
             return refusal;
         }
-        while let Some(blamed) = self.owed.blamed() {
-            match self.next_control(blamed, None) {
-                Ok((who, answer)) => {
-                    if let Err(failure) = self.owed.take(who, &answer) {
-                        return failure;
-                    }
-                }
-                Err(Refusal::Failed { who, .. }) if !self.owed.owes(who) => {}
-                Err(failure) => return self.blame_newcomer(failure),
-            }
+        match self.take_owed(true) {
+            Ok(()) => refusal,
+            Err(failure) => failure,
         }
-        refusal
     }
 
     /// What the transport brings within the answer timeout (`None`: nothing), unless
