@@ -88,11 +88,6 @@ impl RoundTrips {
                 .with_context(|| format!("{command:?}"))?;
             anyhow::ensure!(flow == Flow::Continue, "{command:?} ended the run");
         }
-        // The nodes' connections, which a script's first other command waits for.
-        master
-            .settle()
-            .map_err(|refusal| anyhow::anyhow!("{refusal}"))
-            .context("connecting the nodes")?;
         for &node in &self.trips {
             master
                 .round_trip(node)

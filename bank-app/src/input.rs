@@ -59,12 +59,6 @@ impl Lines {
         self.pending.next()
     }
 
-    /// Whether a line is at hand: handed over and not taken yet, or in a batch that
-    /// waits to be taken.
-    pub fn at_hand(&self) -> bool {
-        !self.pending.as_slice().is_empty() || !self.batches.is_empty()
-    }
-
     /// Where the next batch comes, once [`next_read`](Self::next_read) has none left;
     /// it disconnects at the end of the input.
     pub fn batches(&self) -> &Receiver<Batch> {

@@ -1,13 +1,6 @@
 //! The master: runs a script's commands, one at a time, against the roles of a
 //! [`System`], and prints what the bank specification says.
 //!
-//! One command is in flight at a time, with one exception that nothing printed can
-//! tell: while the next line is already at hand, the master goes on to it without
-//! waiting for the last `CreateNode`'s connections to be made. It waits for them
-//! before any other command, before it refuses a line, and before it waits for
-//! input, so a join that fails ends the run just where it would have. A script's
-//! `CreateNode`s thus overlap one node's handshakes with the next one's start.
-//!
 //! The master keeps no balances and computes no snapshot. It knows which nodes exist,
 //! the money created, and how many messages sit in each channel (it learns of every
 //! enqueue from an acknowledgement), which is all it needs to check a command before
@@ -164,72 +157,6 @@ pub struct Master<W: Write> {
     format: Format,
     /// Where `CollectState` saves each snapshot, if anywhere.
     save: Option<PathBuf>,
-    /// The answers still owed by joins the master has not waited for.
-    owed: Owed,
-}
-
-/// The answers still owed by the joins the master has posted and not waited for: a
-/// `Joined` from the newcomer and from each peer, an `Added` from the observer.
-#[derive(Debug, Default)]
-struct Owed {
-    /// How many answers each endpoint owes.
-    answers: BTreeMap<Endpoint, usize>,
-    /// The newcomers that have not answered their `Join` yet, in the order they
-    /// joined. A newcomer's `Join` is the first message the master sends it after its
-    /// hello, so its first answer after it is that `Join`'s.
-    newcomers: Vec<Endpoint>,
-}
-
-impl Owed {
-    /// Whether `who` still owes an answer.
-    fn owes(&self, who: Endpoint) -> bool {
-        self.answers.contains_key(&who)
-    }
-
-    fn owe(&mut self, who: Endpoint) {
-        *self.answers.entry(who).or_default() += 1;
-    }
-
-    /// What the join of `newcomer` to `peers` owes: a `Joined` from each of them,
-    /// and an `Added` from the observer.
-    fn join(&mut self, newcomer: Endpoint, peers: impl IntoIterator<Item = Endpoint>) {
-        for peer in peers {
-            self.owe(peer);
-        }
-        self.owe(newcomer);
-        self.owe(OBSERVER);
-        self.newcomers.push(newcomer);
-    }
-
-    /// Takes `answer` from `who` as one it owes, if it owes one; `Err` if it owes one
-    /// and this is not it.
-    fn take(&mut self, who: Endpoint, answer: &ToMaster) -> Result<bool, Refusal> {
-        let Some(count) = self.answers.get_mut(&who) else {
-            return Ok(false);
-        };
-        let fits = match who {
-            OBSERVER => matches!(answer, ToMaster::Added),
-            _ => matches!(answer, ToMaster::Joined),
-        };
-        if !fits {
-            return Err(protocol_error(who, answer));
-        }
-        *count -= 1;
-        if *count == 0 {
-            self.answers.remove(&who);
-        }
-        self.newcomers.retain(|&newcomer| newcomer != who);
-        Ok(true)
-    }
-
-    /// Who a silence is blamed on: the oldest newcomer that has not answered, then a
-    /// peer that has not (the observer sorts after every node).
-    fn blamed(&self) -> Option<Endpoint> {
-        self.newcomers
-            .first()
-            .or_else(|| self.answers.keys().next())
-            .copied()
-    }
 }
 
 impl<W: Write> Master<W> {
@@ -254,7 +181,6 @@ impl<W: Write> Master<W> {
             collected: false,
             format: Format::Text,
             save: None,
-            owed: Owed::default(),
         }
     }
 
@@ -291,15 +217,8 @@ impl<W: Write> Master<W> {
             .map_err(|error| Refusal::Rejected(error.to_string()))?;
         self.start()?;
         for node in &snapshot.nodes {
-            if let Err(refusal) = self.join(node.id, node.balance, epoch) {
-                // A join before it that fails is what ends the restore.
-                return Err(match refusal {
-                    Refusal::Rejected(_) => self.settle().err().unwrap_or(refusal),
-                    failure => failure,
-                });
-            }
+            self.join(node.id, node.balance, epoch)?;
         }
-        self.settle()?;
         for (&(from, to), transfers) in &snapshot.in_flight() {
             if transfers.is_empty() {
                 continue;
@@ -334,17 +253,13 @@ impl<W: Write> Master<W> {
         Ok(())
     }
 
-    /// Runs one command to completion, but for the connections of a `CreateNode`,
-    /// which the next command other than a `CreateNode` waits for ([`settle`](Self::settle)).
+    /// Runs one command to completion.
     pub fn execute(&mut self, command: Command) -> Result<Flow, Refusal> {
         if self.transport.is_none() {
             return match command {
                 Command::StartMaster => self.start().map(|()| Flow::Continue),
                 _ => rejected("the master is not started (StartMaster comes first)"),
             };
-        }
-        if !matches!(command, Command::CreateNode { .. }) {
-            self.settle()?;
         }
         match command {
             Command::StartMaster => rejected("the master is already started"),
@@ -363,10 +278,8 @@ impl<W: Write> Master<W> {
     /// Sends node `node` a message that it answers at once, doing nothing else, and
     /// waits for the answer: the bare round trip master -> node -> master that every
     /// command costs at least, for measuring the bank against it. Prints nothing and
-    /// changes nothing; waits first for the `CreateNode`s' connections, as a command
-    /// does.
+    /// changes nothing.
     pub fn round_trip(&mut self, node: NodeId) -> Result<(), Refusal> {
-        self.settle()?;
         self.check_node(node)?;
         self.ask_node(node, ToNode::Settle, |c| matches!(c, ToMaster::Settled))?;
         Ok(())
@@ -486,9 +399,7 @@ impl<W: Write> Master<W> {
         if let Some(reason) = self.system.refuses(node) {
             return rejected(reason);
         }
-        let address = self
-            .launch(Role::Node(node))
-            .map_err(|refusal| self.earlier_failure(refusal))?;
+        let address = self.launch(Role::Node(node))?;
         let peers: Vec<Peer> = self
             .nodes
             .iter()
@@ -501,40 +412,19 @@ impl<W: Write> Master<W> {
         // Everyone at once: the newcomer connects to the observer and its peers while
         // they connect to it, so that over tcp the handshakes of both directions
         // overlap. Nothing travels on those connections before the master's next
-        // command other than a `CreateNode`, which waits for every answer first
-        // (`settle`).
+        // command, which waits for every answer.
         let to = Endpoint::Node(node);
-        self.post_join(to, amount, epoch, &peers, &newcomer)
-            .map_err(|refusal| self.earlier_failure(refusal))?;
-        self.owed
-            .join(to, peers.iter().map(|peer| Endpoint::Node(peer.node)));
-        self.nodes.insert(node, newcomer.address);
-        self.queued.add_node(node);
-        self.total = total;
-        Ok(())
-    }
-
-    /// Tells newcomer `to` to join `peers` with `amount`, and them and the observer
-    /// to connect to it.
-    fn post_join(
-        &mut self,
-        to: Endpoint,
-        amount: u64,
-        epoch: u64,
-        peers: &[Peer],
-        newcomer: &Peer,
-    ) -> Result<(), Refusal> {
         self.post(
             to,
             ToNode::Join {
                 balance: amount,
                 epoch,
                 observer: self.observer_address.clone(),
-                peers: peers.to_vec(),
+                peers: peers.clone(),
             }
             .into(),
         )?;
-        for peer in peers {
+        for peer in &peers {
             self.post(
                 Endpoint::Node(peer.node),
                 ToNode::Connect(newcomer.clone()).into(),
@@ -547,7 +437,44 @@ impl<W: Write> Master<W> {
                 balance: amount,
             }
             .into(),
-        )
+        )?;
+        let mut waiting: BTreeSet<Endpoint> =
+            peers.iter().map(|p| Endpoint::Node(p.node)).collect();
+        waiting.insert(to);
+        waiting.insert(OBSERVER);
+        while !waiting.is_empty() {
+            // A silence is blamed on the newcomer while it has not answered, then on
+            // a peer that has not: the observer sorts after every node.
+            let blame = if waiting.contains(&to) {
+                to
+            } else {
+                waiting.first().copied().unwrap_or(OBSERVER)
+            };
+            let (who, answer) = match self.await_any(|who| waiting.contains(&who), blame, None) {
+                Ok(answered) => answered,
+                // Connections to a newcomer that has gone fail: while it has not
+                // answered, a failure of another is blamed on it if it has gone.
+                Err(Refusal::Failed { who, cause }) if who != to && waiting.contains(&to) => {
+                    return Err(match self.system.why_gone(to, NEWCOMER_GRACE) {
+                        Some(_) => self.gone(to),
+                        None => Refusal::Failed { who, cause },
+                    });
+                }
+                Err(refusal) => return Err(refusal),
+            };
+            let fits = match who {
+                OBSERVER => matches!(answer, ToMaster::Added),
+                _ => matches!(answer, ToMaster::Joined),
+            };
+            if !fits {
+                return Err(protocol_error(who, &answer));
+            }
+            waiting.remove(&who);
+        }
+        self.nodes.insert(node, newcomer.address);
+        self.queued.add_node(node);
+        self.total = total;
+        Ok(())
     }
 
     fn check_node(&self, node: NodeId) -> Result<(), Refusal> {
@@ -822,110 +749,34 @@ impl<W: Write> Master<W> {
     }
 
     /// Waits for the next control message from an endpoint that `from` accepts; a
-    /// silence is blamed on `first`. Answers owed by joins not waited for are taken
-    /// on the way. Anything else is a failure of the system: one command is in
-    /// flight at a time, so nobody else may speak.
+    /// silence is blamed on `first`. Anything else is a failure of the system: one
+    /// command is in flight at a time, so nobody else may speak.
     fn await_any(
         &mut self,
         from: impl Fn(Endpoint) -> bool,
         first: Endpoint,
         waits_on: Option<NodeId>,
     ) -> Result<(Endpoint, ToMaster), Refusal> {
-        loop {
-            let (who, answer) = self
-                .next_control(first, waits_on)
-                .map_err(|refusal| self.blame_newcomer(refusal))?;
-            if self.owed.take(who, &answer)? {
-                continue;
-            }
-            if from(who) {
-                return Ok((who, answer));
-            }
-            return Err(protocol_error(who, &answer));
-        }
-    }
-
-    /// Waits for every answer owed by the `CreateNode`s that did not wait for their
-    /// connections. [`execute`](Self::execute) does so before any other command, and
-    /// [`run_script`] before it refuses a line or reports a read error and whenever
-    /// the next line is not at hand yet. A join that fails thus fails the run before
-    /// anything after it is printed or refused, as if the master had waited for it
-    /// at once. A caller that runs `CreateNode`s itself calls it once they are done.
-    pub fn settle(&mut self) -> Result<(), Refusal> {
-        self.take_owed(false)
-    }
-
-    /// Takes every answer still owed. Anything else is a failure of the system,
-    /// unless `passing_over`: then what comes from a role that owes nothing is passed
-    /// over.
-    fn take_owed(&mut self, passing_over: bool) -> Result<(), Refusal> {
-        while let Some(blamed) = self.owed.blamed() {
-            match self.next_control(blamed, None) {
-                Ok((who, answer)) => {
-                    if !self.owed.take(who, &answer)? && !passing_over {
-                        return Err(protocol_error(who, &answer));
-                    }
-                }
-                Err(Refusal::Failed { who, .. }) if passing_over && !self.owed.owes(who) => {}
-                Err(failure) => return Err(self.blame_newcomer(failure)),
-            }
-        }
-        Ok(())
-    }
-
-    /// The next control message for the master, or the failure it tells of; a
-    /// silence is blamed on `first`.
-    fn next_control(
-        &mut self,
-        first: Endpoint,
-        waits_on: Option<NodeId>,
-    ) -> Result<(Endpoint, ToMaster), Refusal> {
-        match self.next_answer(first)? {
-            None => Err(self.silence(first, waits_on)),
+        let answer = match self.next_answer(first)? {
+            None => return Err(self.silence(first, waits_on)),
             // Whoever has gone takes the blame, not the endpoint waited for.
-            Some(Incoming::Departed(peer)) => Err(self.gone(peer)),
-            Some(Incoming::Frame(who, Frame::Control(Control::ToMaster(answer)))) => match answer {
-                ToMaster::Failure(cause) => Err(Refusal::Failed {
+            Some(Incoming::Departed(peer)) => return Err(self.gone(peer)),
+            Some(Incoming::Frame(who, Frame::Control(Control::ToMaster(answer)))) => (who, answer),
+            Some(Incoming::Frame(who, frame)) => {
+                return Err(Refusal::Failed {
                     who,
-                    cause: cause.into(),
-                }),
-                ToMaster::PeerGone(peer) => Err(self.gone(peer)),
-                answer => Ok((who, answer)),
-            },
-            Some(Incoming::Frame(who, frame)) => Err(Refusal::Failed {
-                who,
-                cause: format!("protocol error: unexpected {frame:?}").into(),
-            }),
-        }
-    }
-
-    /// Connections to a newcomer that has gone fail: while newcomers have not
-    /// answered their `Join`, the failure of another role is blamed on the oldest of
-    /// them that has gone, if one has.
-    fn blame_newcomer(&mut self, refusal: Refusal) -> Refusal {
-        let Refusal::Failed { who, .. } = &refusal else {
-            return refusal;
-        };
-        let who = *who;
-        for newcomer in self.owed.newcomers.clone() {
-            if newcomer != who && self.system.why_gone(newcomer, NEWCOMER_GRACE).is_some() {
-                return self.gone(newcomer);
+                    cause: format!("protocol error: unexpected {frame:?}").into(),
+                });
             }
-        }
-        refusal
-    }
-
-    /// `refusal` ends a join while the joins before it still owe answers: waits for
-    /// those, so that one of theirs that fails is what is reported, as it would have
-    /// been first. What comes from a role that owes nothing concerns the join that
-    /// failed, and is passed over.
-    fn earlier_failure(&mut self, refusal: Refusal) -> Refusal {
-        if matches!(&refusal, Refusal::Failed { who, .. } if self.owed.owes(*who)) {
-            return refusal;
-        }
-        match self.take_owed(true) {
-            Ok(()) => refusal,
-            Err(failure) => failure,
+        };
+        match answer {
+            (who, ToMaster::Failure(cause)) => Err(Refusal::Failed {
+                who,
+                cause: cause.into(),
+            }),
+            (_, ToMaster::PeerGone(peer)) => Err(self.gone(peer)),
+            (who, answer) if from(who) => Ok((who, answer)),
+            (who, answer) => Err(protocol_error(who, &answer)),
         }
     }
 
@@ -1005,15 +856,8 @@ impl<W: Write> Master<W> {
         }
     }
 
-    /// The next line of the script, or a role that has gone meanwhile. The joins not
-    /// waited for yet are waited for first unless a line is at hand: a failure is
-    /// told as soon as it can be, not when the next line comes.
-    fn next_line(&mut self, lines: &mut Lines) -> Next {
-        if !lines.at_hand()
-            && let Err(refusal) = self.settle()
-        {
-            return Next::Failed(refusal);
-        }
+    /// The next line of the script, or a role that has gone meanwhile.
+    fn next_line(&self, lines: &mut Lines) -> Next {
         if let Some(line) = lines.next_read() {
             return Next::Line(Some(Ok(line)));
         }
@@ -1048,8 +892,6 @@ enum Next {
     Line(Option<io::Result<Vec<u8>>>),
     /// A role that has gone, as the system tells.
     Departed(Departure),
-    /// A join that the master had not waited for failed.
-    Failed(Refusal),
 }
 
 fn no_transport() -> Refusal {
@@ -1183,9 +1025,6 @@ pub fn run_lines<W: Write>(
             Next::Line(None) => break,
             Next::Line(Some(Ok(line))) => line,
             Next::Line(Some(Err(error))) => {
-                if let Err(failure) = master.settle() {
-                    return fail(master, failure, err);
-                }
                 let _ = master.flush_output();
                 let _ = writeln!(
                     err,
@@ -1195,7 +1034,6 @@ pub fn run_lines<W: Write>(
                 return Status::Usage;
             }
             Next::Departed(departure) => return fail(master, departed(departure), err),
-            Next::Failed(failure) => return fail(master, failure, err),
         };
         number += 1;
         let text = line.strip_suffix(b"\n").unwrap_or(&line);
@@ -1203,10 +1041,6 @@ pub fn run_lines<W: Write>(
             Ok(Some(command)) => command,
             Ok(None) => continue,
             Err(error) => {
-                // A join not waited for that fails ends the run before this line.
-                if let Err(failure) = master.settle() {
-                    return fail(master, failure, err);
-                }
                 let _ = master.flush_output();
                 let _ = writeln!(err, "line {number}: {error}");
                 status = Status::Rejected;
@@ -1217,9 +1051,6 @@ pub fn run_lines<W: Write>(
             Ok(Flow::Continue) => {}
             Ok(Flow::Stop) => break,
             Err(Refusal::Rejected(reason)) => {
-                if let Err(failure) = master.settle() {
-                    return fail(master, failure, err);
-                }
                 let _ = master.flush_output();
                 let _ = writeln!(err, "line {number}: {reason}");
                 status = Status::Rejected;

@@ -1,8 +1,8 @@
-//! `Master` in this process, over a fake system whose node 2 dies or falls silent on
-//! cue, as a process does: what the master reports, and how it ends the run.
+//! `Master` in this process, over a fake system whose node 2 dies, refuses to join or
+//! falls silent, as a process does: what the master reports, and how it ends the run.
 //!
 //! The fake runs the observer and the other nodes as the real roles, on threads over
-//! transport-mem, and node 2 as a stub that joins the bank and then misbehaves. Like
+//! transport-mem, and node 2 as a stub that misbehaves as it joins the bank or after. Like
 //! a system of processes, it tells the master of a death by itself (a departure) and
 //! knows why a role has gone or cannot answer.
 
@@ -44,13 +44,7 @@ enum Fault {
     DiesOnJoin,
     /// Answers its `Join` with a failure of its own, and lives on.
     FailsToJoin,
-    /// Answers its `Join` once `cue` says so (or [`CUE_WAIT`] has passed), then
-    /// every `Connect` at once.
-    JoinsOnCue(Receiver<()>),
 }
-
-/// How long a [`Fault::JoinsOnCue`] victim waits for its cue at most.
-const CUE_WAIT: Duration = Duration::from_secs(20);
 
 /// A system of threads whose node [`VICTIM`] misbehaves.
 struct Fake {
@@ -65,8 +59,6 @@ struct Fake {
     threads: Vec<JoinHandle<()>>,
     /// Whether the master said it was stopping before it shut the system down.
     stopped_in_order: Arc<Mutex<bool>>,
-    /// Told when the system starts this node.
-    cue_on_start: Option<(NodeId, Sender<()>)>,
     /// The node the system cannot start.
     cannot_start: Option<NodeId>,
 }
@@ -86,7 +78,6 @@ impl Fake {
             departures,
             threads: Vec::new(),
             stopped_in_order: Arc::clone(&stopped_in_order),
-            cue_on_start: None,
             cannot_start: None,
         };
         (fake, stopped_in_order)
@@ -101,11 +92,6 @@ impl System for Fake {
     }
 
     fn start(&mut self, role: Role) -> anyhow::Result<Started> {
-        if let Some((node, cue)) = &self.cue_on_start
-            && role == Role::Node(*node)
-        {
-            let _ = cue.send(());
-        }
         if self
             .cannot_start
             .is_some_and(|node| role == Role::Node(node))
@@ -223,9 +209,6 @@ fn stub(
             }
             return;
         }
-        Fault::JoinsOnCue(cue) => {
-            let _ = cue.recv_timeout(CUE_WAIT);
-        }
         _ => {}
     }
     if to_master(&mut t, ToMaster::Joined).is_err() {
@@ -244,22 +227,6 @@ fn stub(
             }
         },
         Fault::DiesOnJoin | Fault::FailsToJoin => {}
-        Fault::JoinsOnCue(_) => loop {
-            match t.recv() {
-                Ok(Incoming::Frame(
-                    MASTER,
-                    Frame::Control(Control::ToNode(ToNode::Connect(_))),
-                )) => {
-                    if to_master(&mut t, ToMaster::Joined).is_err() {
-                        return;
-                    }
-                }
-                Ok(Incoming::Frame(MASTER, Frame::Control(Control::ToNode(ToNode::Stop))))
-                | Ok(Incoming::Departed(MASTER))
-                | Err(_) => return,
-                Ok(_) => {}
-            }
-        },
         Fault::Silent { .. } => loop {
             match t.recv() {
                 Ok(Incoming::Frame(MASTER, Frame::Control(Control::ToNode(ToNode::Stop))))
@@ -437,29 +404,10 @@ channel (2 -> 1) = 0\n",
 }
 
 #[test]
-fn the_next_node_starts_while_the_last_one_is_still_joining() {
-    // Node 2 answers its `Join` only once node 3 has been started: a master that
-    // waited for every answer of a `CreateNode` before the next would wait in vain
-    // (and fail for want of an answer within 10 s).
-    let (cue, wait) = crossbeam_channel::bounded(1);
-    let (mut fake, stopped_in_order) = Fake::new(Fault::JoinsOnCue(wait));
-    fake.cue_on_start = Some((NodeId(3), cue));
-    let ended = run_on(
-        (fake, stopped_in_order),
-        CUE_WAIT / 2,
-        &format!("{TWO_NODES}CreateNode 3 10\nSend 3 1 4\nSend 1 2 20\nKillAll\n"),
-    );
-    assert_eq!(ended.stderr, "");
-    assert_eq!(ended.stdout, "ERR_SEND\n");
-    assert_eq!(ended.status, Status::Accepted);
-}
-
-#[test]
 fn a_node_that_dies_joining_fails_the_run_before_a_later_line_is_refused() {
-    // Node 2's join is not waited for while the next line is at hand; whatever
-    // comes next, the death is what the run reports, as if it had been waited for:
-    // a refused line is not reported first, nor does the end of the script let the
-    // run end well.
+    // Whatever comes after the join, the death is what the run reports: a refused
+    // line is not reported first, nor does the end of the script let the run end
+    // well.
     for rest in [
         "CreateNode 2 10\n",
         "Bogus\n",
@@ -477,8 +425,8 @@ fn a_node_that_dies_joining_fails_the_run_before_a_later_line_is_refused() {
 
 #[test]
 fn a_failed_join_is_reported_before_a_later_failure_to_start_a_node() {
-    // Node 2 refuses its join while node 3 cannot be started: node 2's failure is
-    // the run's, as when node 3 was started only once node 2 had joined.
+    // Node 2 refuses its join and node 3 cannot be started: node 2's failure is the
+    // run's, as it comes first.
     let (mut fake, stopped_in_order) = Fake::new(Fault::FailsToJoin);
     fake.cannot_start = Some(NodeId(3));
     let ended = run_on(
