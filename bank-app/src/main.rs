@@ -200,6 +200,12 @@ struct RunArgs {
     #[arg(long, value_name = "DIR")]
     save: Option<PathBuf>,
 
+    /// With --transport pipe or tcp: the program the observer and the nodes run,
+    /// given the arguments the master would give itself (`node ...`). A wrapper that
+    /// ends with `exec master "$@"` can run them under strace, taskset or a debugger.
+    #[arg(long, value_name = "PROGRAM")]
+    role_program: Option<PathBuf>,
+
     /// The script to run; `-` or nothing reads standard input.
     script: Option<PathBuf>,
 }
@@ -364,6 +370,7 @@ fn run_from(args: RunArgs, restored: Option<(PathBuf, SavedSnapshot)>) -> ExitCo
         auth: args.auth,
         tls: args.tls,
         identity: args.identity.files(),
+        role_program: args.role_program,
     };
     let system = match systems::build(args.transport, &options) {
         Ok(system) => system,

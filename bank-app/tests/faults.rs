@@ -660,41 +660,84 @@ fn holds_nothing_yet(pid: i32, tmp: &std::path::Path) -> bool {
         .any(|target| target.starts_with(tmp))
 }
 
-/// The nodes of a 64-node start are stopped (SIGSTOP) one by one as soon as their
-/// processes show, until one is caught before it has opened anything of its
-/// transport (the others are continued). That one is then killed (`kill`) or left
-/// stopped: the master must name it and exit with status 3 within 5 s, leaving
-/// nothing, although it never opened its end of the FIFOs the master writes to.
-fn a_node_hit_before_it_connects(transport: &'static str, kill: bool) {
-    let mut script = Script::new(7, TestRng::new(7));
-    let mut run = LiveRun::start(transport, 7, &["--ack-timeout", ACK_TIMEOUT]);
-    run.feed(&script.start(START_NODES));
-    let deadline = Instant::now() + DEADLINE;
-    let mut caught = None;
-    for id in 2..=START_NODES as u32 {
-        // As soon as it shows: no pause between looks.
-        let process = loop {
-            if let Some(process) = run.find(Target::Node(id)) {
-                break process;
-            }
-            assert!(Instant::now() < deadline, "{}: no node {id}", run.what);
-        };
-        if !run.signal(&process, Signal::STOP) {
-            continue;
-        }
-        let stopped = poll_until(deadline, || {
-            procfs::process(process.pid).is_none_or(|p| p.state == 'T' || p.exited())
-        });
-        assert!(stopped, "{}: node {id} does not stop", run.what);
-        if holds_nothing_yet(process.pid, run.tmp.path()) {
-            caught = Some((id, process));
-            break;
-        }
-        run.signal(&process, Signal::CONT);
+/// A `--role-program` for `master`: a shell script that, as one of the nodes `ids`,
+/// stops itself (SIGSTOP) and, once continued, `exec`s `master` with its arguments,
+/// keeping its pid. Stopped there, a node has not opened anything of its transport:
+/// the test catches it at that point every time rather than racing to.
+struct StopsAtStart {
+    _dir: tempfile::TempDir,
+    path: String,
+}
+
+impl StopsAtStart {
+    fn new(ids: &[u32]) -> StopsAtStart {
+        use std::os::unix::fs::PermissionsExt;
+        let master = env!("CARGO_BIN_EXE_master");
+        assert!(!master.contains('\''), "{master:?} cannot be quoted");
+        let ids: Vec<String> = ids.iter().map(u32::to_string).collect();
+        let text = r#"#!/bin/sh
+previous=
+for arg in "$@"; do
+  if [ "$previous" = --id ]; then
+    case "$arg" in IDS) kill -STOP $$ ;; esac
+  fi
+  previous=$arg
+done
+exec 'MASTER' "$@"
+"#
+        .replace("IDS", &ids.join("|"))
+        .replace("MASTER", master);
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("stops-at-start");
+        std::fs::write(&path, text).expect("the wrapper is written");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+            .expect("the wrapper is made executable");
+        let path = path.to_str().expect("a UTF-8 temporary path").to_owned();
+        StopsAtStart { _dir: dir, path }
     }
-    let Some((id, process)) = caught else {
-        panic!("{}: no node was caught before it connected", run.what);
-    };
+
+    /// `--ack-timeout` [`ACK_TIMEOUT`] and this wrapper as the role program.
+    fn args(&self) -> [&str; 4] {
+        ["--ack-timeout", ACK_TIMEOUT, "--role-program", &self.path]
+    }
+}
+
+/// Waits until node `id` has stopped itself at its start ([`StopsAtStart`]), and checks
+/// that it holds nothing of its transport.
+fn caught_at_start(run: &mut LiveRun, id: u32, deadline: Instant) -> Proc {
+    let mut caught = None;
+    let stopped = poll_until(deadline, || {
+        caught = run.find(Target::Node(id)).filter(|p| p.state == 'T');
+        caught.is_some()
+    });
+    assert!(
+        stopped,
+        "{}: node {id} does not stop at its start",
+        run.what
+    );
+    let process = caught.expect("found above");
+    assert!(
+        holds_nothing_yet(process.pid, run.tmp.path()),
+        "{}: node {id} holds some of its transport before it runs",
+        run.what
+    );
+    process
+}
+
+/// The node of a 64-node start that [`a_node_hit_before_it_connects`] hits.
+const HIT: u32 = 23;
+
+/// Node [`HIT`] of a 64-node start stops itself before it opens anything of its
+/// transport ([`StopsAtStart`]). It is then killed (`kill`) or left stopped: the master
+/// must name it and exit with status 3 within 5 s, leaving nothing, although it never
+/// opened its end of the FIFOs the master writes to.
+fn a_node_hit_before_it_connects(transport: &'static str, kill: bool) {
+    let wrapper = StopsAtStart::new(&[HIT]);
+    let mut script = Script::new(7, TestRng::new(7));
+    let mut run = LiveRun::start(transport, 7, &wrapper.args());
+    run.feed(&script.start(START_NODES));
+    let id = HIT;
+    let process = caught_at_start(&mut run, id, Instant::now() + DEADLINE);
     if kill {
         assert!(run.signal(&process, Signal::KILL), "{}", run.what);
     }
@@ -749,50 +792,26 @@ fn voluntary_switches(pid: i32) -> Option<u64> {
         .ok()
 }
 
-/// How many times [`the_master_stopped_while_a_node_says_hello`] stops the master.
-const HELLO_STOPS: usize = 2;
+/// The nodes whose hello [`the_master_stopped_while_a_node_says_hello`] stops the
+/// master for.
+const HELLO_STOPS: [u32; 2] = [5, 40];
 
 /// The master is stopped (SIGSTOP) while it waits for a new node's hello, before the
 /// node has opened anything of its transport, and held stopped for [`HOLD`], longer
-/// than the answer timeout; then continued; [`HELLO_STOPS`] times. (The nodes are
-/// stopped one by one as soon as their processes show, until one is caught before it
-/// has opened anything; it is continued once the master, waiting for it, is
-/// stopped.) The node comes up meanwhile and says hello; over TCP its hello is a
-/// handshake that the master takes part in, which waits for it. Continued, the master
-/// must not count the time it was stopped against the node: the run completes with
-/// exactly the output the script prints.
+/// than the answer timeout; then continued; for each node of [`HELLO_STOPS`]. (Each of
+/// them stops itself at its start, [`StopsAtStart`], and is continued once the master,
+/// waiting for it, is stopped.) The node comes up meanwhile and says hello; over TCP
+/// its hello is a handshake that the master takes part in, which waits for it.
+/// Continued, the master must not count the time it was stopped against the node: the
+/// run completes with exactly the output the script prints.
 fn the_master_stopped_while_a_node_says_hello(transport: &'static str) {
+    let wrapper = StopsAtStart::new(&HELLO_STOPS);
     let mut script = Script::new(9, TestRng::new(9));
-    let mut run = LiveRun::start(transport, 9, &["--ack-timeout", ACK_TIMEOUT]);
+    let mut run = LiveRun::start(transport, 9, &wrapper.args());
     run.feed(&script.start(START_NODES));
     let deadline = Instant::now() + DEADLINE;
-    let mut caught = Vec::new();
-    for id in 2..=START_NODES as u32 {
-        if caught.len() == HELLO_STOPS {
-            break;
-        }
-        // As soon as it shows: no pause between looks.
-        let process = loop {
-            if let Some(process) = run.find(Target::Node(id)) {
-                break Some(process);
-            }
-            if run.has_exited().is_some() {
-                break None;
-            }
-            assert!(Instant::now() < deadline, "{}: no node {id}", run.what);
-        };
-        let Some(process) = process else { break };
-        if !run.signal(&process, Signal::STOP) {
-            continue;
-        }
-        let stopped = poll_until(deadline, || {
-            procfs::process(process.pid).is_none_or(|p| p.state == 'T' || p.exited())
-        });
-        assert!(stopped, "{}: node {id} does not stop", run.what);
-        if !holds_nothing_yet(process.pid, run.tmp.path()) {
-            run.signal(&process, Signal::CONT);
-            continue;
-        }
+    for id in HELLO_STOPS {
+        let process = caught_at_start(&mut run, id, deadline);
         // The master has started the node and waits for its hello, waking up to look
         // every few milliseconds: its main thread has gone to sleep a few times since.
         let slept = voluntary_switches(run.pid);
@@ -804,16 +823,10 @@ fn the_master_stopped_while_a_node_says_hello(transport: &'static str) {
         let stopped = poll_until(deadline, || run.master_state() == Some('T'));
         assert!(stopped, "{}: the master does not stop", run.what);
         assert!(run.signal(&process, Signal::CONT), "{}", run.what);
-        caught.push(id);
         hold_stopped(&mut run, true);
         run.signal_master(Signal::CONT);
     }
-    assert!(
-        !caught.is_empty(),
-        "{}: no node was caught before it connected",
-        run.what
-    );
-    run.what = format!("{} (stopped as nodes {caught:?} start)", run.what);
+    run.what = format!("{} (stopped as nodes {HELLO_STOPS:?} start)", run.what);
     let mut rest = script.round();
     rest += &script.kill_all();
     run.feed_if_open(&rest);

@@ -44,6 +44,11 @@ pub struct Options {
     /// certificate, the master's certificate and its key (`--ca`, `--cert`,
     /// `--key-file`).
     pub identity: TlsFiles,
+    /// The executable the observer and the nodes run, when it is not the master's own
+    /// (`--role-program`): a wrapper that ends by `exec`ing `master` with the
+    /// arguments it was given, to run the roles under `strace`, `taskset` or a
+    /// debugger.
+    pub role_program: Option<std::path::PathBuf>,
 }
 
 /// The PEM files of a TLS identity, as the command line names them.
@@ -103,6 +108,11 @@ pub fn build(kind: TransportKind, options: &Options) -> Result<Box<dyn System>, 
     let usage = |why: &str| Err(BuildError::Usage(anyhow::anyhow!("{why}")));
     if options.tls && kind != TransportKind::Tcp {
         return usage("--tls needs --transport tcp");
+    }
+    if options.role_program.is_some() && (kind == TransportKind::Mem || options.cluster.is_some()) {
+        return usage(
+            "--role-program is for runs that start their own processes (--transport pipe or tcp, without --cluster)",
+        );
     }
     if options.cluster.is_none() {
         if options.auth.is_some() {

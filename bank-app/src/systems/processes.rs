@@ -99,7 +99,7 @@ impl SpawnedSystem {
             run_id,
             key,
             master_address: None,
-            program: None,
+            program: options.role_program.clone(),
             supervisor,
         })
     }
