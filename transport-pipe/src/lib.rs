@@ -102,7 +102,11 @@
 //! cores halt, that wake-up can be most of a round trip.
 //! [`PipeTransport::set_spin`] makes `recv` poll the FIFOs for a while before it
 //! sleeps, at the price of a busy core while it spins. `examples/pipe_throughput.rs`
-//! measures both.
+//! measures both. Without spinning, `recv` yields its core once before it sleeps,
+//! and looks again: threads that are ready run first, and on a machine with fewer
+//! cores than busy threads they are often the peers about to write to it, whose
+//! frames are then read without a sleep and a wake-up. With no other thread ready
+//! the yield returns at once.
 //!
 //! # Cleaning up
 //!
@@ -427,6 +431,7 @@ where
         }
         let began = self.spin.begin();
         let patience = Patience::new(deadline, self.spin.next());
+        let mut yielded = false;
         loop {
             if let Some(incoming) = self.pop() {
                 self.spin.ended(began);
@@ -435,7 +440,15 @@ where
             if self.reader.inbound.is_closed() {
                 return Err(TransportError::Closed);
             }
-            let look = patience.look();
+            let mut look = patience.look();
+            if look.timeout != Some(Duration::ZERO) && !yielded {
+                // About to sleep: the threads that are ready run first, and the FIFOs
+                // are looked at once more (see [Latency](crate#latency)).
+                yielded = true;
+                std::thread::yield_now();
+                look.timeout = Some(Duration::ZERO);
+                look.last = false;
+            }
             wait(&mut self.reader, self.local, None, look.timeout)?;
             if !self.reader.inbound.has_arrivals() {
                 if look.last {
