@@ -447,7 +447,6 @@ where
                 yielded = true;
                 std::thread::yield_now();
                 look.timeout = Some(Duration::ZERO);
-                look.last = false;
             }
             wait(&mut self.reader, self.local, None, look.timeout)?;
             if !self.reader.inbound.has_arrivals() {
