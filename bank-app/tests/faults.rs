@@ -671,27 +671,18 @@ struct StopsAtStart {
 
 impl StopsAtStart {
     fn new(ids: &[u32]) -> StopsAtStart {
-        use std::os::unix::fs::PermissionsExt;
-        let master = env!("CARGO_BIN_EXE_master");
-        assert!(!master.contains('\''), "{master:?} cannot be quoted");
         let ids: Vec<String> = ids.iter().map(u32::to_string).collect();
-        let text = r#"#!/bin/sh
-previous=
+        let body = r#"previous=
 for arg in "$@"; do
   if [ "$previous" = --id ]; then
     case "$arg" in IDS) kill -STOP $$ ;; esac
   fi
   previous=$arg
 done
-exec 'MASTER' "$@"
 "#
-        .replace("IDS", &ids.join("|"))
-        .replace("MASTER", master);
+        .replace("IDS", &ids.join("|"));
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let path = dir.path().join("stops-at-start");
-        std::fs::write(&path, text).expect("the wrapper is written");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
-            .expect("the wrapper is made executable");
+        let path = support::master_wrapper(dir.path(), "stops-at-start", &body);
         let path = path.to_str().expect("a UTF-8 temporary path").to_owned();
         StopsAtStart { _dir: dir, path }
     }

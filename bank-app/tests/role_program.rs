@@ -5,14 +5,10 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use support::run_master;
+use support::{demo_script, master_wrapper, run_master};
 
 /// The transports whose roles are processes of their own.
 const PROCESS_TRANSPORTS: [&str; 2] = ["pipe", "tcp"];
-
-fn demo_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/demo.script")
-}
 
 fn path_arg(path: &Path) -> &str {
     path.to_str().expect("a UTF-8 path")
@@ -27,18 +23,12 @@ struct Wrapper {
 
 impl Wrapper {
     fn new() -> Wrapper {
-        use std::os::unix::fs::PermissionsExt;
-        let master = env!("CARGO_BIN_EXE_master");
-        assert!(!master.contains('\''), "{master:?} cannot be quoted");
         let dir = tempfile::tempdir().expect("a temporary directory");
         let log = dir.path().join("log");
         let log = path_arg(&log);
         assert!(!log.contains('\''), "{log:?} cannot be quoted");
-        let text = format!("#!/bin/sh\necho \"$*\" >> '{log}'\nexec '{master}' \"$@\"\n");
-        let program = dir.path().join("wrapper");
-        std::fs::write(&program, text).expect("the wrapper is written");
-        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755))
-            .expect("the wrapper is made executable");
+        let body = format!("echo \"$*\" >> '{log}'\n");
+        let program = master_wrapper(dir.path(), "wrapper", &body);
         Wrapper { dir, program }
     }
 

@@ -7,13 +7,9 @@
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use support::run_master;
+use std::path::Path;
+use support::{demo_script, run_master};
 use transport_tcp::TlsIdentity;
-
-fn demo_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/demo.script")
-}
 
 fn path_arg(path: &Path) -> &str {
     path.to_str().expect("a UTF-8 path")

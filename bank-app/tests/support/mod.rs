@@ -142,6 +142,25 @@ pub fn identity_args(dir: &Path, who: &str) -> Vec<String> {
     ]
 }
 
+/// Writes `dir/name`, an executable shell script that runs `body` and then `exec`s
+/// `master` with its own arguments (keeping its pid): a `--role-program`.
+pub fn master_wrapper(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let master = env!("CARGO_BIN_EXE_master");
+    assert!(!master.contains('\''), "{master:?} cannot be quoted");
+    let path = dir.join(name);
+    let text = format!("#!/bin/sh\n{body}exec '{master}' \"$@\"\n");
+    std::fs::write(&path, text).expect("the wrapper is written");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+        .expect("the wrapper is made executable");
+    path
+}
+
+/// The bank's demo script, `scripts/demo.script`.
+pub fn demo_script() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/demo.script")
+}
+
 /// The `master` binary under test, with logs off whatever the environment says.
 pub fn master_command(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_master"));
