@@ -39,6 +39,18 @@ pub enum CoordinatorError {
         /// What it was.
         what: &'static str,
     },
+    /// An endpoint sent what only another node sends: that node's part, or its word,
+    /// as the initiator, that it started a snapshot. It is not taken in, so that the
+    /// node's own still counts.
+    #[error("{from} sent the coordinator {what} of node {node}")]
+    NotItsOwn {
+        /// Who sent it.
+        from: Endpoint,
+        /// The node whose it was.
+        node: NodeId,
+        /// What it was.
+        what: &'static str,
+    },
 }
 
 /// Figures of one snapshot, like Flink's checkpoint statistics: serializable, to
@@ -167,8 +179,9 @@ struct Tracked {
 struct Aborting {
     initiator: NodeId,
     unfinished: BTreeMap<NodeId, Unfinished>,
-    /// When the nodes that have not answered are reported silent.
-    until: Instant,
+    /// When the nodes that have not answered are reported silent (`None`: a timeout
+    /// so long that it never falls).
+    until: Option<Instant>,
 }
 
 /// Starts snapshots at nodes, assembles their parts, and aborts those that miss their
@@ -356,8 +369,14 @@ impl<S, R> Coordinator<S, R> {
             Frame::Peer(_) => unexpected("node-to-node traffic"),
             Frame::Snapshot(Coordination::Initiate) => unexpected("a request to initiate"),
             Frame::Snapshot(Coordination::Abort(_)) => unexpected("an abort"),
-            Frame::Snapshot(Coordination::Started(id)) => Ok(self.started(id, now)),
-            Frame::Snapshot(Coordination::Report(local)) => self.report(*local, now),
+            Frame::Snapshot(Coordination::Started(id)) => {
+                own(from, id.initiator, "the start of a snapshot")?;
+                Ok(self.started(id, now))
+            }
+            Frame::Snapshot(Coordination::Report(local)) => {
+                own(from, local.node, "the part")?;
+                self.report(*local, now)
+            }
             Frame::Snapshot(Coordination::Aborted(id, what)) => {
                 if let Endpoint::Node(node) = from {
                     self.answered(id, node, what);
@@ -420,10 +439,15 @@ impl<S, R> Coordinator<S, R> {
                 at.saturating_duration_since(tracked.asked_at)
             }),
             duration: now.saturating_duration_since(tracked.asked_at),
-            messages_in_transit: channels.iter().map(|(_, _, c)| c.messages).sum(),
-            bytes_in_transit: self
-                .record_size
-                .map(|size| channels.iter().map(|(_, _, c)| size(&c.record)).sum()),
+            // Counts a node reported: added up without overflowing.
+            messages_in_transit: channels
+                .iter()
+                .fold(0u64, |sum, (_, _, c)| sum.saturating_add(c.messages)),
+            bytes_in_transit: self.record_size.map(|size| {
+                channels
+                    .iter()
+                    .fold(0u64, |sum, (_, _, c)| sum.saturating_add(size(&c.record)))
+            }),
             last_node: node,
         };
         Ok(Some(CoordinatorEvent::Completed(TakenSnapshot {
@@ -484,9 +508,12 @@ impl<S, R> Coordinator<S, R> {
             .asked
             .values()
             .filter_map(|q| q.front())
-            .map(|&at| at + self.timeout);
-        let tracked = self.tracked.values().map(|t| t.asked_at + self.timeout);
-        let aborting = self.aborting.values().map(|a| a.until);
+            .filter_map(|&at| at.checked_add(self.timeout));
+        let tracked = self
+            .tracked
+            .values()
+            .filter_map(|t| t.asked_at.checked_add(self.timeout));
+        let aborting = self.aborting.values().filter_map(|a| a.until);
         asked.chain(tracked).chain(aborting).min()
     }
 
@@ -503,7 +530,10 @@ impl<S, R> Coordinator<S, R> {
         let mut abort: Vec<SnapshotId> = std::mem::take(&mut self.orphans);
         // Requests never started: the initiator did not answer.
         for (&node, queue) in &mut self.asked {
-            while queue.front().is_some_and(|&at| at + self.timeout <= now) {
+            while queue
+                .front()
+                .is_some_and(|&at| passed(at, self.timeout, now))
+            {
                 queue.pop_front();
                 self.ready.push_back(AbortedSnapshot {
                     initiator: node,
@@ -517,7 +547,7 @@ impl<S, R> Coordinator<S, R> {
         let late: Vec<SnapshotId> = self
             .tracked
             .iter()
-            .filter(|(_, t)| t.asked_at + self.timeout <= now)
+            .filter(|(_, t)| passed(t.asked_at, self.timeout, now))
             .map(|(&id, _)| id)
             .collect();
         for id in late {
@@ -533,7 +563,7 @@ impl<S, R> Coordinator<S, R> {
                 Aborting {
                     initiator: id.initiator,
                     unfinished,
-                    until: now + self.timeout,
+                    until: now.checked_add(self.timeout),
                 },
             );
             abort.push(id);
@@ -554,7 +584,7 @@ impl<S, R> Coordinator<S, R> {
         let done: Vec<SnapshotId> = self
             .aborting
             .iter()
-            .filter(|(_, a)| a.until <= now)
+            .filter(|(_, a)| a.until.is_some_and(|until| until <= now))
             .map(|(&id, _)| id)
             .collect();
         for id in done {
@@ -596,5 +626,21 @@ impl<S, R> Coordinator<S, R> {
                 None => {}
             }
         }
+    }
+}
+
+/// Whether a deadline `timeout` after `at` has passed at `now`; one past the end of
+/// time never does.
+fn passed(at: Instant, timeout: Duration, now: Instant) -> bool {
+    at.checked_add(timeout)
+        .is_some_and(|deadline| deadline <= now)
+}
+
+/// Refuses what `from` sent about `node` unless `from` is that node.
+fn own(from: Endpoint, node: NodeId, what: &'static str) -> Result<(), CoordinatorError> {
+    if from == Endpoint::Node(node) {
+        Ok(())
+    } else {
+        Err(CoordinatorError::NotItsOwn { from, node, what })
     }
 }

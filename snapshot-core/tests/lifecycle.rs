@@ -7,12 +7,13 @@
 use snapshot_core::sim::{Notice, Sim};
 use snapshot_core::topology::Topology;
 use snapshot_core::{
-    Aborted, AbortedSnapshot, Collector, Coordinator, CoordinatorError, CoordinatorEvent,
-    DEFAULT_TIMEOUT, Endpoint, EngineError, Envelope, Incoming, LocalSnapshot, Node, NodeFrame,
-    NodeId, Outbox, Process, SnapshotEngine, SnapshotError, SnapshotId, Transport, Unfinished,
+    Aborted, AbortedSnapshot, ChannelRecord, Collector, Coordination, Coordinator,
+    CoordinatorError, CoordinatorEvent, DEFAULT_TIMEOUT, Endpoint, EngineError, Envelope, Frame,
+    Incoming, LocalSnapshot, Node, NodeFrame, NodeId, Outbox, Process, SnapshotEngine,
+    SnapshotError, SnapshotId, Transport, Unfinished,
 };
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use transport_mem::{MemNetwork, MemTransport};
 
 const COORDINATOR: Endpoint = Endpoint::Role(0);
@@ -497,4 +498,114 @@ fn a_step_says_which_channels_its_markers_went_out_on() {
         .deliver(&mut t1, NodeId(2), Envelope::Marker(id))
         .unwrap();
     assert_eq!((outcome.started, outcome.markers.len()), (None, 0));
+}
+
+/// Node `node`'s part of snapshot `1.0`, claiming `messages` caught on its channel from
+/// the other of nodes 1 and 2.
+fn part(node: u32, messages: u64) -> LocalSnapshot<u64, u64> {
+    let other = NodeId(3 - node);
+    LocalSnapshot {
+        id: SnapshotId {
+            initiator: NodeId(1),
+            seq: 0,
+        },
+        node: NodeId(node),
+        state: 0,
+        channels: BTreeMap::from([(
+            other,
+            ChannelRecord {
+                record: 0,
+                messages,
+            },
+        )]),
+        sent: Default::default(),
+        received: Default::default(),
+    }
+}
+
+fn report(from: u32, local: LocalSnapshot<u64, u64>) -> Incoming<NodeFrame<Counter>> {
+    Incoming::Frame(
+        Endpoint::Node(NodeId(from)),
+        Frame::Snapshot(Coordination::Report(Box::new(local))),
+    )
+}
+
+#[test]
+fn a_node_cannot_file_another_nodes_part_or_start() {
+    let mut coordinator = Coordinator::<u64, u64>::new([1, 2].map(NodeId));
+    let now = Instant::now();
+    let refused = coordinator.handle_at(report(2, part(1, 0)), now);
+    assert!(
+        matches!(
+            refused,
+            Err(CoordinatorError::NotItsOwn {
+                from: Endpoint::Node(NodeId(2)),
+                node: NodeId(1),
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    let start = Incoming::Frame(
+        Endpoint::Node(NodeId(2)),
+        Frame::Snapshot(Coordination::Started(part(1, 0).id)),
+    );
+    assert!(matches!(
+        coordinator.handle_at::<u64, ()>(start, now),
+        Err(CoordinatorError::NotItsOwn { .. })
+    ));
+    // Neither was taken in: each node's own part still completes the snapshot.
+    assert!(
+        coordinator
+            .handle_at(report(1, part(1, 0)), now)
+            .unwrap()
+            .is_none()
+    );
+    assert!(matches!(
+        coordinator.handle_at(report(2, part(2, 0)), now).unwrap(),
+        Some(CoordinatorEvent::Completed(_))
+    ));
+}
+
+#[test]
+fn counts_that_a_node_reports_are_added_up_without_overflowing() {
+    let mut coordinator =
+        Coordinator::<u64, u64>::new([1, 2].map(NodeId)).with_record_size(|_| u64::MAX);
+    let now = Instant::now();
+    assert!(
+        coordinator
+            .handle_at(report(1, part(1, u64::MAX)), now)
+            .unwrap()
+            .is_none()
+    );
+    let Some(CoordinatorEvent::Completed(taken)) =
+        coordinator.handle_at(report(2, part(2, 1)), now).unwrap()
+    else {
+        panic!("the snapshot completes");
+    };
+    assert_eq!(taken.stats.messages_in_transit, u64::MAX);
+    assert_eq!(taken.stats.bytes_in_transit, Some(u64::MAX));
+}
+
+#[test]
+fn a_timeout_past_the_end_of_time_never_falls() {
+    let mut cluster = Cluster::new(&Topology::complete([1, 2].map(NodeId)), Duration::MAX);
+    cluster
+        .coordinator
+        .initiate(&mut cluster.control, NodeId(1))
+        .unwrap();
+    assert_eq!(cluster.coordinator.next_deadline(), None);
+    // Taken in, a part of a snapshot not asked for would start a clock too.
+    cluster
+        .coordinator
+        .handle_at(report(2, part(2, 0)), Instant::now())
+        .unwrap();
+    assert_eq!(cluster.coordinator.next_deadline(), None);
+    let later = Instant::now() + Duration::from_secs(3600);
+    let expired = cluster
+        .coordinator
+        .expire::<u64, (), _>(&mut cluster.control, later)
+        .unwrap();
+    assert!(expired.is_none());
+    assert_eq!(cluster.coordinator.in_flight(), 2);
 }
