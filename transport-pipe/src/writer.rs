@@ -50,7 +50,8 @@ impl Writer {
             context: format!("opening {} to send to {peer}", path.display()),
             source,
         };
-        let deadline = Instant::now() + timeout;
+        // `None`: a timeout past the end of time, which never falls.
+        let deadline = Instant::now().checked_add(timeout);
         let mut backoff = Duration::from_millis(1);
         loop {
             if let Some(id) = fifo::create(&path).map_err(io_error)? {
@@ -80,13 +81,14 @@ impl Writer {
                 return Err(TransportError::Disconnected(peer));
             }
             let now = Instant::now();
-            if now >= deadline {
+            if deadline.is_some_and(|deadline| now >= deadline) {
                 tracing::debug!(%local, %peer, ?timeout, "nobody opened the FIFO to read");
                 return Err(TransportError::UnknownEndpoint(peer));
             }
             // Backing off, not synchronising: the peer's connect is what we wait for,
             // and the kernel offers no way to sleep until a FIFO gets a reader.
-            std::thread::sleep(backoff.min(deadline - now));
+            let left = deadline.map_or(backoff, |deadline| deadline - now);
+            std::thread::sleep(backoff.min(left));
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }

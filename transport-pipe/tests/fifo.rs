@@ -206,3 +206,24 @@ fn drop_releases_readers_waiting_for_peers_that_never_come() {
     dropped.join().unwrap();
     assert_empty(dir.path());
 }
+
+/// An open timeout past the end of time (`Duration::MAX`, "wait as long as it takes")
+/// is taken as such: the first send to a peer that is there goes.
+#[test]
+fn an_open_timeout_past_the_end_of_time_is_no_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = address(dir.path());
+    let options = PipeOptions::default().with_open_timeout(Duration::MAX);
+    let mut a = PipeTransport::<u32>::with_options(dir.path(), node(1), options.clone()).unwrap();
+    let mut b = PipeTransport::<u32>::with_options(dir.path(), node(2), options).unwrap();
+    a.connect(node(2), &run).unwrap();
+    b.connect(node(1), &run).unwrap();
+    a.send(node(2), 7).unwrap();
+    a.flush().unwrap();
+    assert_eq!(
+        b.recv_timeout(Duration::from_secs(10)).unwrap(),
+        Some(Incoming::Frame(node(1), 7))
+    );
+    drop((a, b));
+    assert_empty(dir.path());
+}

@@ -104,9 +104,22 @@ fn rcgen_error(what: &str) -> impl FnOnce(rcgen::Error) -> TransportError + '_ {
     move |error| TransportError::Config(format!("{what}: {error}"))
 }
 
-/// A time as rcgen takes it.
-fn when(time: SystemTime) -> time::OffsetDateTime {
-    time::OffsetDateTime::from(time)
+/// A time as rcgen takes it: one the certificate can carry (years 1 to 9999 at most),
+/// or [`TransportError::Config`].
+fn when(time: SystemTime) -> Result<time::OffsetDateTime, TransportError> {
+    let nanos = match time.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(after) => i128::try_from(after.as_nanos()).ok(),
+        Err(before) => i128::try_from(before.duration().as_nanos())
+            .ok()
+            .map(|nanos| -nanos),
+    };
+    nanos
+        .and_then(|nanos| time::OffsetDateTime::from_unix_timestamp_nanos(nanos).ok())
+        .ok_or_else(|| {
+            TransportError::Config(format!(
+                "a certificate cannot be valid from or until {time:?}"
+            ))
+        })
 }
 
 /// Now, moved `offset` later or earlier (now itself if that cannot be represented).
@@ -151,8 +164,8 @@ impl Ca {
     /// DNS name (letters, digits, hyphens, dots), which certificates could not carry.
     pub fn new(cluster: &str) -> Result<Self, TransportError> {
         let mut params = ca_params(cluster)?;
-        params.not_before = when(now_shifted(BACKDATE, false));
-        params.not_after = when(now_shifted(CA_VALIDITY, true));
+        params.not_before = when(now_shifted(BACKDATE, false))?;
+        params.not_after = when(now_shifted(CA_VALIDITY, true))?;
         let key = KeyPair::generate().map_err(rcgen_error("making the CA's key"))?;
         let certificate = params
             .self_signed(&key)
@@ -248,8 +261,8 @@ impl Ca {
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
         params.use_authority_key_identifier_extension = true;
-        params.not_before = when(not_before);
-        params.not_after = when(not_after);
+        params.not_before = when(not_before)?;
+        params.not_after = when(not_after)?;
         let key = KeyPair::generate().map_err(rcgen_error("making an endpoint's key"))?;
         let certificate = params
             .signed_by(&key, &self.issuer)

@@ -17,6 +17,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
+use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
@@ -202,7 +203,7 @@ async fn dial(shared: &Shared, peer: Endpoint, address: &str) -> Result<Dialed, 
             format!("no connection and handshake within {timeout:?}"),
         ),
     };
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = far_or(tokio::time::Instant::now(), timeout);
     let mut stream = tokio::time::timeout_at(deadline, TcpStream::connect(address))
         .await
         .map_err(|_| timed_out())?
@@ -691,4 +692,11 @@ impl Drop for Outbound {
             }
         }
     }
+}
+
+/// `timeout` after `now`, or, for a timeout past the end of time, 30 years after it:
+/// later than anything waits.
+fn far_or(now: tokio::time::Instant, timeout: Duration) -> tokio::time::Instant {
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 86_400))
 }

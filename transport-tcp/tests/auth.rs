@@ -7,7 +7,7 @@ use common::{
     PATIENCE, address, capture_warnings, closed_within, config, endpoint, frame, node, still_open,
     wait_for_warning, warnings,
 };
-use snapshot_core::{Endpoint, Transport, TransportError};
+use snapshot_core::{Endpoint, Incoming, Transport, TransportError};
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -253,5 +253,24 @@ fn an_empty_key_is_refused() {
     assert!(
         matches!(refused, Err(TransportError::Config(_))),
         "{refused:?}"
+    );
+}
+
+/// A hello timeout past the end of time (`Duration::MAX`, "wait as long as it takes")
+/// is taken as such: connecting to a peer that answers works.
+#[test]
+fn a_hello_timeout_past_the_end_of_time_is_no_deadline() {
+    let config = TcpConfig {
+        hello_timeout: Duration::MAX,
+        ..config()
+    };
+    let mut server = TcpTransport::<u32>::new(node(2), config.clone()).unwrap();
+    let mut client = TcpTransport::<u32>::new(node(1), config).unwrap();
+    client.connect(node(2), &address(&server)).unwrap();
+    client.send(node(2), 5).unwrap();
+    client.flush().unwrap();
+    assert_eq!(
+        server.recv_timeout(PATIENCE).unwrap(),
+        Some(Incoming::Frame(node(1), 5))
     );
 }

@@ -250,6 +250,22 @@ fn a_certificate_from_another_authority_is_refused_both_ways() {
 }
 
 #[test]
+fn a_certificate_cannot_be_dated_where_a_certificate_cannot_say() {
+    let ca = Ca::new(CLUSTER).unwrap();
+    let year = Duration::from_secs(365 * 24 * 60 * 60);
+    let far = SystemTime::UNIX_EPOCH + 400_000 * year;
+    let now = SystemTime::now();
+    for (from, until) in [(now, far), (SystemTime::UNIX_EPOCH - 400_000 * year, now)] {
+        let refused = ca.issue_valid(node(3), from, until);
+        assert!(
+            matches!(&refused, Err(TransportError::Config(why)) if why.contains("valid from or until")),
+            "{:?}",
+            refused.map(|_| ())
+        );
+    }
+}
+
+#[test]
 fn an_expired_certificate_is_refused() {
     capture_warnings();
     let ca = Ca::new(CLUSTER).unwrap();
