@@ -336,6 +336,9 @@ fn usage_errors_exit_2() {
         &["load", "--nodes", "1"],
         &["load", "--topology", "/nonexistent/topology.txt"],
         &["load", "--restore", "/nonexistent/1-0.json"],
+        &["load", "--timeout", "10000000000000000000s"],
+        &["load", "--duration", "87601h"],
+        &["load", "--snapshot-every", "100000h"],
     ] {
         let run = run_master(args, b"");
         run.assert_code(2);

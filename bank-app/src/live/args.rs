@@ -109,8 +109,11 @@ pub fn parse_interval(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// The longest duration an option takes: ten years.
+pub const LONGEST: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
 /// `text` as a duration: a number and a unit, `ms`, `s`, `m` or `h` (`us` too):
-/// `3s`, `100ms`, `1.5s`, `2m`.
+/// `3s`, `100ms`, `1.5s`, `2m`; [`LONGEST`] at most.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -136,7 +139,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             ));
         }
     };
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text:?} is too long a duration"))
+    match Duration::try_from_secs_f64(seconds) {
+        Ok(duration) if duration <= LONGEST => Ok(duration),
+        _ => Err(format!(
+            "{text:?} is too long a duration (ten years, {}h, at most)",
+            LONGEST.as_secs() / 3600
+        )),
+    }
 }
 
 impl LoadArgs {
@@ -303,6 +312,19 @@ mod tests {
         assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
         for bad in ["3", "s", "-1s", "1.5.2s", "3 s", "3sec", "", "1e3s"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        // Ten years is the most, so that no deadline made from one overflows.
+        assert_eq!(parse_duration("87600h"), Ok(LONGEST));
+        for long in [
+            "87600.001h",
+            "10000000000000000000s",
+            "1000000000000000000000000h",
+        ] {
+            let refused = parse_duration(long);
+            assert!(
+                refused.as_ref().is_err_and(|why| why.contains("too long")),
+                "{long}: {refused:?}"
+            );
         }
     }
 

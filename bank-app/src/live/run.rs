@@ -509,7 +509,7 @@ impl Driver<'_> {
             cluster.tell(node, Frame::Control(Control::Finish))?;
         }
         cluster.driver()?.flush()?;
-        let patience = Instant::now() + 2 * config.timeout + END_PATIENCE;
+        let patience = Instant::now() + config.timeout.saturating_mul(2) + END_PATIENCE;
         while self.tally.finished.len() < nodes.len() || self.coordinator.next_deadline().is_some()
         {
             self.wait_until(
