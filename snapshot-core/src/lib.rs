@@ -143,8 +143,9 @@
 //!
 //! # Features
 //!
-//! - `codec`: [`codec`], length-prefixed postcard frames, and [`stream::Inbound`],
-//!   the reader of byte streams, for transports that cross a process boundary.
+//! - `codec`: the `codec` module, length-prefixed postcard frames, and
+//!   `stream::Inbound`, the reader of byte streams, for transports that cross a
+//!   process boundary.
 //! - `async`: `AsyncTransport`, the transport's asynchronous twin, and async twins of
 //!   the [`Node`] methods (`next_event_async`, ...), for nodes run as tasks on tokio
 //!   or any other runtime.

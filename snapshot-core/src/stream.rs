@@ -1,8 +1,8 @@
 //! Building blocks for those who write a [`Transport`](crate::Transport): how long a
-//! receive waits ([`Patience`]) and whether it spins first ([`Spin`]), who the peers are and which have departed
-//! ([`Peers`]), a cheap map keyed by endpoint ([`EndpointMap`]), and, with the
-//! `codec` feature, the inbound side of a transport over
-//! byte streams ([`Inbound`]) and the order a flush writes in ([`flush_order`]).
+//! receive waits ([`Patience`]) and whether it spins first ([`Spin`]), who the peers
+//! are and which have departed ([`Peers`]), a cheap map keyed by endpoint
+//! ([`EndpointMap`]), the order a flush writes in ([`flush_order`]), and, with the
+//! `codec` feature, the inbound side of a transport over byte streams (`Inbound`).
 
 use crate::Endpoint;
 use std::time::{Duration, Instant};
