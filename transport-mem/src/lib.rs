@@ -83,6 +83,10 @@ pub const BATCH: usize = 256;
 /// How many parcels, by default, an endpoint's channel holds before senders wait.
 pub const DEFAULT_CAPACITY: usize = 1024;
 
+/// The most parcels an endpoint's channel may hold ([`MemOptions::capacity`]); a
+/// channel allocates room for all of them when the endpoint joins.
+pub const MAX_CAPACITY: usize = 1 << 20;
+
 /// What travels on a data channel: one frame, or a batch of frames from one sender.
 enum Parcel<F> {
     One(Endpoint, F),
@@ -103,7 +107,7 @@ pub struct MemOptions {
     /// How many parcels each channel of an endpoint holds before senders wait: the
     /// bound on what the network buffers for an endpoint that does not receive
     /// (times [`BATCH`] frames on a batching network, plus what each sender gathers).
-    /// At least 1. Default: [`DEFAULT_CAPACITY`].
+    /// From 1 to [`MAX_CAPACITY`]. Default: [`DEFAULT_CAPACITY`].
     pub capacity: usize,
     /// Whether endpoints gather frames per peer (see [Batching](crate#batching)).
     pub batch: bool,
@@ -254,7 +258,7 @@ impl<F: Send> MemNetwork<F> {
 
     /// Joins the network as `endpoint`. Fails with [`TransportError::AlreadyJoined`]
     /// if that endpoint is taken, and with [`TransportError::Config`] if the
-    /// network's capacity is zero.
+    /// network's capacity is zero or over [`MAX_CAPACITY`].
     pub fn endpoint(&self, endpoint: Endpoint) -> Result<MemTransport<F>, TransportError> {
         let mut directory = self.lock();
         if directory.mailboxes.contains_key(&endpoint) {
@@ -265,6 +269,13 @@ impl<F: Send> MemNetwork<F> {
             return Err(TransportError::Config(
                 "a network's capacity must be at least one parcel".to_owned(),
             ));
+        }
+        if options.capacity > MAX_CAPACITY {
+            return Err(TransportError::Config(format!(
+                "a network's capacity of {} parcels is more than the {MAX_CAPACITY} a \
+                 channel may hold",
+                options.capacity
+            )));
         }
         let (inbox, inbox_rx) = bounded(options.capacity);
         let (deferred, deferred_rx) =

@@ -5,7 +5,7 @@
 use snapshot_core::{Endpoint, Incoming, NodeId, Transport, TransportError};
 use std::thread;
 use std::time::Duration;
-use transport_mem::{MemNetwork, MemOptions, MemTransport};
+use transport_mem::{MAX_CAPACITY, MemNetwork, MemOptions, MemTransport};
 
 /// Connects every pair of `endpoints` both ways, as the contract asks.
 fn connect_all<F: Send>(endpoints: &mut [&mut MemTransport<F>]) {
@@ -161,4 +161,19 @@ fn a_full_channel_holds_the_sender_up_until_the_receiver_takes_its_frames() {
         network.endpoint(Endpoint::Node(NodeId(1))).is_ok(),
         "a dropped endpoint's place is free again"
     );
+}
+
+#[test]
+fn a_capacity_outside_its_bounds_is_a_configuration_error() {
+    for capacity in [0, MAX_CAPACITY + 1, usize::MAX] {
+        let network = MemNetwork::<u32>::with_options(MemOptions::default().capacity(capacity));
+        let refused = network.endpoint(Endpoint::Node(NodeId(1)));
+        assert!(
+            matches!(&refused, Err(TransportError::Config(why)) if why.contains("capacity")),
+            "{capacity}: {:?}",
+            refused.map(|_| ())
+        );
+    }
+    let network = MemNetwork::<u32>::with_options(MemOptions::default().capacity(MAX_CAPACITY));
+    assert!(network.endpoint(Endpoint::Node(NodeId(1))).is_ok());
 }

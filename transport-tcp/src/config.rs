@@ -19,6 +19,10 @@ pub const DEFAULT_MAX_HANDSHAKES: usize = 64;
 /// the stream each, up to about 4 MiB.
 pub const DEFAULT_INBOX: usize = 64;
 
+/// The most batches an inbox may hold ([`TcpConfig::inbox`]): about 64 GiB of
+/// batches of 64 KiB.
+pub const MAX_INBOX: usize = 1 << 20;
+
 /// The settings of one endpoint.
 ///
 /// Every endpoint of a cluster must use the same `cluster` name and the same `key`:
@@ -67,7 +71,7 @@ pub struct TcpConfig {
     /// stream (or one frame, when a frame is larger). Once the inbox is full, each
     /// reader holds the batch it has and stops reading its socket, so the socket
     /// buffers fill and the peers' sends wait: see
-    /// [Bounded memory](crate#bounded-memory). At least 1; defaults to
+    /// [Bounded memory](crate#bounded-memory). From 1 to [`MAX_INBOX`]; defaults to
     /// [`DEFAULT_INBOX`] (64). [`TcpTransport`](crate::TcpTransport) has no inbox: it
     /// reads its sockets only inside its own calls.
     pub inbox: usize,
@@ -107,6 +111,12 @@ impl TcpConfig {
             return Err(TransportError::Config(
                 "the inbox must hold at least one batch".into(),
             ));
+        }
+        if self.inbox > MAX_INBOX {
+            return Err(TransportError::Config(format!(
+                "an inbox of {} batches is more than the {MAX_INBOX} an inbox may hold",
+                self.inbox
+            )));
         }
         Ok(())
     }
@@ -188,6 +198,21 @@ mod tests {
         assert!(
             matches!(config.check(), Err(TransportError::Config(why)) if why.contains("inbox"))
         );
+        for inbox in [MAX_INBOX + 1, usize::MAX] {
+            let config = TcpConfig {
+                inbox,
+                ..TcpConfig::new("c", random_key())
+            };
+            assert!(
+                matches!(config.check(), Err(TransportError::Config(why)) if why.contains("inbox")),
+                "{inbox}"
+            );
+        }
+        let config = TcpConfig {
+            inbox: MAX_INBOX,
+            ..TcpConfig::new("c", random_key())
+        };
+        assert!(config.check().is_ok());
         let config = TcpConfig {
             max_handshakes: 0,
             ..TcpConfig::new("c", random_key())

@@ -328,7 +328,7 @@ pub use blocking::{LINGER, TcpTransport};
 #[cfg(feature = "certs")]
 pub use certs::{CERT_VALIDITY, Ca, CaPem, TlsPem};
 pub use config::{
-    DEFAULT_HELLO_TIMEOUT, DEFAULT_INBOX, DEFAULT_MAX_HANDSHAKES, TcpConfig, random_key,
+    DEFAULT_HELLO_TIMEOUT, DEFAULT_INBOX, DEFAULT_MAX_HANDSHAKES, MAX_INBOX, TcpConfig, random_key,
 };
 /// The DER types of [`TlsIdentity`]'s certificates and key, from `rustls-pki-types`.
 pub use rustls::pki_types::{CertificateDer, PrivateKeyDer};
