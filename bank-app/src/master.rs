@@ -146,6 +146,8 @@ pub struct Master<W: Write> {
     observer_address: Option<String>,
     /// Every node, with its transport address.
     nodes: BTreeMap<NodeId, Option<String>>,
+    /// The sequence number of the next snapshot each node starts.
+    next_seq: BTreeMap<NodeId, u64>,
     /// All the money created.
     total: u64,
     /// The number of messages in each channel.
@@ -174,6 +176,7 @@ impl<W: Write> Master<W> {
             chooser: Chooser::new(seed),
             ack_timeout,
             nodes: BTreeMap::new(),
+            next_seq: BTreeMap::new(),
             total: 0,
             queued: ChannelCounts::default(),
             markers_in_transit: 0,
@@ -472,6 +475,7 @@ impl<W: Write> Master<W> {
             waiting.remove(&who);
         }
         self.nodes.insert(node, newcomer.address);
+        self.next_seq.insert(node, epoch);
         self.queued.add_node(node);
         self.total = total;
         Ok(())
@@ -573,12 +577,20 @@ impl<W: Write> Master<W> {
         if self.snapshot_open {
             return rejected("a snapshot is already open (CollectState closes it)");
         }
+        // A node restored from a snapshot numbered near the end starts few.
+        let seq = self.next_seq.get(&node).copied().unwrap_or(0);
+        if seq == u64::MAX {
+            return rejected(format!(
+                "node {node} has started its last snapshot: no sequence number is left"
+            ));
+        }
         let markers = match self.ask_observer(ToObserver::Begin(node), |c| {
             matches!(c, ToMaster::Begun { .. })
         })? {
             ToMaster::Begun { markers } => markers,
             other => return Err(protocol_error(OBSERVER, &other)),
         };
+        self.next_seq.insert(node, seq + 1);
         self.snapshot_open = true;
         self.markers_sent(node, &markers);
         self.print(&format!("Started by Node {node}\n"))

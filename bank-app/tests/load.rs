@@ -587,3 +587,60 @@ fn a_saved_snapshot_restores_the_bank_which_runs_on_with_all_its_money() {
         run_master(&args, b"").assert_code(2);
     }
 }
+
+#[test]
+fn a_bank_restored_near_the_last_sequence_number_skips_the_snapshots_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("saved");
+    let saved_arg = saved.display().to_string();
+    let args = [
+        "load",
+        "--nodes",
+        "3",
+        "--transfers",
+        "100000",
+        "--snapshot-every",
+        "1ms",
+        "--seed",
+        "8",
+        "--save",
+        &saved_arg,
+    ];
+    run_master(&args, b"").assert_code(0);
+    let file = saved_in(&saved).pop().expect("a saved snapshot");
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    // Each of the 3 branches starts two more snapshots (u64::MAX - 1 is the last).
+    doc["snapshot"]["seq"] = (u64::MAX - 3).into();
+    let near = dir.path().join("near.json");
+    std::fs::write(&near, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let near_arg = near.display().to_string();
+    let run = run_master(
+        &[
+            "load",
+            "--restore",
+            &near_arg,
+            "--duration",
+            "300ms",
+            "--snapshot-every",
+            "1ms",
+            "--seed",
+            "9",
+        ],
+        b"",
+    );
+    run.assert_code(0);
+    let fields = summary(&run);
+    let started = ["completed", "failed", "aborted"]
+        .map(|what| number(&fields, &format!("snapshots {what}")))
+        .iter()
+        .sum::<u64>();
+    assert!(started <= 6, "{}", run.out());
+    assert!(number(&fields, "snapshots skipped") > 0, "{}", run.out());
+    // From u64::MAX - 2, no snapshot could start: the file is refused.
+    doc["snapshot"]["seq"] = (u64::MAX - 1).into();
+    std::fs::write(&near, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let run = run_master(&["load", "--restore", &near_arg, "--duration", "10ms"], b"");
+    run.assert_code(2);
+    assert!(run.err().contains("last sequence number"), "{}", run.err());
+}

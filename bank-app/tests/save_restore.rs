@@ -174,6 +174,41 @@ fn a_snapshot_whose_topology_is_not_complete_is_refused_with_the_reason() {
 }
 
 #[test]
+fn a_bank_restored_near_the_last_sequence_number_refuses_the_snapshots_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    take("mem", dir.path());
+    let mut snapshot: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("saved/1-0.json")).unwrap()).unwrap();
+    let numbered = |snapshot: &mut Value, seq: u64| {
+        snapshot["snapshot"]["seq"] = seq.into();
+        let file = path(dir.path(), &format!("{seq}.json"));
+        std::fs::write(&file, serde_json::to_vec(&*snapshot).unwrap()).unwrap();
+        file
+    };
+    // The last sequence number a node gives is u64::MAX - 1: from u64::MAX - 3, node 1
+    // starts two snapshots, and the third is refused while the bank goes on.
+    let file = numbered(&mut snapshot, u64::MAX - 3);
+    let mut script = RETAKE.to_vec();
+    script.extend_from_slice(RETAKE);
+    script.extend_from_slice(b"BeginSnapshot 1\nBeginSnapshot 2\nReceiveAll\nCollectState\n");
+    let run = run_master(&["restore", &file, "--seed", "1"], &script);
+    run.assert_code(1);
+    assert_eq!(support::parse_blocks(&run.out()).len(), 2, "{}", run.out());
+    assert!(run.out().ends_with("Started by Node 2\n"), "{}", run.out());
+    assert_eq!(
+        run.err(),
+        "line 13: node 1 has started its last snapshot: no sequence number is left\n"
+    );
+    // A snapshot after which no snapshot could start is not restored.
+    for seq in [u64::MAX - 1, u64::MAX] {
+        let file = numbered(&mut snapshot, seq);
+        let run = run_master(&["restore", &file, "--seed", "1"], RETAKE);
+        run.assert_code(2);
+        assert!(run.err().contains("last sequence number"), "{}", run.err());
+    }
+}
+
+#[test]
 fn a_file_that_is_not_a_snapshot_is_a_usage_error() {
     let dir = tempfile::tempdir().unwrap();
     let file = path(dir.path(), "nonsense.json");

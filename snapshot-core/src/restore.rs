@@ -303,7 +303,8 @@ pub enum RestoreError {
         /// The snapshot.
         id: SnapshotId,
     },
-    /// The snapshot has the last sequence number: none is past it.
+    /// The snapshot has the last sequence number an engine gives (`u64::MAX - 1`), or
+    /// one past it: a node restored from it could start no snapshot.
     #[error("snapshot {0} has the last sequence number: no engine can start past it")]
     SequenceExhausted(SnapshotId),
     /// The engine given to [`Node::restore_with`] is not a new one: it has channels,
@@ -320,11 +321,13 @@ pub enum RestoreError {
 }
 
 /// The first sequence number of every node restored from `snapshot`: one past the
-/// snapshot's.
+/// snapshot's. Refused when no snapshot could be started from there: an engine
+/// never gives `u64::MAX` ([`EngineError::SequenceExhausted`]).
 pub fn epoch<S, R>(snapshot: &GlobalSnapshot<S, R>) -> Result<u64, RestoreError> {
     let id = snapshot.id();
     id.seq
         .checked_add(1)
+        .filter(|&epoch| epoch < u64::MAX)
         .ok_or(RestoreError::SequenceExhausted(id))
 }
 

@@ -991,3 +991,37 @@ fn resuming_sends_the_recorded_messages_in_order_and_counts_them() {
         Some(recorded.len() as u64)
     );
 }
+
+#[test]
+fn a_snapshot_restores_only_if_a_snapshot_can_start_after_it() {
+    let alone = |seq| {
+        let mut collector = snapshot_core::Collector::<u64, u64>::new([NodeId(1)]);
+        collector
+            .add(LocalSnapshot {
+                id: SnapshotId {
+                    initiator: NodeId(1),
+                    seq,
+                },
+                node: NodeId(1),
+                state: 5,
+                channels: Default::default(),
+                sent: Default::default(),
+                received: Default::default(),
+            })
+            .unwrap()
+            .expect("one node's part is the whole snapshot")
+    };
+    assert_eq!(restore::epoch(&alone(7)).unwrap(), 8);
+    // The last sequence number an engine gives is u64::MAX - 1 (engine_hardening.rs):
+    // an engine numbered from there starts one more snapshot, from u64::MAX none.
+    assert_eq!(restore::epoch(&alone(u64::MAX - 2)).unwrap(), u64::MAX - 1);
+    for seq in [u64::MAX - 1, u64::MAX] {
+        assert!(
+            matches!(
+                restore::epoch(&alone(seq)),
+                Err(RestoreError::SequenceExhausted(id)) if id.seq == seq
+            ),
+            "{seq}"
+        );
+    }
+}

@@ -188,6 +188,11 @@ pub fn run(config: LoadConfig) -> Result<Report, LoadError> {
     let nodes: Vec<NodeId> = topology.nodes().collect();
     let total = config.opening.total();
     let mut begins = begin(&config, &topology)?;
+    // Where every node's snapshots are numbered from (`begin` checked the epoch).
+    let epoch = match &config.opening {
+        Opening::Fresh(_) => 0,
+        Opening::Restored { snapshot, .. } => restore::epoch(snapshot).unwrap_or(u64::MAX),
+    };
     let shared = Arc::new(Shared {
         sent: AtomicU64::new(0),
         budget: match config.end {
@@ -222,6 +227,7 @@ pub fn run(config: LoadConfig) -> Result<Report, LoadError> {
         config: &config,
         total,
         tally: Tally::default(),
+        next_seq: nodes.iter().map(|&node| (node, epoch)).collect(),
     };
     let outcome = driver.drive(&mut cluster, &shared, thaw, &nodes);
     let (elapsed, transfers, final_balance) = match outcome {
@@ -439,6 +445,9 @@ struct Driver<'a> {
     config: &'a LoadConfig,
     total: u64,
     tally: Tally,
+    /// The sequence number of the next snapshot each node starts: a node restored
+    /// near the last one has few left, and one due at a node with none is skipped.
+    next_seq: BTreeMap<NodeId, u64>,
 }
 
 impl Driver<'_> {
@@ -481,7 +490,13 @@ impl Driver<'_> {
             {
                 if self.coordinator.in_flight() < config.max_concurrent {
                     if let Some(&node) = nodes.get(chooser.pick(nodes.len())) {
-                        self.coordinator.initiate(cluster.driver()?, node)?;
+                        match self.next_seq.get_mut(&node) {
+                            Some(seq) if *seq < u64::MAX => {
+                                self.coordinator.initiate(cluster.driver()?, node)?;
+                                *seq += 1;
+                            }
+                            _ => self.tally.skipped += 1,
+                        }
                     }
                 } else {
                     self.tally.skipped += 1;
