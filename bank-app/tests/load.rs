@@ -339,6 +339,8 @@ fn usage_errors_exit_2() {
         &["load", "--timeout", "10000000000000000000s"],
         &["load", "--duration", "87601h"],
         &["load", "--snapshot-every", "100000h"],
+        &["load", "--nodes", "257"],
+        &["load", "--nodes", "4294967295", "--topology", "ring"],
     ] {
         let run = run_master(args, b"");
         run.assert_code(2);

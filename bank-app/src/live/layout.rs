@@ -25,6 +25,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use thiserror::Error;
 
+/// The most branches a load runs: they are threads of one process, with a channel
+/// each way between every two on a complete graph.
+pub const MAX_NODES: usize = 256;
+
 /// The branches of a load, their opening balances, and their channels.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
@@ -70,9 +74,11 @@ impl Layout {
     /// `nodes` branches, ids 1 to `nodes`, each opening with `balance`, with a channel
     /// each way between every two.
     pub fn complete(nodes: u32, balance: u64) -> Result<Layout, LayoutError> {
+        let what = format!("a complete graph of {nodes} nodes");
+        too_many(&what, nodes)?;
         let ids = (1..=nodes).map(NodeId);
         Layout::of(
-            format!("a complete graph of {nodes} nodes"),
+            what,
             Topology::complete(ids.clone()),
             ids.map(|id| (id, balance)).collect(),
         )
@@ -81,9 +87,11 @@ impl Layout {
     /// `nodes` branches, ids 1 to `nodes`, each opening with `balance`, on a one-way
     /// ring: node `i` sends to node `i + 1` only, and the last to the first.
     pub fn ring(nodes: u32, balance: u64) -> Result<Layout, LayoutError> {
+        let what = format!("a ring of {nodes} nodes");
+        too_many(&what, nodes)?;
         let ids = (1..=nodes).map(NodeId);
         Layout::of(
-            format!("a ring of {nodes} nodes"),
+            what,
             Topology::ring(ids.clone()),
             ids.map(|id| (id, balance)).collect(),
         )
@@ -122,6 +130,12 @@ impl Layout {
                         return Err(at(
                             line,
                             format!("node {id} is declared twice (first on line {first})"),
+                        ));
+                    }
+                    if balances.len() == MAX_NODES {
+                        return Err(at(
+                            line,
+                            format!("a load runs at most {MAX_NODES} nodes: node {id} is one more"),
                         ));
                     }
                     balances.insert(id, balance);
@@ -220,6 +234,17 @@ impl Layout {
     }
 }
 
+/// Refuses `nodes` past [`MAX_NODES`] before anything is made for them.
+fn too_many(what: &str, nodes: u32) -> Result<(), LayoutError> {
+    if usize::try_from(nodes).map_or(true, |n| n > MAX_NODES) {
+        return Err(LayoutError::Refused {
+            what: what.to_string(),
+            reason: format!("a load runs at most {MAX_NODES} nodes"),
+        });
+    }
+    Ok(())
+}
+
 /// `word` as a number of plain decimal digits (no sign), or why not.
 fn number<N: std::str::FromStr>(word: &str, what: &str) -> Result<N, String> {
     let digits = !word.is_empty() && word.bytes().all(|b| b.is_ascii_digit());
@@ -312,6 +337,27 @@ mod tests {
             12
         );
         assert!(Layout::complete(1, 10).is_err());
+        assert!(Layout::complete(MAX_NODES as u32, 10).is_ok());
+        // A file of a ring of n nodes: refused at the node one past the most.
+        let ring = |n: usize| -> String {
+            let nodes = (1..=n).map(|id| format!("node {id} 1\n"));
+            let links = (1..=n).map(|id| format!("link {id} {}\n", id % n + 1));
+            nodes.chain(links).collect()
+        };
+        assert!(Layout::parse("fits", &ring(MAX_NODES)).is_ok());
+        assert!(matches!(
+            Layout::parse("big", &ring(MAX_NODES + 1)),
+            Err(LayoutError::Line { line, reason, .. })
+                if line == MAX_NODES + 1 && reason.contains("at most")
+        ));
+        for nodes in [MAX_NODES as u32 + 1, u32::MAX] {
+            for layout in [Layout::complete(nodes, 10), Layout::ring(nodes, 10)] {
+                assert!(
+                    matches!(&layout, Err(LayoutError::Refused { reason, .. }) if reason.contains("at most")),
+                    "{nodes}: {layout:?}"
+                );
+            }
+        }
         assert!(Layout::complete(2, u64::MAX).is_err());
     }
 }

@@ -7,7 +7,7 @@ use crate::cause::chain;
 use crate::check::check;
 use crate::choice::Chooser;
 use crate::live::cluster::{Cluster, DRIVER, batch};
-use crate::live::layout::Layout;
+use crate::live::layout::{Layout, MAX_NODES};
 use crate::live::node::{Begin, LoadNode, NodeResult, Shared};
 use crate::live::progress::{self, Figures, Progress};
 use crate::live::report::{Latencies, Report};
@@ -295,8 +295,14 @@ fn validate(config: &LoadConfig) -> Result<(), LoadError> {
     // A layout is checked as it is made; a restored snapshot's channels are checked
     // here.
     let topology = config.opening.topology();
-    if topology.nodes().count() < 2 {
+    let nodes = topology.nodes().count();
+    if nodes < 2 {
         return usage("a bank needs 2 nodes or more");
+    }
+    if nodes > MAX_NODES {
+        return Err(LoadError::Usage(format!(
+            "a load runs at most {MAX_NODES} nodes, not {nodes}"
+        )));
     }
     topology.check().map_err(|error| {
         LoadError::Usage(format!(
