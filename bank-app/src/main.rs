@@ -156,8 +156,8 @@ struct RunArgs {
     seed: Option<u64>,
 
     /// How long to wait for a role's answer before declaring it failed, in seconds.
-    #[arg(long, default_value_t = 30.0, value_parser = parse_seconds)]
-    ack_timeout: f64,
+    #[arg(long, default_value = "30", value_parser = parse_seconds)]
+    ack_timeout: Duration,
 
     /// With --transport tcp: the nodes were started by hand (`master node`) on the
     /// hosts this file names, one `node ID HOST:PORT` a line (and an optional
@@ -260,11 +260,14 @@ fn parse_seed(text: &str) -> Result<u64, String> {
     }
 }
 
-fn parse_seconds(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(s) if s.is_finite() && s > 0.0 && s < 1e9 => Ok(s),
-        _ => Err(format!("{text:?} is not a positive number of seconds")),
-    }
+/// A positive number of seconds under a billion, at least a nanosecond.
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s < 1e9)
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .filter(|duration| !duration.is_zero())
+        .ok_or_else(|| format!("{text:?} is not a positive number of seconds"))
 }
 
 fn main() -> ExitCode {
@@ -396,7 +399,7 @@ fn run_from(args: RunArgs, restored: Option<(PathBuf, SavedSnapshot)>) -> ExitCo
             return status(Status::Failed);
         }
     };
-    let ack_timeout = Duration::from_secs_f64(args.ack_timeout);
+    let ack_timeout = args.ack_timeout;
     let mut master = Master::new(system, out, seed, ack_timeout).with_format(args.format);
     if let Some(dir) = args.save {
         master = master.with_save(dir);

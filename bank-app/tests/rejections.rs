@@ -489,6 +489,26 @@ fn err_send_is_not_an_error() {
 const PRINTS: &[u8] = b"StartMaster\nCreateNode 1 5\nBeginSnapshot 1\nKillAll\n";
 
 #[test]
+fn an_empty_key_is_a_usage_error_where_the_key_proves_the_peers() {
+    let mut args = base_args("tcp", Some(SEED));
+    args.extend(["--key".to_string(), String::new()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = run_master(&args, PRINTS);
+    run.assert_stdout(b"").assert_code(2);
+    assert!(
+        run.err().contains("the cluster key is empty"),
+        "{}",
+        run.err()
+    );
+    // Under --tls the key is not used: an empty one is no mistake.
+    let mut tls = args.clone();
+    tls.push("--tls");
+    run_master(&tls, PRINTS)
+        .assert_stdout(b"Started by Node 1\n")
+        .assert_code(0);
+}
+
+#[test]
 fn usage_errors_run_nothing() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let missing = dir.path().join("no such script");
@@ -519,6 +539,9 @@ fn usage_errors_run_nothing() {
             with_transport(&["--seed", "18446744073709551616"]),
             with_transport(&["--seed", ""]),
             with_transport(&["--seed"]),
+            // Seconds that round to no time at all.
+            seeded(&["--ack-timeout", "1e-300"]),
+            seeded(&["--ack-timeout", "0"]),
         ];
         // The same stdin, with good arguments, prints.
         let good = seeded(&[]);

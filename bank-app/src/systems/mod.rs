@@ -128,6 +128,18 @@ pub fn build(kind: TransportKind, options: &Options) -> Result<Box<dyn System>, 
     } else if options.tls && options.auth == Some(Auth::Key) {
         return usage("--tls and --auth key contradict each other");
     }
+    // The key proves a tcp peer, unless TLS does (a cluster's default).
+    let key_proves = kind == TransportKind::Tcp
+        && match options.cluster {
+            None => !options.tls,
+            Some(_) => options.auth == Some(Auth::Key),
+        };
+    if key_proves && options.key.as_deref() == Some("") {
+        return usage(&format!(
+            "the cluster key is empty (--key or {})",
+            endpoint::KEY_VARIABLE
+        ));
+    }
     Ok(match (kind, &options.cluster) {
         (TransportKind::Mem, None) => Box::new(threads::MemSystem::with_master_core()),
         (TransportKind::Pipe | TransportKind::Tcp, None) => {
