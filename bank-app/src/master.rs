@@ -60,6 +60,22 @@ pub enum Refusal {
     /// Standard output is closed: the run ends quietly.
     #[error("standard output is closed")]
     OutputClosed,
+    /// Standard output is there but cannot be written (a full disk, a device that
+    /// fails): the run fails, as its output is lost.
+    #[error("master: cannot write the output: {0}")]
+    OutputFailed(std::io::Error),
+}
+
+impl Refusal {
+    /// What a failed write of the output means: a closed output ends the run
+    /// quietly, any other failure fails it.
+    pub fn of_output(error: std::io::Error) -> Refusal {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            Refusal::OutputClosed
+        } else {
+            Refusal::OutputFailed(error)
+        }
+    }
 }
 
 /// Why a role, or the system, failed. Written with its sources
@@ -532,7 +548,7 @@ impl<W: Write> Master<W> {
         let taken = self.take(from, to)?;
         self.out
             .write_all(ReceivedLine::new(from, taken).as_bytes())
-            .map_err(|_| Refusal::OutputClosed)
+            .map_err(Refusal::of_output)
     }
 
     fn receive_all(&mut self) -> Result<(), Refusal> {
@@ -676,7 +692,7 @@ impl<W: Write> Master<W> {
     fn print(&mut self, text: &str) -> Result<(), Refusal> {
         self.out
             .write_all(text.as_bytes())
-            .map_err(|_| Refusal::OutputClosed)
+            .map_err(Refusal::of_output)
     }
 
     /// Writes out what the master has printed and its output still holds.
@@ -1068,13 +1084,21 @@ pub fn run_lines<W: Write>(
                 status = Status::Rejected;
             }
             Err(Refusal::OutputClosed) => break,
-            Err(failure @ Refusal::Failed { .. }) => return fail(master, failure, err),
+            Err(failure @ (Refusal::Failed { .. } | Refusal::OutputFailed(_))) => {
+                return fail(master, failure, err);
+            }
         }
     }
     // What the output still holds goes out before the system is taken down.
-    let _ = master.flush_output();
+    let flushed = master.flush_output().map_err(Refusal::of_output);
     shut_down(master, err);
-    status
+    match flushed {
+        Err(failure @ Refusal::OutputFailed(_)) => {
+            let _ = writeln!(err, "{failure}");
+            Status::Failed
+        }
+        _ => status,
+    }
 }
 
 /// Reports the failure that ends the run, after what the master has printed, and

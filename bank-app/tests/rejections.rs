@@ -659,3 +659,42 @@ fn closed_stdout_on_a_long_script_ends_the_run_quietly() {
         assert_eq!(first, "Started by Node 1\n");
     }
 }
+
+/// `master ARGS` with `stdin` and its output going to `/dev/full`, whose every write
+/// fails with "no space left on device"; its status and what it said on stderr.
+fn to_a_full_disk(args: &[&str], stdin: &[u8]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let err_path = dir.path().join("stderr");
+    let mut command = support::master_command(args);
+    command
+        .stdout(std::fs::File::create("/dev/full").expect("/dev/full, on Linux"))
+        .stderr(std::fs::File::create(&err_path).expect("a stderr file"));
+    let run = support::run_command_with_output(command, args, stdin);
+    let err = std::fs::read_to_string(&err_path).expect("stderr is read back");
+    (run.code, err)
+}
+
+#[test]
+fn output_that_cannot_be_written_fails_the_run() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let script = dir.path().join("prints.script");
+    std::fs::write(&script, PRINTS).expect("write the script");
+    let script = script.to_str().expect("UTF-8");
+    let seed = SEED.to_string();
+    let lost = "master: cannot write the output: No space left on device";
+    // Buffered (a script file) and written line by line (stdin).
+    for args in [
+        vec!["--seed", seed.as_str(), script],
+        vec!["--seed", seed.as_str(), "-"],
+    ] {
+        let (code, err) = to_a_full_disk(&args, PRINTS);
+        assert_eq!(code, Some(3), "{args:?}: {err}");
+        assert!(err.starts_with(lost), "{args:?}: {err}");
+    }
+    let (code, err) = to_a_full_disk(&["load", "--nodes", "2", "--transfers", "10"], b"");
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains("master load: cannot write the summary: No space left on device"),
+        "{err}"
+    );
+}

@@ -368,9 +368,14 @@ mod tests {
 
     #[test]
     fn a_cluster_name_that_is_no_dns_name_is_refused() {
-        assert!(matches!(
-            Ca::new("two words"),
-            Err(TransportError::Config(why)) if why.contains("DNS name")
-        ));
+        for name in ["two words", ""] {
+            assert!(
+                matches!(
+                    Ca::new(name),
+                    Err(TransportError::Config(why)) if why.contains("DNS name")
+                ),
+                "{name:?}"
+            );
+        }
     }
 }

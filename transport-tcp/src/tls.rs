@@ -187,6 +187,14 @@ pub(crate) fn server_name(
     cluster: &str,
 ) -> Result<ServerName<'static>, TransportError> {
     let name = tls_name(endpoint, cluster);
+    if cluster.is_empty() {
+        // `master.` would pass as a name, under an authority constrained to nothing.
+        return Err(TransportError::Config(
+            "the cluster's name is empty: under TLS it must be a DNS name (letters, digits, \
+             hyphens and dots)"
+                .to_string(),
+        ));
+    }
     ServerName::try_from(name.clone()).map_err(|_| {
         TransportError::Config(format!(
             "{name:?} is not a DNS name: under TLS the cluster's name must be one (letters, \

@@ -272,9 +272,14 @@ pub fn main(args: LoadArgs) -> ExitCode {
         report.text()
     };
     let mut out = std::io::stdout().lock();
-    // Nobody reading the summary any more is not the run's failure.
-    let _ = out.write_all(summary.as_bytes()).and_then(|()| out.flush());
-    ExitCode::from(report.status())
+    match out.write_all(summary.as_bytes()).and_then(|()| out.flush()) {
+        // Nobody reading the summary any more is not the run's failure; a summary
+        // that cannot be written (a full disk) is lost, and the run with it.
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => fail(&LoadError::System(
+            format!("cannot write the summary: {error}"),
+        )),
+        _ => ExitCode::from(report.status()),
+    }
 }
 
 fn fail(error: &LoadError) -> ExitCode {
