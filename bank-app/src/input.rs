@@ -5,6 +5,7 @@
 //! script file costs a hand-over per batch rather than per line, while a line typed
 //! at a terminal is handed over as soon as it is complete.
 
+use crate::script::MAX_LINE;
 use crossbeam_channel::Receiver;
 use std::io::{self, BufRead, BufReader, Read};
 
@@ -15,7 +16,8 @@ const BATCH: usize = 256;
 const AHEAD: usize = 8;
 
 /// What the reading thread hands over: lines, each with its `\n` but perhaps the
-/// last of the input, or the error that ended the reading.
+/// last of the input (a line longer than [`MAX_LINE`] cut to its first
+/// `MAX_LINE + 1` bytes, without it), or the error that ended the reading.
 pub type Batch = io::Result<Vec<Vec<u8>>>;
 
 /// The lines of a script, as they are read.
@@ -78,13 +80,81 @@ fn read_batch<R: Read>(input: &mut BufReader<R>) -> (Vec<Vec<u8>>, Option<io::Re
     let mut lines = Vec::new();
     loop {
         let mut line = Vec::new();
-        match input.read_until(b'\n', &mut line) {
+        let limit = MAX_LINE as u64 + 1;
+        match (&mut *input).take(limit).read_until(b'\n', &mut line) {
             Ok(0) => return (lines, Some(Ok(()))),
-            Ok(_) => lines.push(line),
+            Ok(_) => {
+                let cut = line.len() > MAX_LINE && line.last() != Some(&b'\n');
+                lines.push(line);
+                // A line too long to keep: the rest of it is read and dropped.
+                if cut && let Err(error) = skip_line(input) {
+                    return (lines, Some(Err(error)));
+                }
+            }
             Err(error) => return (lines, Some(Err(error))),
         }
         if lines.len() >= BATCH || !input.buffer().contains(&b'\n') {
             return (lines, None);
         }
+    }
+}
+
+/// Reads `input` up to and with the next `\n`, or to its end, keeping nothing.
+fn skip_line<R: Read>(input: &mut BufReader<R>) -> io::Result<()> {
+    loop {
+        let buffer = match input.fill_buf() {
+            Ok(buffer) => buffer,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        };
+        if buffer.is_empty() {
+            return Ok(());
+        }
+        match buffer.iter().position(|&b| b == b'\n') {
+            Some(at) => {
+                input.consume(at + 1);
+                return Ok(());
+            }
+            None => {
+                let all = buffer.len();
+                input.consume(all);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every line `text` holds, as the reading thread hands them over.
+    fn all(text: Vec<u8>) -> Vec<Vec<u8>> {
+        let mut input = BufReader::with_capacity(1024, io::Cursor::new(text));
+        let mut lines = Vec::new();
+        loop {
+            let (batch, end) = read_batch(&mut input);
+            lines.extend(batch);
+            if let Some(end) = end {
+                end.unwrap();
+                return lines;
+            }
+        }
+    }
+
+    #[test]
+    fn a_line_too_long_is_cut_and_the_next_read_whole() {
+        let mut long = vec![b'x'; 3 * MAX_LINE];
+        long.push(b'\n');
+        let exact = vec![b'y'; MAX_LINE];
+        let text = [&b"first\n"[..], &long, &exact, b"\nlast"].concat();
+        let lines = all(text);
+        assert_eq!(lines.len(), 4);
+        assert_eq!(lines[0], b"first\n");
+        assert_eq!(lines[1], vec![b'x'; MAX_LINE + 1], "cut, its end dropped");
+        assert_eq!(lines[2], [&exact[..], b"\n"].concat(), "just fits");
+        assert_eq!(lines[3], b"last");
+        // Cut without an end of line, at the end of the input.
+        let lines = all(vec![b'z'; MAX_LINE + 10]);
+        assert_eq!(lines, [vec![b'z'; MAX_LINE + 1]]);
     }
 }

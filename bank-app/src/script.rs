@@ -43,12 +43,20 @@ pub enum Command {
     KillAll,
 }
 
+/// The longest line that can be a command, in bytes without its `\n`; a comment
+/// may be longer. What a line holds past it is not kept
+/// ([`Lines`](crate::input::Lines) hands over its first `MAX_LINE + 1` bytes).
+pub const MAX_LINE: usize = 1 << 20;
+
 /// Why a line is not a command. Its text is what the bank prints after `line N: `.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SyntaxError {
     /// The line is not UTF-8.
     #[error("the line is not valid UTF-8")]
     InvalidUtf8,
+    /// The line is longer than [`MAX_LINE`] and not a comment.
+    #[error("the line is longer than {MAX_LINE} bytes")]
+    TooLong,
     /// The first word names no command.
     #[error("unknown command {0:?}")]
     UnknownCommand(String),
@@ -81,6 +89,9 @@ pub fn parse_line(line: &[u8]) -> Result<Option<Command>, SyntaxError> {
     let first = line.iter().find(|&&b| b != b' ' && b != b'\t');
     if first == Some(&b'#') {
         return Ok(None);
+    }
+    if line.len() > MAX_LINE {
+        return Err(SyntaxError::TooLong);
     }
     let line = std::str::from_utf8(line).map_err(|_| SyntaxError::InvalidUtf8)?;
     let mut words = words(line);

@@ -233,6 +233,7 @@ fn check_line(line: &[u8]) -> Result<&'static str, TestCaseError> {
         Err(SyntaxError::Arity { .. }) => "wrong arity",
         Err(SyntaxError::NotANumber(_)) => "not a number",
         Err(SyntaxError::TooLarge { .. }) => "too large",
+        Err(SyntaxError::TooLong) => "too long",
     })
 }
 

@@ -698,3 +698,22 @@ fn output_that_cannot_be_written_fails_the_run() {
         "{err}"
     );
 }
+
+#[test]
+fn a_line_past_the_longest_is_refused_and_the_run_goes_on() {
+    let longest = bank_app::script::MAX_LINE;
+    let mut script = b"StartMaster\nCreateNode 1 10\nSend 1 1 ".to_vec();
+    script.resize(script.len() + 2 * longest, b'1');
+    script.extend_from_slice(b"\n# ");
+    script.resize(script.len() + 2 * longest, b'#');
+    script.extend_from_slice(b"\nBeginSnapshot 1\n");
+    let args = base_args("mem", Some(SEED));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = run_master(&args, &script);
+    run.assert_stdout(b"Started by Node 1\n").assert_code(1);
+    assert_eq!(
+        run.err(),
+        format!("line 3: the line is longer than {longest} bytes\n"),
+        "the long comment on line 4 is a comment"
+    );
+}
