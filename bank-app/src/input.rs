@@ -5,9 +5,13 @@
 //! script file costs a hand-over per batch rather than per line, while a line typed
 //! at a terminal is handed over as soon as it is complete.
 
-use crate::script::MAX_LINE;
 use crossbeam_channel::Receiver;
 use std::io::{self, BufRead, BufReader, Read};
+
+/// The longest line that can be a command, in bytes without its `\n`; a comment
+/// may be longer. Of a longer line only the first `MAX_LINE + 1` bytes are handed
+/// over, which is enough for parsing to refuse it.
+pub const MAX_LINE: usize = 1 << 20;
 
 /// The most lines handed over at once.
 const BATCH: usize = 256;

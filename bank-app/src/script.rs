@@ -43,10 +43,7 @@ pub enum Command {
     KillAll,
 }
 
-/// The longest line that can be a command, in bytes without its `\n`; a comment
-/// may be longer. What a line holds past it is not kept
-/// ([`Lines`](crate::input::Lines) hands over its first `MAX_LINE + 1` bytes).
-pub const MAX_LINE: usize = 1 << 20;
+pub use crate::input::MAX_LINE;
 
 /// Why a line is not a command. Its text is what the bank prints after `line N: `.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
