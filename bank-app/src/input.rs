@@ -1,7 +1,7 @@
 //! The script's lines, read on a thread of their own, so that the master can wait for
 //! the next line and for news of its roles at once.
 //!
-//! Lines travel in batches: as many as are already read (up to [`BATCH`]), so that a
+//! Lines travel in batches: as many as are already read (up to `BATCH`, 256), so that a
 //! script file costs a hand-over per batch rather than per line, while a line typed
 //! at a terminal is handed over as soon as it is complete.
 
