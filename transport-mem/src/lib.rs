@@ -31,8 +31,9 @@
 //!   order (a node's frames to a node use the receiver's deferred channel on a network
 //!   that defers them, always that one).
 //! - **Departures**: dropping a [`MemTransport`] tells its peers (those it connected
-//!   to and those it received from) that it has gone, behind every frame it sent;
-//!   they receive [`Incoming::Departed`]. A send that finds a peer gone fails with
+//!   to, those it received from, and those that connected to it) that it has gone,
+//!   behind every frame it sent, a batch still gathered included; they receive
+//!   [`Incoming::Departed`]. A send that finds a peer gone fails with
 //!   [`TransportError::Disconnected`], and the peer's departure is then reported by
 //!   `recv` too.
 //! - **Bounded memory**: each endpoint's channels hold at most
@@ -161,6 +162,13 @@ impl MemOptions {
     }
 }
 
+/// An endpoint's word that it has gone, with the frames it had gathered for the
+/// receiver that did not fit in its channel: they arrive just before the departure.
+struct Farewell<F> {
+    from: Endpoint,
+    leftover: Vec<F>,
+}
+
 /// The channels an endpoint receives on, as its peers reach them.
 struct Mailbox<F> {
     /// Frames that wake the endpoint.
@@ -169,7 +177,7 @@ struct Mailbox<F> {
     deferred: Option<Sender<Parcel<F>>>,
     /// Departures: unbounded, so that an endpoint going away never waits, and read
     /// only after the data channels are drained, so that they come after the frames.
-    departures: Sender<Endpoint>,
+    departures: Sender<Farewell<F>>,
 }
 
 impl<F> Clone for Mailbox<F> {
@@ -319,7 +327,7 @@ pub struct MemTransport<F> {
     local: Endpoint,
     inbox: Receiver<Parcel<F>>,
     deferred: Option<Receiver<Parcel<F>>>,
-    departures: Receiver<Endpoint>,
+    departures: Receiver<Farewell<F>>,
     network: MemNetwork<F>,
     /// The channel each connected peer is reached on, and the frames waiting for it
     /// (batching only). Every ordered pair of endpoints always uses the same channel,
@@ -357,12 +365,18 @@ impl<F> std::fmt::Debug for MemTransport<F> {
 
 impl<F> Drop for MemTransport<F> {
     fn drop(&mut self) {
-        // What was sent arrives: a batch still waiting goes now, if there is room
-        // (a drop cannot wait for a peer that does not receive).
-        for route in self.routes.values_mut() {
+        // What was sent arrives: a batch still waiting goes now if there is room, and
+        // otherwise with the departure (a drop cannot wait for a peer that does not
+        // receive).
+        let mut leftovers: HashMap<Endpoint, Vec<F>> = HashMap::new();
+        for (&peer, route) in &mut self.routes {
             if !route.waiting.is_empty() {
                 let batch = std::mem::take(&mut route.waiting);
-                let _ = route.queue.try_send(Parcel::Batch(self.local, batch));
+                if let Err(TrySendError::Full(Parcel::Batch(_, batch))) =
+                    route.queue.try_send(Parcel::Batch(self.local, batch))
+                {
+                    leftovers.insert(peer, batch);
+                }
             }
         }
         let mut directory = self
@@ -371,12 +385,14 @@ impl<F> Drop for MemTransport<F> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         directory.mailboxes.remove(&self.local);
-        // Every peer hears that this endpoint has gone, behind its frames.
-        let peers = self.routes.keys().copied().chain(self.peers.live());
-        for peer in peers {
-            if let Some(mailbox) = directory.mailboxes.get(&peer) {
-                let _ = mailbox.departures.send(self.local);
-            }
+        // Every endpoint hears that this one has gone, behind its frames: its peers,
+        // and those that connected to it without hearing from it, which it does not
+        // know of (the others ignore it).
+        for (&endpoint, mailbox) in &directory.mailboxes {
+            let _ = mailbox.departures.send(Farewell {
+                from: self.local,
+                leftover: leftovers.remove(&endpoint).unwrap_or_default(),
+            });
         }
     }
 }
@@ -417,13 +433,22 @@ impl<F> MemTransport<F> {
         }
     }
 
-    /// `peer` has gone: its departure goes behind every frame it sent, which is in
-    /// the data channels by now.
-    fn departed(&mut self, peer: Endpoint) {
+    /// `farewell.from` has gone: its departure goes behind every frame it sent, which
+    /// is in the data channels by now or came with the farewell.
+    fn departed(&mut self, farewell: Farewell<F>) {
+        let Farewell {
+            from: peer,
+            leftover,
+        } = farewell;
+        // First what it sent before it went: a waiting select may pick the farewell
+        // over parcels in the data channels, and those make it a peer.
+        self.drain_data();
+        if !leftover.is_empty() {
+            self.take_in(Parcel::Batch(peer, leftover));
+        }
         if !self.peers.is_live(peer) && !self.routes.contains_key(&peer) {
             return; // not a peer of ours
         }
-        self.drain_data();
         self.routes.remove(&peer);
         self.dirty.retain(|&p| p != peer);
         if self.peers.depart(peer) {
@@ -446,8 +471,8 @@ impl<F> MemTransport<F> {
         if let Some(parcel) = parcel {
             return Some(self.open(parcel));
         }
-        if let Ok(peer) = self.departures.try_recv() {
-            self.departed(peer);
+        if let Ok(farewell) = self.departures.try_recv() {
+            self.departed(farewell);
             return self.pop_arrived();
         }
         None
@@ -536,7 +561,10 @@ impl<F> MemTransport<F> {
     /// A send found `to` gone: from now on it is departed.
     fn gone(&mut self, to: Endpoint) -> TransportError {
         self.peers.add(to);
-        self.departed(to);
+        self.departed(Farewell {
+            from: to,
+            leftover: Vec::new(),
+        });
         TransportError::Disconnected(to)
     }
 
@@ -633,8 +661,8 @@ impl<F> MemTransport<F> {
                 .ok()
                 .map(|parcel| self.open(parcel));
         }
-        let peer = operation.recv(&self.departures).ok()?;
-        self.departed(peer);
+        let farewell = operation.recv(&self.departures).ok()?;
+        self.departed(farewell);
         self.pop_arrived()
     }
 

@@ -177,3 +177,46 @@ fn a_capacity_outside_its_bounds_is_a_configuration_error() {
     let network = MemNetwork::<u32>::with_options(MemOptions::default().capacity(MAX_CAPACITY));
     assert!(network.endpoint(Endpoint::Node(NodeId(1))).is_ok());
 }
+
+#[test]
+fn a_batch_that_does_not_fit_when_its_sender_goes_arrives_before_the_departure() {
+    let network = MemNetwork::<u32>::with_options(MemOptions::default().batching().capacity(1));
+    let mut a = network.endpoint(Endpoint::Node(NodeId(1))).unwrap();
+    let mut b = network.endpoint(Endpoint::Node(NodeId(2))).unwrap();
+    connect_all(&mut [&mut a, &mut b]);
+    a.send(b.local(), 0).unwrap();
+    a.flush().unwrap();
+    // B's channel holds that batch: the next one stays gathered when A goes.
+    for n in 1..=5 {
+        a.send(b.local(), n).unwrap();
+    }
+    drop(a);
+    let from_a = |n| Incoming::Frame(Endpoint::Node(NodeId(1)), n);
+    for n in 0..=5 {
+        assert_eq!(b.recv().unwrap(), from_a(n));
+    }
+    assert_eq!(
+        b.recv().unwrap(),
+        Incoming::Departed(Endpoint::Node(NodeId(1)))
+    );
+    assert!(matches!(b.recv(), Err(TransportError::Closed)));
+}
+
+#[test]
+fn an_endpoint_that_goes_before_connecting_back_is_reported_gone() {
+    let network = MemNetwork::<u32>::new();
+    let a = network.endpoint(Endpoint::Node(NodeId(1))).unwrap();
+    let mut b = network.endpoint(Endpoint::Node(NodeId(2))).unwrap();
+    b.connect(a.local(), &a.address()).unwrap();
+    // A never connects to B, nor sends to it.
+    drop(a);
+    assert_eq!(
+        b.recv_timeout(Duration::from_secs(10)).unwrap(),
+        Some(Incoming::Departed(Endpoint::Node(NodeId(1))))
+    );
+    // An endpoint that never knew A is not told.
+    let mut c = network.endpoint(Endpoint::Node(NodeId(3))).unwrap();
+    let d = network.endpoint(Endpoint::Node(NodeId(4))).unwrap();
+    drop(d);
+    assert_eq!(c.recv_timeout(Duration::ZERO).unwrap(), None);
+}
