@@ -128,7 +128,10 @@ impl<F> Incoming<F> {
 ///   Before an endpoint has any peer, they wait, as for any frame.
 /// - **Flush before wait.** `send` may buffer; buffered frames leave on `flush`, and
 ///   `recv` and `recv_timeout` flush before they wait, so a request followed by
-///   waiting for its reply never stalls on a buffer.
+///   waiting for its reply never stalls on a buffer. That flush waits as `flush` does:
+///   a peer that holds as much as the medium will and does not receive holds up
+///   `recv_timeout` too, whatever its timeout, which bounds only the wait for
+///   arrivals.
 /// - **Bounded memory.** A transport buffers a bounded amount for an endpoint that
 ///   does not call it (each transport documents its bound and how to set it); once
 ///   that is full, sends to the endpoint wait. An endpoint waiting in `send` or
@@ -174,7 +177,8 @@ pub trait Transport<F>: Send {
     fn recv(&mut self) -> Result<Incoming<F>, TransportError>;
 
     /// Like [`recv`](Self::recv), but gives up after `timeout` with `Ok(None)`. A zero
-    /// timeout takes what has already arrived and does not wait.
+    /// timeout takes what has already arrived and does not wait for more. The flush
+    /// before it is not bounded by `timeout` (see "Flush before wait" above).
     fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Incoming<F>>, TransportError>;
 
     /// Why `peer` departed, when the transport knows more than that its stream ended:
