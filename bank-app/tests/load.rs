@@ -490,11 +490,9 @@ fn saved_in(dir: &Path) -> Vec<std::path::PathBuf> {
     files
 }
 
-#[test]
-fn a_saved_snapshot_restores_the_bank_which_runs_on_with_all_its_money() {
-    let dir = tempfile::tempdir().unwrap();
-    let saved = dir.path().join("saved");
-    let saved_arg = saved.display().to_string();
+/// A load of 3 branches that saves a snapshot every millisecond into `saved`.
+fn load_saving(saved: &Path) -> Run {
+    let saved = saved.display().to_string();
     let run = run_master(
         &[
             "load",
@@ -507,11 +505,19 @@ fn a_saved_snapshot_restores_the_bank_which_runs_on_with_all_its_money() {
             "--seed",
             "8",
             "--save",
-            &saved_arg,
+            &saved,
         ],
         b"",
     );
     run.assert_code(0);
+    run
+}
+
+#[test]
+fn a_saved_snapshot_restores_the_bank_which_runs_on_with_all_its_money() {
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("saved");
+    let run = load_saving(&saved);
     let files = saved_in(&saved);
     let fields = summary(&run);
     assert_eq!(files.len() as u64, number(&fields, "snapshots saved"));
@@ -594,21 +600,7 @@ fn a_saved_snapshot_restores_the_bank_which_runs_on_with_all_its_money() {
 fn a_bank_restored_near_the_last_sequence_number_skips_the_snapshots_past_it() {
     let dir = tempfile::tempdir().unwrap();
     let saved = dir.path().join("saved");
-    let saved_arg = saved.display().to_string();
-    let args = [
-        "load",
-        "--nodes",
-        "3",
-        "--transfers",
-        "100000",
-        "--snapshot-every",
-        "1ms",
-        "--seed",
-        "8",
-        "--save",
-        &saved_arg,
-    ];
-    run_master(&args, b"").assert_code(0);
+    load_saving(&saved);
     let file = saved_in(&saved).pop().expect("a saved snapshot");
     let mut doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
